@@ -1,0 +1,127 @@
+//! zstd compression that gives up on data that does not shrink.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Compression {
+    Off,
+    /// zstd level 3, after a cheap probe says the data is compressible.
+    #[default]
+    Auto,
+    Fast,
+    Max,
+    Level(i32),
+}
+
+impl Compression {
+    fn level(self) -> Option<i32> {
+        match self {
+            Compression::Off => None,
+            Compression::Auto => Some(3),
+            Compression::Fast => Some(1),
+            Compression::Max => Some(19),
+            Compression::Level(l) => Some(l),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Off => f.write_str("off"),
+            Compression::Auto => f.write_str("auto"),
+            Compression::Fast => f.write_str("fast"),
+            Compression::Max => f.write_str("max"),
+            Compression::Level(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Compression::Off),
+            "auto" => Ok(Compression::Auto),
+            "fast" => Ok(Compression::Fast),
+            "max" => Ok(Compression::Max),
+            _ => match s.parse::<i32>() {
+                Ok(l) if (1..=22).contains(&l) => Ok(Compression::Level(l)),
+                _ => Err(format!(
+                    "invalid compression {s:?}: use off, auto, fast, max or a zstd level 1-22"
+                )),
+            },
+        }
+    }
+}
+
+/// Probe size: big enough to judge, small enough to be cheap next to the full compression.
+const PROBE: usize = 64 * 1024;
+
+/// Compresses `data`, or returns `None` when storing it raw is as good (already compressed,
+/// random, or tiny).
+pub fn compress(data: &[u8], mode: Compression) -> Option<Vec<u8>> {
+    let level = mode.level()?;
+    if data.len() < 64 {
+        return None;
+    }
+    if mode == Compression::Auto && data.len() > 4 * PROBE {
+        let mid = data.len() / 2;
+        let probe = &data[mid - PROBE / 2..mid + PROBE / 2];
+        match zstd::bulk::compress(probe, 1) {
+            Ok(c) if c.len() * 100 < probe.len() * 97 => {}
+            _ => return None,
+        }
+    }
+    let out = zstd::bulk::compress(data, level).ok()?;
+    // Keep the compressed form only when it saves at least 1/64 of the size.
+    (out.len() < data.len() - data.len() / 64).then_some(out)
+}
+
+/// Decompresses into exactly `raw_len` bytes; a longer output is an error, not an allocation.
+pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    let out = zstd::bulk::decompress(data, raw_len)?;
+    if out.len() != raw_len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("decompressed to {} bytes, expected {raw_len}", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_data_shrinks_and_round_trips() {
+        let data = b"lifeboat ".repeat(100_000);
+        let c = compress(&data, Compression::Auto).unwrap();
+        assert!(c.len() < data.len() / 10);
+        assert_eq!(decompress(&c, data.len()).unwrap(), data);
+        assert!(
+            decompress(&c, data.len() - 1).is_err(),
+            "a bomb larger than declared fails"
+        );
+    }
+
+    #[test]
+    fn random_data_is_stored_raw() {
+        let mut data = vec![0u8; 1 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut data);
+        assert!(compress(&data, Compression::Auto).is_none());
+        assert!(compress(&data, Compression::Max).is_none());
+        assert!(compress(b"x".repeat(1000).as_slice(), Compression::Off).is_none());
+    }
+
+    #[test]
+    fn parses_levels() {
+        assert_eq!("7".parse::<Compression>().unwrap(), Compression::Level(7));
+        assert!("0".parse::<Compression>().is_err());
+        assert!("fastest".parse::<Compression>().is_err());
+    }
+}

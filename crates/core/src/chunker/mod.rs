@@ -1,0 +1,128 @@
+//! Content-defined chunking: FastCDC (Xia et al., 2016) with normalized chunking, whose gear
+//! table is derived from the repository's secret chunker seed, so chunk boundaries (and the
+//! chunk sizes an observer of the storage can see) do not fingerprint known content.
+//!
+//! `Chunker::cut` is pure: given the bytes from the current position it returns the length of
+//! the next chunk. `ChunkReader` applies it to a stream with a bounded buffer.
+
+mod reader;
+
+pub use reader::ChunkReader;
+
+use serde::{Deserialize, Serialize};
+
+/// Sizes in bytes. Defaults: 512 KiB / 1 MiB / 8 MiB (see docs/format.md for the choice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl ChunkerParams {
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = self.min_size >= 64
+            && self.avg_size.is_power_of_two()
+            && self.min_size < self.avg_size
+            && self.avg_size < self.max_size
+            && self.max_size <= 64 * 1024 * 1024;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("invalid chunker parameters {self:?}: need 64 <= min < avg (a power of two) < max <= 64 MiB"))
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Chunker {
+    gear: Box<[u64; 256]>,
+    /// Stricter mask (more bits) before the average size, looser after: normalized chunking.
+    mask_small: u64,
+    mask_large: u64,
+    params: ChunkerParams,
+}
+
+/// A mask of the `bits` highest bits: the gear hash's high bits depend on the most bytes.
+fn high_bits(bits: u32) -> u64 {
+    !0u64 << (64 - bits)
+}
+
+impl Chunker {
+    pub fn new(seed: &[u8; 32], params: ChunkerParams) -> Self {
+        let mut gear = Box::new([0u64; 256]);
+        let mut stream = blake3::Hasher::new_derive_key("lifeboat v1 chunker gear table");
+        stream.update(seed);
+        let mut reader = stream.finalize_xof();
+        let mut bytes = [0u8; 256 * 8];
+        reader.fill(&mut bytes);
+        for (slot, word) in gear.iter_mut().zip(bytes.chunks_exact(8)) {
+            *slot = u64::from_le_bytes(word.try_into().expect("8-byte chunk"));
+        }
+        let bits = params.avg_size.trailing_zeros();
+        Chunker {
+            gear,
+            mask_small: high_bits(bits + 1),
+            mask_large: high_bits(bits - 1),
+            params,
+        }
+    }
+
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// The length of the next chunk of `data`. When `data` is shorter than the maximum size
+    /// the caller must pass everything up to the end of the stream.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        let min = self.params.min_size as usize;
+        let n = data.len();
+        if n <= min {
+            return n;
+        }
+        let max = n.min(self.params.max_size as usize);
+        let normal = n.min(self.params.avg_size as usize);
+        let gear = &*self.gear;
+        let mut hash = 0u64;
+        let mut i = min;
+        while i < normal {
+            hash = (hash << 1).wrapping_add(gear[data[i] as usize]);
+            if hash & self.mask_small == 0 {
+                return i + 1;
+            }
+            i += 1;
+        }
+        while i < max {
+            hash = (hash << 1).wrapping_add(gear[data[i] as usize]);
+            if hash & self.mask_large == 0 {
+                return i + 1;
+            }
+            i += 1;
+        }
+        max
+    }
+
+    /// All chunk lengths of an in-memory buffer.
+    pub fn chunk_lengths(&self, mut data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let len = self.cut(data);
+            out.push(len);
+            data = &data[len..];
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn small_params() -> ChunkerParams {
+    ChunkerParams {
+        min_size: 256,
+        avg_size: 1024,
+        max_size: 8192,
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.finalize_xof().fill(&mut out);
+    out
+}
+
+fn chunks_of(chunker: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
+    let mut reader = ChunkReader::new(data, chunker);
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next_chunk().unwrap() {
+        out.push(chunk);
+    }
+    out
+}
+
+#[test]
+fn default_sizes_average_near_one_mebibyte() {
+    let chunker = Chunker::new(&[1u8; 32], ChunkerParams::default());
+    let data = pseudo_random(64 * 1024 * 1024, 3);
+    let lengths = chunker.chunk_lengths(&data);
+    let avg = data.len() / lengths.len();
+    assert!(
+        (700 * 1024..1500 * 1024).contains(&avg),
+        "average chunk {avg}"
+    );
+}
+
+#[test]
+fn gear_table_depends_on_seed() {
+    let data = pseudo_random(200_000, 9);
+    let a = Chunker::new(&[1u8; 32], small_params()).chunk_lengths(&data);
+    let b = Chunker::new(&[2u8; 32], small_params()).chunk_lengths(&data);
+    assert_ne!(a, b);
+}
+
+/// Pins the boundaries so an accidental change of the chunker (which would silently break
+/// dedup against existing repositories) fails loudly.
+#[test]
+fn boundaries_are_stable() {
+    let data = pseudo_random(20_000, 1);
+    let lengths = Chunker::new(&[0u8; 32], small_params()).chunk_lengths(&data);
+    assert_eq!(lengths.iter().sum::<usize>(), data.len());
+    let expected: Vec<usize> = STABLE_LENGTHS.to_vec();
+    assert_eq!(lengths, expected);
+}
+
+const STABLE_LENGTHS: &[usize] = &[
+    2209, 717, 609, 2438, 1635, 2120, 1094, 1475, 504, 429, 2070, 1081, 477, 613, 1233, 1018, 278,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn deterministic_and_within_bounds(len in 0usize..60_000, seed in any::<u64>(), key in any::<[u8; 32]>()) {
+        let data = pseudo_random(len, seed);
+        let chunker = Chunker::new(&key, small_params());
+        let chunks = chunks_of(&chunker, &data);
+        let again = chunks_of(&chunker, &data);
+        prop_assert_eq!(&chunks, &again);
+        prop_assert_eq!(chunks.concat(), data.clone());
+        let lengths = chunker.chunk_lengths(&data);
+        prop_assert_eq!(lengths.clone(), chunks.iter().map(Vec::len).collect::<Vec<_>>());
+        for (i, c) in chunks.iter().enumerate() {
+            prop_assert!(c.len() <= 8192);
+            if i + 1 < chunks.len() {
+                prop_assert!(c.len() >= 256, "chunk {} of {} has {} bytes", i, chunks.len(), c.len());
+            }
+        }
+    }
+
+    #[test]
+    fn insertion_changes_only_nearby_chunks(seed in any::<u64>(), at in 0usize..100_000, insert in proptest::collection::vec(any::<u8>(), 1..200)) {
+        let data = pseudo_random(100_000, seed);
+        let mut edited = data[..at].to_vec();
+        edited.extend_from_slice(&insert);
+        edited.extend_from_slice(&data[at..]);
+        let chunker = Chunker::new(&[5u8; 32], small_params());
+        let before = chunks_of(&chunker, &data);
+        let after = chunks_of(&chunker, &edited);
+        let before_set: std::collections::HashSet<_> = before.iter().collect();
+        let changed = after.iter().filter(|c| !before_set.contains(c)).count();
+        // An insertion disturbs the chunk it falls in and at most a couple after it before the
+        // boundaries resynchronise; everything else is shared.
+        prop_assert!(changed <= 4, "{} of {} chunks changed", changed, after.len());
+        prop_assert!(before.len() >= 10);
+    }
+}

@@ -1,0 +1,180 @@
+//! Repository locks. Backups take shared locks and never wait for each other; operations that
+//! delete or rewrite (prune, repair) take exclusive ones. A lock names its host, process and
+//! time; a lock whose process is gone on this host, or that was not refreshed within
+//! `STALE_AFTER`, is stale: reported and ignored, never silently blocking a job.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{open_object, seal_object};
+use crate::error::{Error, Result};
+use crate::storage::{ObjectKind, Storage};
+
+const LOCK_AAD: &[u8] = b"lifeboat lock v1";
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub time: DateTime<Utc>,
+    pub exclusive: bool,
+    pub hostname: String,
+    pub username: String,
+    pub pid: u32,
+    pub operation: String,
+}
+
+impl LockRecord {
+    pub fn is_stale(&self) -> bool {
+        let age = Utc::now().signed_duration_since(self.time);
+        if age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false) {
+            return true;
+        }
+        self.hostname == crate::host::hostname() && !crate::host::process_alive(self.pid)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} lock for {} held by {}@{} (pid {}) since {}",
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
+            self.operation,
+            self.username,
+            self.hostname,
+            self.pid,
+            self.time.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Reads every lock; unreadable ones are reported as errors so that a damaged lock is seen.
+pub fn list_locks(storage: &dyn Storage, key: &[u8; 32]) -> Result<Vec<(String, LockRecord)>> {
+    let mut out = Vec::new();
+    for info in storage.list(ObjectKind::Lock)? {
+        let data = match storage.read(ObjectKind::Lock, &info.name) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => continue, // released while we listed
+            Err(e) => return Err(e.into()),
+        };
+        let object = format!("lock {}", info.name);
+        let plain = open_object(key, LOCK_AAD, &data, &object)?;
+        let record: LockRecord =
+            serde_json::from_slice(&plain).map_err(|e| Error::format(&object, e))?;
+        out.push((info.name, record));
+    }
+    Ok(out)
+}
+
+/// A held lock; released (deleted) on drop. A background thread refreshes it.
+pub struct LockGuard {
+    storage: Arc<dyn Storage>,
+    name: Arc<std::sync::Mutex<String>>,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<thread::JoinHandle<()>>,
+}
+
+fn write_lock(storage: &dyn Storage, key: &[u8; 32], record: &LockRecord) -> Result<String> {
+    let plain = serde_json::to_vec(record).expect("lock serializes");
+    let name = hex::encode(rand::random::<[u8; 16]>());
+    storage.write(ObjectKind::Lock, &name, &seal_object(key, LOCK_AAD, &plain))?;
+    Ok(name)
+}
+
+fn conflicts(mine: bool, theirs: &LockRecord) -> bool {
+    mine || theirs.exclusive
+}
+
+pub fn acquire(
+    storage: Arc<dyn Storage>,
+    key: [u8; 32],
+    exclusive: bool,
+    operation: &str,
+) -> Result<LockGuard> {
+    let check = |own: Option<&str>| -> Result<()> {
+        for (name, record) in list_locks(storage.as_ref(), &key)? {
+            if Some(name.as_str()) == own || record.is_stale() {
+                continue;
+            }
+            if conflicts(exclusive, &record) {
+                return Err(Error::Locked {
+                    holder: record.describe(),
+                });
+            }
+        }
+        Ok(())
+    };
+    check(None)?;
+    let record = LockRecord {
+        time: Utc::now(),
+        exclusive,
+        hostname: crate::host::hostname(),
+        username: crate::host::username(),
+        pid: std::process::id(),
+        operation: operation.to_string(),
+    };
+    let name = write_lock(storage.as_ref(), &key, &record)?;
+    // Two processes may have passed the first check at once; looking again after our lock is
+    // visible means at least one of them sees the other.
+    if let Err(e) = check(Some(&name)) {
+        let _ = storage.delete(ObjectKind::Lock, &name);
+        return Err(e);
+    }
+    let name = Arc::new(std::sync::Mutex::new(name));
+    let (stop, stopped) = mpsc::channel::<()>();
+    let refresher = {
+        let storage = storage.clone();
+        let name = name.clone();
+        thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH_EVERY) {
+                let fresh = LockRecord {
+                    time: Utc::now(),
+                    ..record.clone()
+                };
+                if let Ok(new_name) = write_lock(storage.as_ref(), &key, &fresh) {
+                    if let Ok(mut current) = name.lock() {
+                        let _ = storage.delete(ObjectKind::Lock, &current);
+                        *current = new_name;
+                    }
+                }
+            }
+        })
+    };
+    Ok(LockGuard {
+        storage,
+        name,
+        stop: Some(stop),
+        refresher: Some(refresher),
+    })
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(handle) = self.refresher.take() {
+            let _ = handle.join();
+        }
+        if let Ok(name) = self.name.lock() {
+            let _ = self.storage.delete(ObjectKind::Lock, &name);
+        }
+    }
+}
+
+/// Removes stale locks (or all, when `all`); returns what was removed.
+pub fn remove_locks(storage: &dyn Storage, key: &[u8; 32], all: bool) -> Result<Vec<LockRecord>> {
+    let mut removed = Vec::new();
+    for (name, record) in list_locks(storage, key)? {
+        if all || record.is_stale() {
+            storage.delete(ObjectKind::Lock, &name)?;
+            removed.push(record);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,143 @@
+//! The tree finisher: receives entries in walk order, waits for each file's content ids, and
+//! writes one tree blob per directory as soon as the directory is complete (bottom-up).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::saver::{BlobJob, BlobSaver};
+use super::source::FileResult;
+use super::{BackupProgress, SourceError};
+use crate::blob::{BlobId, BlobKind};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::snapshot::Summary;
+use crate::tree::{Node, Tree};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    New,
+    Changed,
+    Unmodified,
+    /// Not a regular file: no content to compare.
+    Other,
+}
+
+pub enum Event {
+    Entry {
+        path: PathBuf,
+        node: Node,
+        content: Option<Receiver<FileResult>>,
+        change: Change,
+    },
+    EnterDir,
+    LeaveDir {
+        node: Node,
+    },
+    Error(SourceError),
+}
+
+fn save_tree(
+    repo: &Repository,
+    saver: &BlobSaver,
+    blobs: &Sender<BlobJob>,
+    nodes: Vec<Node>,
+) -> Result<BlobId> {
+    let bytes = Tree::new(nodes).to_bytes();
+    let id = repo.blob_id(&bytes);
+    if saver.claim(id)
+        && blobs
+            .send(BlobJob {
+                kind: BlobKind::Tree,
+                id,
+                data: bytes,
+            })
+            .is_err()
+    {
+        return Err(saver
+            .take_failure()
+            .unwrap_or_else(|| Error::InvalidInput("backup pipeline stopped".into())));
+    }
+    Ok(id)
+}
+
+pub fn run(
+    repo: &Repository,
+    saver: &BlobSaver,
+    events: Receiver<Event>,
+    blobs: Sender<BlobJob>,
+    progress: &BackupProgress,
+) -> Result<(BlobId, Summary, Vec<SourceError>)> {
+    let mut stack: Vec<Vec<Node>> = vec![Vec::new()];
+    let mut summary = Summary::default();
+    let mut errors = Vec::new();
+    for event in events {
+        match event {
+            Event::EnterDir => stack.push(Vec::new()),
+            Event::LeaveDir { mut node } => {
+                let nodes = stack
+                    .pop()
+                    .ok_or_else(|| Error::InvalidInput("unbalanced walk".into()))?;
+                node.subtree = Some(save_tree(repo, saver, &blobs, nodes)?);
+                summary.dirs += 1;
+                stack
+                    .last_mut()
+                    .ok_or_else(|| Error::InvalidInput("unbalanced walk".into()))?
+                    .push(node);
+            }
+            Event::Error(e) => {
+                errors.push(e);
+            }
+            Event::Entry {
+                path,
+                mut node,
+                content,
+                change,
+            } => {
+                if let Some(reply) = content {
+                    match reply.recv() {
+                        Ok(Ok(file)) => {
+                            summary.bytes_read += file.size;
+                            node.size = file.size;
+                            node.content = file.ids;
+                        }
+                        Ok(Err(message)) => {
+                            errors.push(SourceError { path, message });
+                            continue;
+                        }
+                        Err(_) => {
+                            return Err(saver.take_failure().unwrap_or_else(|| {
+                                Error::InvalidInput("file reader stopped".into())
+                            }))
+                        }
+                    }
+                }
+                match change {
+                    Change::New => summary.files_new += 1,
+                    Change::Changed => summary.files_changed += 1,
+                    Change::Unmodified => summary.files_unmodified += 1,
+                    Change::Other => {}
+                }
+                if change != Change::Other {
+                    summary.total_files += 1;
+                    summary.total_bytes += node.size;
+                    progress.files_done.fetch_add(1, Ordering::Relaxed);
+                    progress.bytes_done.fetch_add(node.size, Ordering::Relaxed);
+                }
+                stack
+                    .last_mut()
+                    .ok_or_else(|| Error::InvalidInput("unbalanced walk".into()))?
+                    .push(node);
+            }
+        }
+    }
+    if stack.len() != 1 {
+        return Err(saver
+            .take_failure()
+            .unwrap_or_else(|| Error::InvalidInput("walk ended early".into())));
+    }
+    let root_nodes = stack.pop().unwrap_or_default();
+    let root = save_tree(repo, saver, &blobs, root_nodes)?;
+    Ok((root, summary, errors))
+}

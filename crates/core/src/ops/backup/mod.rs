@@ -1,0 +1,298 @@
+//! Backup: walk the sources, store what changed, write trees bottom-up and the snapshot last.
+//!
+//! ```text
+//! walker ──files──▶ file workers (read, chunk, hash, dedup) ──blobs──▶ compressors (zstd, seal, pack)
+//!    │                                                                      │
+//!    └──entries in walk order──▶ tree finisher ──tree blobs──▶──────────────┘──packs──▶ uploader ──▶ index files
+//! ```
+//! Every queue is bounded, so memory stays flat however large the tree is, and each stage runs
+//! on its own threads so that both cores stay busy. The snapshot is written only after every
+//! pack and index file it depends on is durable.
+
+mod finisher;
+mod metadata;
+mod saver;
+mod source;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset, Local};
+use crossbeam_channel::bounded;
+
+use crate::blob::Compression;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::repository::Repository;
+use crate::snapshot::{Snapshot, SnapshotEntry, Summary, SNAPSHOT_VERSION};
+use crate::storage::DryRunStorage;
+
+pub use saver::BlobSaver;
+pub use source::{normalize_path, Excludes};
+
+/// Where the data comes from.
+pub enum BackupSource {
+    Paths(Vec<PathBuf>),
+    /// A stream stored as one file named `filename` at the snapshot's root.
+    Stdin {
+        reader: Box<dyn Read + Send>,
+        filename: String,
+    },
+}
+
+pub struct BackupOptions {
+    pub source: BackupSource,
+    pub tags: Vec<String>,
+    pub hostname: Option<String>,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    pub time: Option<DateTime<FixedOffset>>,
+    pub dry_run: bool,
+    /// Read every file even when its metadata matches the parent snapshot.
+    pub force: bool,
+    pub compression: Option<Compression>,
+    /// Threads that read and chunk files, and threads that compress and seal.
+    pub readers: usize,
+    pub compressors: usize,
+}
+
+impl BackupOptions {
+    pub fn new(source: BackupSource) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        BackupOptions {
+            source,
+            tags: Vec::new(),
+            hostname: None,
+            excludes: Vec::new(),
+            one_file_system: false,
+            time: None,
+            dry_run: false,
+            force: false,
+            compression: None,
+            readers: cores.max(2),
+            compressors: cores,
+        }
+    }
+}
+
+/// Live counters a front end can poll to draw progress.
+#[derive(Default)]
+pub struct BackupProgress {
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub scan_finished: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct BackupResult {
+    /// `None` in a dry run.
+    pub snapshot_id: Option<String>,
+    pub snapshot: Snapshot,
+    pub parent: Option<String>,
+    pub errors: Vec<SourceError>,
+}
+
+/// The newest snapshot of the same host and the same paths: its unchanged files need no read.
+pub fn find_parent<'a>(
+    snapshots: &'a [SnapshotEntry],
+    hostname: &str,
+    paths: &[String],
+) -> Option<&'a SnapshotEntry> {
+    snapshots
+        .iter()
+        .filter(|e| {
+            e.snapshot.hostname == hostname
+                && e.snapshot.paths == paths
+                && e.snapshot.source == "files"
+        })
+        .max_by_key(|e| e.snapshot.time)
+}
+
+pub fn backup(
+    repo: &Repository,
+    mut options: BackupOptions,
+    progress: &BackupProgress,
+) -> Result<BackupResult> {
+    let started = Instant::now();
+    let dry_storage;
+    let repo_dry;
+    let repo = if options.dry_run {
+        dry_storage = Arc::new(DryRunStorage::new(repo.storage().clone()));
+        repo_dry = repo.with_storage(dry_storage);
+        &repo_dry
+    } else {
+        repo
+    };
+    let _lock = crate::lock::acquire(repo.storage().clone(), repo.keys().seal, false, "backup")?;
+    let hostname = options
+        .hostname
+        .clone()
+        .unwrap_or_else(crate::host::hostname);
+    let index = repo.load_index()?;
+    let (source_label, paths, stdin) =
+        match std::mem::replace(&mut options.source, BackupSource::Paths(Vec::new())) {
+            BackupSource::Paths(p) => ("files", source::normalize_paths(&p)?, None),
+            BackupSource::Stdin { reader, filename } => {
+                if !crate::tree::is_safe_name(filename.as_bytes()) {
+                    return Err(Error::InvalidInput(format!(
+                        "--stdin-filename {filename:?} must be a plain file name"
+                    )));
+                }
+                ("stdin", Vec::new(), Some((filename, reader)))
+            }
+        };
+    let path_labels: Vec<String> = match &stdin {
+        Some((name, _)) => vec![format!("/{name}")],
+        None => paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    };
+    let snapshots = repo.snapshots()?;
+    let parent = if source_label == "files" {
+        find_parent(&snapshots, &hostname, &path_labels)
+    } else {
+        None
+    };
+    let parent_tree = match parent {
+        Some(p) if !options.force => Some(p.snapshot.tree),
+        _ => None,
+    };
+    let excludes = Excludes::new(&options.excludes)?;
+    let compression = options.compression.unwrap_or(repo.config().compression);
+    let saver = BlobSaver::new(repo, &index, compression);
+
+    let plan = source::WalkPlan {
+        paths,
+        excludes,
+        parent_tree,
+        one_file_system: options.one_file_system,
+    };
+    let walked = run_pipeline(repo, &index, &saver, &options, plan, stdin, progress)?;
+    if let Some(e) = saver.take_failure() {
+        return Err(e);
+    }
+
+    let mut summary = walked.summary;
+    summary.blobs_added = saver.stats.blobs_added.load(Ordering::Relaxed);
+    summary.bytes_added = saver.stats.bytes_added.load(Ordering::Relaxed);
+    summary.bytes_added_packed = saver.stats.bytes_added_packed.load(Ordering::Relaxed);
+    summary.errors = walked.errors.len() as u64;
+    summary.duration_seconds = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: options.time.unwrap_or_else(|| Local::now().fixed_offset()),
+        hostname,
+        username: crate::host::username(),
+        paths: path_labels,
+        tags: options.tags.clone(),
+        source: source_label.to_string(),
+        tree: walked.root,
+        parent: parent.map(|p| p.id.clone()),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary,
+    };
+    let snapshot_id = if options.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupResult {
+        snapshot_id,
+        parent: snapshot.parent.clone(),
+        snapshot,
+        errors: walked.errors,
+    })
+}
+
+struct Walked {
+    root: crate::blob::BlobId,
+    summary: Summary,
+    errors: Vec<SourceError>,
+}
+
+type StdinSource = (String, Box<dyn Read + Send>);
+
+fn run_pipeline(
+    repo: &Repository,
+    index: &Index,
+    saver: &BlobSaver,
+    options: &BackupOptions,
+    plan: source::WalkPlan,
+    stdin: Option<StdinSource>,
+    progress: &BackupProgress,
+) -> Result<Walked> {
+    let (file_tx, file_rx) = bounded::<source::FileJob>(options.readers * 4);
+    let (blob_tx, blob_rx) = bounded(options.compressors * 2);
+    let (pack_tx, pack_rx) = bounded(2);
+    let (event_tx, event_rx) = bounded(4096);
+    std::thread::scope(|scope| -> Result<Walked> {
+        let uploader = scope.spawn(|| saver.run_uploader(pack_rx));
+        let compressors: Vec<_> = (0..options.compressors.max(1))
+            .map(|_| {
+                let (rx, tx) = (blob_rx.clone(), pack_tx.clone());
+                scope.spawn(move || saver.run_compressor(rx, tx))
+            })
+            .collect();
+        drop(blob_rx);
+        let readers: Vec<_> = (0..options.readers.max(1))
+            .map(|_| {
+                let (rx, tx) = (file_rx.clone(), blob_tx.clone());
+                scope.spawn(move || source::run_file_worker(repo, saver, rx, tx))
+            })
+            .collect();
+        drop(file_rx);
+        let finisher = {
+            let blob_tx = blob_tx.clone();
+            scope.spawn(move || finisher::run(repo, saver, event_rx, blob_tx, progress))
+        };
+        drop(blob_tx);
+        if stdin.is_none() {
+            let (paths, excludes) = (plan.paths.clone(), plan.excludes.clone());
+            scope.spawn(move || source::scan_totals(&paths, &excludes, progress));
+        } else {
+            progress.scan_finished.store(true, Ordering::Relaxed);
+        }
+        let walker = source::Walker::new(repo, index, &plan, options.force, file_tx, event_tx);
+        let walk_result = match stdin {
+            Some((name, reader)) => walker.walk_stdin(name, reader),
+            None => walker.walk(),
+        };
+        // The walker has dropped its senders; the stages drain and stop in order.
+        let finished = finisher
+            .join()
+            .map_err(|_| Error::InvalidInput("tree finisher panicked".into()));
+        for r in readers {
+            let _ = r.join();
+        }
+        for c in compressors {
+            let _ = c.join();
+        }
+        for pack in saver.take_open_packs() {
+            let _ = pack_tx.send(pack);
+        }
+        drop(pack_tx);
+        let _ = uploader.join();
+        walk_result?;
+        let (root, summary, mut errors) = finished??;
+        errors.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Walked {
+            root,
+            summary,
+            errors,
+        })
+    })
+}

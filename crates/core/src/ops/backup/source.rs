@@ -1,0 +1,448 @@
+//! The front half of the backup: which paths, what to exclude, walking them in a stable order,
+//! and reading changed files into chunks.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use super::finisher::{Change, Event};
+use super::metadata::{node_from_metadata, OwnerNames};
+use super::saver::{BlobJob, BlobSaver};
+use super::{BackupProgress, SourceError};
+use crate::blob::{BlobId, BlobKind};
+use crate::chunker::ChunkReader;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::repository::Repository;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// Makes a path absolute and removes `.` and `..` lexically (without following symlinks, so
+/// a symlink given as a source is stored as a symlink).
+pub fn normalize_path(path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    let mut out = PathBuf::from("/");
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(c) => out.push(c),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Normalized, existing, sorted paths with those inside another listed path dropped.
+pub fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let n = normalize_path(p)?;
+        std::fs::symlink_metadata(&n).map_err(|e| Error::io(&n, e))?;
+        out.push(n);
+    }
+    out.sort();
+    out.dedup();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for p in out {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    Ok(kept)
+}
+
+/// Exclude patterns: a pattern with a `/` matches the whole absolute path, one without
+/// matches the file name alone (so `*.tmp` excludes every .tmp file at any depth).
+#[derive(Clone, Debug)]
+pub struct Excludes {
+    by_name: GlobSet,
+    by_path: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut by_name = GlobSetBuilder::new();
+        let mut by_path = GlobSetBuilder::new();
+        for pattern in patterns {
+            let pattern = pattern.trim_end_matches('/');
+            let glob = Glob::new(pattern).map_err(|e| {
+                Error::InvalidInput(format!("bad exclude pattern {pattern:?}: {e}"))
+            })?;
+            if pattern.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))
+        };
+        Ok(Excludes {
+            by_name: build(by_name)?,
+            by_path: build(by_path)?,
+        })
+    }
+
+    pub fn matches(&self, path: &Path, name: &OsStr) -> bool {
+        self.by_name.is_match(name) || self.by_path.is_match(path)
+    }
+}
+
+pub struct WalkPlan {
+    pub paths: Vec<PathBuf>,
+    pub excludes: Excludes,
+    pub parent_tree: Option<BlobId>,
+    pub one_file_system: bool,
+}
+
+pub struct FileContent {
+    pub ids: Vec<BlobId>,
+    pub size: u64,
+}
+
+/// Ok, or the message for a source file that could not be read (the backup goes on).
+pub type FileResult = std::result::Result<FileContent, String>;
+
+pub struct FileJob {
+    pub path: PathBuf,
+    pub reader: Option<Box<dyn Read + Send>>,
+    pub reply: Sender<FileResult>,
+}
+
+pub fn run_file_worker(
+    repo: &Repository,
+    saver: &BlobSaver,
+    jobs: Receiver<FileJob>,
+    blobs: Sender<BlobJob>,
+) {
+    for mut job in jobs {
+        let result = if saver.is_aborted() {
+            Err("backup aborted".to_string())
+        } else {
+            match job.reader.take() {
+                Some(mut reader) => chunk_stream(repo, saver, &blobs, &mut *reader),
+                None => File::open(&job.path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut file| chunk_stream(repo, saver, &blobs, &mut file)),
+            }
+        };
+        let _ = job.reply.send(result);
+    }
+}
+
+pub fn chunk_stream(
+    repo: &Repository,
+    saver: &BlobSaver,
+    blobs: &Sender<BlobJob>,
+    reader: &mut dyn Read,
+) -> FileResult {
+    let mut chunks = ChunkReader::new(reader, repo.chunker());
+    let mut content = FileContent {
+        ids: Vec::new(),
+        size: 0,
+    };
+    loop {
+        let chunk = match chunks.next_chunk() {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return Err(format!("read error after {} bytes: {e}", content.size)),
+        };
+        let id = repo.blob_id(&chunk);
+        content.size += chunk.len() as u64;
+        content.ids.push(id);
+        if saver.claim(id)
+            && blobs
+                .send(BlobJob {
+                    kind: BlobKind::Data,
+                    id,
+                    data: chunk,
+                })
+                .is_err()
+        {
+            return Err("backup aborted".to_string());
+        }
+    }
+    Ok(content)
+}
+
+/// Counts what there is to do, in parallel with the backup, so progress can show an ETA.
+pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes, progress: &BackupProgress) {
+    fn visit(path: &Path, excludes: &Excludes, progress: &BackupProgress) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(path) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let child = entry.path();
+                if !excludes.matches(&child, &entry.file_name()) {
+                    visit(&child, excludes, progress);
+                }
+            }
+        } else if meta.is_file() {
+            progress.total_files.fetch_add(1, Ordering::Relaxed);
+            progress
+                .total_bytes
+                .fetch_add(meta.len(), Ordering::Relaxed);
+        }
+    }
+    for p in paths {
+        visit(p, excludes, progress);
+    }
+    progress.scan_finished.store(true, Ordering::Relaxed);
+}
+
+/// The directories leading to the backed-up paths, so the snapshot mirrors absolute paths.
+#[derive(Default)]
+struct PathTrie {
+    leaf: bool,
+    children: BTreeMap<Vec<u8>, PathTrie>,
+}
+
+impl PathTrie {
+    fn build(paths: &[PathBuf]) -> PathTrie {
+        let mut root = PathTrie::default();
+        for p in paths {
+            let mut node = &mut root;
+            for c in p.components() {
+                if let Component::Normal(name) = c {
+                    node = node.children.entry(name.as_bytes().to_vec()).or_default();
+                }
+            }
+            node.leaf = true;
+        }
+        root
+    }
+}
+
+pub struct Walker<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    plan: &'a WalkPlan,
+    force: bool,
+    files: Sender<FileJob>,
+    events: Sender<Event>,
+    owners: std::cell::RefCell<OwnerNames>,
+    top_device: std::cell::Cell<u64>,
+}
+
+/// The receiver went away: the finisher stopped, and its error is what the caller reports.
+struct Stopped;
+
+type Step = std::result::Result<(), Stopped>;
+
+impl<'a> Walker<'a> {
+    pub fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        plan: &'a WalkPlan,
+        force: bool,
+        files: Sender<FileJob>,
+        events: Sender<Event>,
+    ) -> Self {
+        Walker {
+            repo,
+            index,
+            plan,
+            force,
+            files,
+            events,
+            owners: Default::default(),
+            top_device: Default::default(),
+        }
+    }
+
+    fn send(&self, event: Event) -> Step {
+        self.events.send(event).map_err(|_| Stopped)
+    }
+
+    fn error(&self, path: &Path, message: impl ToString) -> Step {
+        self.send(Event::Error(SourceError {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }))
+    }
+
+    fn load_parent(&self, id: Option<BlobId>) -> Option<Tree> {
+        // A damaged parent must not stop new backups: without it every file is read again.
+        id.and_then(|id| self.repo.load_tree(self.index, &id).ok())
+    }
+
+    pub fn walk(self) -> Result<()> {
+        let trie = PathTrie::build(&self.plan.paths);
+        let parent = self.load_parent(self.plan.parent_tree);
+        let _ = if trie.leaf {
+            self.walk_children(Path::new("/"), parent.as_ref())
+        } else {
+            self.walk_virtual(Path::new("/"), &trie, parent.as_ref())
+        };
+        Ok(())
+    }
+
+    pub fn walk_stdin(self, filename: String, reader: Box<dyn Read + Send>) -> Result<()> {
+        let (reply, content) = bounded(1);
+        let mut node = Node::empty(NodeKind::File);
+        node.name = filename.clone().into_bytes();
+        node.mode = 0o600;
+        node.uid = nix::unistd::geteuid().as_raw();
+        node.gid = nix::unistd::getegid().as_raw();
+        let now = chrono::Utc::now();
+        node.mtime_sec = now.timestamp();
+        node.mtime_nsec = now.timestamp_subsec_nanos();
+        let path = PathBuf::from(format!("/{filename}"));
+        let job = FileJob {
+            path: path.clone(),
+            reader: Some(reader),
+            reply,
+        };
+        if self.files.send(job).is_err() {
+            return Ok(());
+        }
+        let _ = self.send(Event::Entry {
+            path,
+            node,
+            content: Some(content),
+            change: Change::New,
+        });
+        Ok(())
+    }
+
+    fn walk_virtual(&self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Step {
+        for (name, child) in &trie.children {
+            let path = dir.join(OsStr::from_bytes(name));
+            let parent_node = parent.and_then(|t| t.find(name));
+            if child.leaf {
+                let meta = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.error(&path, e)?;
+                        continue;
+                    }
+                };
+                self.top_device
+                    .set(std::os::unix::fs::MetadataExt::dev(&meta));
+                self.walk_entry(&path, name, parent_node)?;
+                continue;
+            }
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.error(&path, e)?;
+                    continue;
+                }
+            };
+            let node = node_from_metadata(name, &path, &meta, &mut self.owners.borrow_mut());
+            let sub = self.load_parent(parent_node.and_then(|n| n.subtree));
+            self.send(Event::EnterDir)?;
+            self.walk_virtual(&path, child, sub.as_ref())?;
+            self.send(Event::LeaveDir { node })?;
+        }
+        Ok(())
+    }
+
+    fn walk_entry(&self, path: &Path, name: &[u8], parent_node: Option<&Node>) -> Step {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => return self.error(path, e),
+        };
+        let node = node_from_metadata(name, path, &meta, &mut self.owners.borrow_mut());
+        match node.kind {
+            NodeKind::Dir => self.walk_dir(path, node, parent_node),
+            NodeKind::File => self.walk_file(path, node, parent_node),
+            _ => self.send(Event::Entry {
+                path: path.to_path_buf(),
+                node,
+                content: None,
+                change: Change::Other,
+            }),
+        }
+    }
+
+    fn walk_dir(&self, path: &Path, node: Node, parent_node: Option<&Node>) -> Step {
+        self.send(Event::EnterDir)?;
+        let crosses_device = self.plan.one_file_system && node.device != self.top_device.get();
+        if !crosses_device {
+            let parent = self.load_parent(
+                parent_node
+                    .filter(|n| n.kind == NodeKind::Dir)
+                    .and_then(|n| n.subtree),
+            );
+            self.walk_children(path, parent.as_ref())?;
+        }
+        self.send(Event::LeaveDir { node })
+    }
+
+    fn walk_children(&self, path: &Path, parent: Option<&Tree>) -> Step {
+        let entries = match std::fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) => return self.error(path, format!("cannot list directory: {e}")),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.error(path, format!("cannot list directory: {e}"))?,
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let child = path.join(&name);
+            if self.plan.excludes.matches(&child, &name) {
+                continue;
+            }
+            let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
+            self.walk_entry(&child, name.as_bytes(), parent_node)?;
+        }
+        Ok(())
+    }
+
+    fn walk_file(&self, path: &Path, mut node: Node, parent_node: Option<&Node>) -> Step {
+        if let Some(previous) = parent_node.filter(|p| !self.force && p.unchanged(&node)) {
+            if previous.content.iter().all(|id| self.index.contains(id)) {
+                node.content = previous.content.clone();
+                let path = path.to_path_buf();
+                return self.send(Event::Entry {
+                    path,
+                    node,
+                    content: None,
+                    change: Change::Unmodified,
+                });
+            }
+        }
+        let change = if parent_node.is_some() {
+            Change::Changed
+        } else {
+            Change::New
+        };
+        let (reply, content) = bounded(1);
+        self.files
+            .send(FileJob {
+                path: path.to_path_buf(),
+                reader: None,
+                reply,
+            })
+            .map_err(|_| Stopped)?;
+        self.send(Event::Entry {
+            path: path.to_path_buf(),
+            node,
+            content: Some(content),
+            change,
+        })
+    }
+}

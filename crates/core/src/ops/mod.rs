@@ -1,0 +1,11 @@
+//! Operations, each readable top to bottom: backup, restore, listing, diff, dump.
+
+pub mod backup;
+pub mod diff;
+pub mod dump;
+pub mod find;
+pub mod ls;
+pub mod restore;
+pub mod walk;
+
+pub use walk::TreeWalker;

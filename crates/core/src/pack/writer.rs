@@ -1,0 +1,87 @@
+//! Building one pack in memory.
+
+use crate::blob::{BlobId, BlobKind};
+use crate::crypto::{random_salt, NonceDomain, Salt, UnitCipher};
+
+use super::{blob_aad, pack_name, PackEntry, HEADER_AAD, PACK_MAGIC, PACK_VERSION, TRAILER_MAGIC};
+
+pub struct PackWriter {
+    cipher: UnitCipher,
+    salt: Salt,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to be written under `name`.
+pub struct SealedPack {
+    pub name: String,
+    pub salt: Salt,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn new(seal_key: &[u8; 32]) -> Self {
+        let salt = random_salt();
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(PACK_MAGIC);
+        buf.extend_from_slice(&[PACK_VERSION, 0, 0, 0]);
+        PackWriter {
+            cipher: UnitCipher::new(seal_key, &salt),
+            salt,
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Seals `payload` (already compressed when `compressed`) at the end of the pack. The nonce
+    /// counter is the blob's offset, which only grows, so no two blobs share a nonce.
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        raw_length: usize,
+        compressed: bool,
+        payload: &[u8],
+    ) {
+        let offset = self.buf.len();
+        let sealed = self
+            .cipher
+            .seal(NonceDomain::Blob, offset as u64, &blob_aad(kind), payload);
+        self.buf.extend_from_slice(&sealed);
+        self.entries.push(PackEntry {
+            kind,
+            id,
+            offset: offset as u32,
+            length: sealed.len() as u32,
+            raw_length: raw_length as u32,
+            compressed,
+        });
+    }
+
+    pub fn finish(mut self) -> SealedPack {
+        let header = postcard::to_allocvec(&self.entries).expect("pack header serializes");
+        let sealed = self
+            .cipher
+            .seal(NonceDomain::PackHeader, 0, HEADER_AAD, &header);
+        self.buf.extend_from_slice(&sealed);
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&self.salt);
+        self.buf.extend_from_slice(TRAILER_MAGIC);
+        SealedPack {
+            name: pack_name(&self.buf),
+            salt: self.salt,
+            bytes: self.buf,
+            entries: self.entries,
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Opening and creating repositories, and the reads every operation shares.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{BlobId, BlobKind, Compression};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::kdf::KdfParams;
+use crate::crypto::keys::{KeyFile, MasterKeys};
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexFile};
+use crate::pack::open_blob;
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::storage::{ObjectKind, Storage, StorageError};
+use crate::tree::Tree;
+
+/// The repository format this program writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The `config` object: plaintext JSON, because it holds nothing secret and says what a
+/// directory is before any password is asked for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub version: u32,
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub chunker: ChunkerParams,
+    pub compression: Compression,
+    /// Packs are closed when they reach this many bytes.
+    pub pack_size: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub compression: Compression,
+    pub pack_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::default(),
+            chunker: ChunkerParams::default(),
+            compression: Compression::Auto,
+            pack_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    config: Config,
+    keys: MasterKeys,
+    key_name: String,
+    chunker: Chunker,
+}
+
+fn key_name(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+impl Repository {
+    pub fn init(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        options: InitOptions,
+    ) -> Result<Repository> {
+        if storage.exists()? {
+            return Err(Error::RepositoryExists {
+                location: storage.location(),
+            });
+        }
+        options.chunker.validate().map_err(Error::InvalidInput)?;
+        storage.create()?;
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created: Utc::now(),
+            chunker: options.chunker,
+            compression: options.compression,
+            pack_size: options.pack_size,
+        };
+        let keys = MasterKeys::generate(&config.id);
+        let key_file = KeyFile::create(&keys, password, options.kdf)?.to_bytes();
+        let key_name = key_name(&key_file);
+        // The key goes first: a config without a key would be a repository nobody can open.
+        storage.write(ObjectKind::Key, &key_name, &key_file)?;
+        let config_bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        storage.write(ObjectKind::Config, "config", &config_bytes)?;
+        let chunker = Chunker::new(&keys.chunker, config.chunker);
+        Ok(Repository {
+            storage,
+            config,
+            keys,
+            key_name,
+            chunker,
+        })
+    }
+
+    pub fn read_config(storage: &dyn Storage) -> Result<Config> {
+        let data = match storage.read(ObjectKind::Config, "config") {
+            Ok(d) => d,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(Error::NoRepository {
+                    location: storage.location(),
+                    reason: "no config object (run `lifeboat init` to create one)".into(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config: Config =
+            serde_json::from_slice(&data).map_err(|e| Error::format("config", e))?;
+        if config.version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::format("config", e))?;
+        Ok(config)
+    }
+
+    pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
+        let config = Self::read_config(storage.as_ref())?;
+        for info in storage.list(ObjectKind::Key)? {
+            let object = format!("key {}", info.name);
+            let data = storage.read(ObjectKind::Key, &info.name)?;
+            let key = match KeyFile::parse(&data, &object) {
+                Ok(k) => k,
+                Err(_) => continue, // a damaged key file must not stop the others from opening
+            };
+            if let Some(keys) = key.open(password, &object)? {
+                if keys.repository_id != config.id {
+                    return Err(Error::integrity(&object, "belongs to another repository"));
+                }
+                let chunker = Chunker::new(&keys.chunker, config.chunker);
+                return Ok(Repository {
+                    storage,
+                    config,
+                    keys,
+                    key_name: info.name,
+                    chunker,
+                });
+            }
+        }
+        Err(Error::WrongPassword {
+            location: storage.location(),
+        })
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// The name of the key file this session opened the repository with.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Returns a handle to the same repository over another storage (e.g. dry-run).
+    pub fn with_storage(&self, storage: Arc<dyn Storage>) -> Repository {
+        Repository {
+            storage,
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            key_name: self.key_name.clone(),
+            chunker: self.chunker.clone(),
+        }
+    }
+
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        BlobId::compute(&self.keys.blob_id, data)
+    }
+
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        for info in self.storage.list(ObjectKind::Index)? {
+            let data = self.storage.read(ObjectKind::Index, &info.name)?;
+            let file = IndexFile::open(&self.keys.seal, &data, &format!("index {}", info.name))?;
+            index.merge_file(&file);
+        }
+        Ok(index)
+    }
+
+    pub fn save_index_file(&self, file: &IndexFile) -> Result<String> {
+        let bytes = file.seal(&self.keys.seal);
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        self.storage.write(ObjectKind::Index, &name, &bytes)?;
+        Ok(name)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let mut out = Vec::new();
+        for info in self.storage.list(ObjectKind::Snapshot)? {
+            let data = self.storage.read(ObjectKind::Snapshot, &info.name)?;
+            let object = format!("snapshot {}", info.name);
+            let snapshot = Snapshot::open(&self.keys.seal, &data, &object)?;
+            out.push(SnapshotEntry {
+                id: info.name,
+                snapshot,
+            });
+        }
+        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<String> {
+        let bytes = snapshot.seal(&self.keys.seal);
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        self.storage.write(ObjectKind::Snapshot, &name, &bytes)?;
+        Ok(name)
+    }
+
+    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let pack = index.pack(loc.pack);
+        let sealed = self.storage.read_range(
+            ObjectKind::Pack,
+            &pack.name,
+            loc.offset as u64,
+            loc.length as u64,
+        )?;
+        open_blob(
+            &self.keys.seal,
+            &self.keys.blob_id,
+            &pack.name,
+            &pack.salt,
+            &loc.entry(*id),
+            &sealed,
+        )
+    }
+
+    pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        if index.get(id).map(|l| l.kind) == Some(BlobKind::Data) {
+            return Err(Error::format(format!("tree {id}"), "names a data blob"));
+        }
+        let data = self.read_blob(index, id)?;
+        Tree::from_bytes(&data, &format!("tree {id}"))
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<(String, KeyFile)>> {
+        let mut out = Vec::new();
+        for info in self.storage.list(ObjectKind::Key)? {
+            let data = self.storage.read(ObjectKind::Key, &info.name)?;
+            out.push((
+                info.name.clone(),
+                KeyFile::parse(&data, &format!("key {}", info.name))?,
+            ));
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        Ok(out)
+    }
+
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        let bytes = KeyFile::create(&self.keys, password, kdf)?.to_bytes();
+        let name = key_name(&bytes);
+        self.storage.write(ObjectKind::Key, &name, &bytes)?;
+        Ok(name)
+    }
+
+    /// Removes a key other than the one in use; the last key can never go.
+    pub fn remove_key(&self, name: &str) -> Result<()> {
+        if name == self.key_name {
+            return Err(Error::InvalidInput(
+                "refusing to remove the key this command was opened with; open with another password to remove it".into(),
+            ));
+        }
+        let keys = self.list_keys()?;
+        if !keys.iter().any(|(n, _)| n == name) {
+            return Err(Error::InvalidInput(format!("no key {name}")));
+        }
+        self.storage.delete(ObjectKind::Key, name)?;
+        Ok(())
+    }
+
+    /// Replaces the key in use with one for `new_password`: the new key is written before the
+    /// old one is removed, so a crash in between leaves both passwords working.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<String> {
+        let name = self.add_key(new_password, kdf)?;
+        self.storage.delete(ObjectKind::Key, &self.key_name)?;
+        self.key_name = name.clone();
+        Ok(name)
+    }
+}

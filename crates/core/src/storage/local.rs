@@ -1,0 +1,291 @@
+//! A repository in a local directory.
+//!
+//! Layout: `config`, `keys/ID`, `data/XX/ID` (packs, fanned out by the first two hex digits),
+//! `index/ID`, `snapshots/ID`, `locks/ID`. Writes go to a hidden temporary file in the
+//! destination directory, are fsynced, and are then hard-linked to their final name: the link
+//! fails if the name exists, so an object is never replaced and never seen half-written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{
+    validate_name, Capabilities, ObjectInfo, ObjectKind, Storage, StorageError, StorageResult,
+};
+
+const NAMESPACES: [&str; 5] = ["keys", "data", "index", "snapshots", "locks"];
+const TEMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir_of(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        match kind {
+            ObjectKind::Config => self.root.clone(),
+            ObjectKind::Key => self.root.join("keys"),
+            ObjectKind::Pack => self.root.join("data").join(&name[..name.len().min(2)]),
+            ObjectKind::Index => self.root.join("index"),
+            ObjectKind::Snapshot => self.root.join("snapshots"),
+            ObjectKind::Lock => self.root.join("locks"),
+        }
+    }
+
+    fn path_of(&self, kind: ObjectKind, name: &str) -> StorageResult<PathBuf> {
+        validate_name(kind, name)?;
+        Ok(self.dir_of(kind, name).join(name))
+    }
+
+    fn io_error(&self, path: &Path, source: io::Error) -> StorageError {
+        let retryable = matches!(
+            source.kind(),
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        );
+        StorageError::Io {
+            location: path.display().to_string(),
+            source,
+            retryable,
+        }
+    }
+
+    fn map_error(&self, kind: ObjectKind, name: &str, path: &Path, e: io::Error) -> StorageError {
+        if e.kind() == io::ErrorKind::NotFound {
+            StorageError::NotFound {
+                location: self.location(),
+                kind,
+                name: name.to_string(),
+            }
+        } else {
+            self.io_error(path, e)
+        }
+    }
+
+    fn list_dir(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> StorageResult<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_error(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| self.io_error(dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| self.io_error(&entry.path(), e))?;
+            if meta.is_file() {
+                out.push(ObjectInfo {
+                    name: name.to_string(),
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            atomic_write_once: true,
+            delete: true,
+        }
+    }
+
+    fn exists(&self) -> StorageResult<bool> {
+        let path = self.root.join("config");
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.io_error(&path, e)),
+        }
+    }
+
+    fn create(&self) -> StorageResult<()> {
+        for ns in NAMESPACES {
+            let dir = self.root.join(ns);
+            fs::create_dir_all(&dir).map_err(|e| self.io_error(&dir, e))?;
+        }
+        sync_dir(&self.root).map_err(|e| self.io_error(&self.root, e))
+    }
+
+    fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        match kind {
+            ObjectKind::Config => {
+                if let Ok(info) = self.stat(kind, "config") {
+                    out.push(info);
+                }
+            }
+            ObjectKind::Pack => {
+                let data = self.root.join("data");
+                let fans = match fs::read_dir(&data) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(self.io_error(&data, e)),
+                };
+                for fan in fans {
+                    let fan = fan.map_err(|e| self.io_error(&data, e))?;
+                    if fan.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        self.list_dir(&fan.path(), &mut out)?;
+                    }
+                }
+            }
+            _ => self.list_dir(&self.dir_of(kind, ""), &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> StorageResult<Vec<u8>> {
+        let path = self.path_of(kind, name)?;
+        fs::read(&path).map_err(|e| self.map_error(kind, name, &path, e))
+    }
+
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Vec<u8>> {
+        let path = self.path_of(kind, name)?;
+        let mut file = File::open(&path).map_err(|e| self.map_error(kind, name, &path, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.io_error(&path, e))?;
+        let mut buf = Vec::with_capacity(length as usize);
+        file.take(length)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.io_error(&path, e))?;
+        if (buf.len() as u64) < length {
+            return Err(self.io_error(
+                &path,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "short read: wanted {length} bytes at offset {offset}, got {}",
+                        buf.len()
+                    ),
+                ),
+            ));
+        }
+        Ok(buf)
+    }
+
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
+        let path = self.path_of(kind, name)?;
+        let dir = self.dir_of(kind, name);
+        if kind == ObjectKind::Pack {
+            fs::create_dir_all(&dir).map_err(|e| self.io_error(&dir, e))?;
+        }
+        let temp = dir.join(format!(
+            "{TEMP_PREFIX}{name}-{:016x}",
+            rand::random::<u64>()
+        ));
+        let result = (|| -> io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            drop(file);
+            fs::hard_link(&temp, &path)
+        })();
+        let _ = fs::remove_file(&temp);
+        match result {
+            Ok(()) => sync_dir(&dir).map_err(|e| self.io_error(&dir, e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(StorageError::AlreadyExists {
+                    location: self.location(),
+                    kind,
+                    name: name.to_string(),
+                })
+            }
+            Err(e) => Err(self.io_error(&path, e)),
+        }
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        let path = self.path_of(kind, name)?;
+        fs::remove_file(&path).map_err(|e| self.map_error(kind, name, &path, e))
+    }
+
+    fn stat(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectInfo> {
+        let path = self.path_of(kind, name)?;
+        let meta = fs::metadata(&path).map_err(|e| self.map_error(kind, name, &path, e))?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: meta.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_once_refuses_overwrite_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        store.create().unwrap();
+        store.write(ObjectKind::Pack, "abcdef", b"hello").unwrap();
+        let err = store
+            .write(ObjectKind::Pack, "abcdef", b"other")
+            .unwrap_err();
+        assert!(matches!(err, StorageError::AlreadyExists { .. }));
+        assert_eq!(store.read(ObjectKind::Pack, "abcdef").unwrap(), b"hello");
+        assert_eq!(
+            store.read_range(ObjectKind::Pack, "abcdef", 1, 3).unwrap(),
+            b"ell"
+        );
+        assert!(store.read_range(ObjectKind::Pack, "abcdef", 3, 5).is_err());
+        let listed = store.list(ObjectKind::Pack).unwrap();
+        assert_eq!(
+            listed,
+            vec![ObjectInfo {
+                name: "abcdef".into(),
+                size: 5
+            }]
+        );
+        store.delete(ObjectKind::Pack, "abcdef").unwrap();
+        assert!(store
+            .read(ObjectKind::Pack, "abcdef")
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn names_cannot_escape_their_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        store.create().unwrap();
+        for bad in ["../config", "a/b", ".hidden", ""] {
+            assert!(matches!(
+                store.write(ObjectKind::Index, bad, b"x"),
+                Err(StorageError::InvalidName { .. })
+            ));
+        }
+    }
+}
