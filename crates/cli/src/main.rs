@@ -1,1 +1,56 @@
-fn main() {}
+//! The `lifeboat` binary: arguments in, library calls, results out. No backup logic here.
+
+mod args;
+mod commands;
+mod open;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lifeboat_core::Error as CoreError;
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FATAL: u8 = 1;
+    pub const PARTIAL: u8 = 3;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const WRONG_PASSWORD: u8 = 11;
+    pub const LOCKED: u8 = 12;
+}
+
+fn exit_code_of(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(core) = cause.downcast_ref::<CoreError>() {
+            return match core {
+                CoreError::NoRepository { .. } => exit::NO_REPOSITORY,
+                CoreError::WrongPassword { .. } => exit::WRONG_PASSWORD,
+                CoreError::Locked { .. } => exit::LOCKED,
+                _ => exit::FATAL,
+            };
+        }
+    }
+    exit::FATAL
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match commands::run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            let code = exit_code_of(&error);
+            if cli.json {
+                let msg = serde_json::json!({
+                    "message_type": "error",
+                    "error": format!("{error:#}"),
+                    "exit_code": code,
+                });
+                println!("{msg}");
+            }
+            eprintln!("lifeboat: error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,1 +1,156 @@
+//! Writing one file's content, or a directory as a tar stream, to any writer.
 
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::walk::{Located, TreeWalker};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::repository::Repository;
+use crate::tree::{Node, NodeKind};
+
+/// Streams a file's blobs in order, one blob in memory at a time.
+struct ContentReader<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    ids: &'a [BlobId],
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            let Some((id, rest)) = self.ids.split_first() else {
+                return Ok(0);
+            };
+            self.current = self
+                .repo
+                .read_blob(self.index, id)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            self.pos = 0;
+            self.ids = rest;
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn write_file(repo: &Repository, index: &Index, node: &Node, out: &mut dyn Write) -> Result<()> {
+    for id in &node.content {
+        let data = repo.read_blob(index, id)?;
+        out.write_all(&data).map_err(|e| Error::io("<output>", e))?;
+    }
+    Ok(())
+}
+
+fn tar_header(node: &Node, entry_type: tar::EntryType, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(entry_type);
+    header.set_mode(node.mode);
+    header.set_uid(node.uid as u64);
+    header.set_gid(node.gid as u64);
+    header.set_mtime(node.mtime_sec.max(0) as u64);
+    header.set_size(size);
+    if let Some(u) = &node.user {
+        let _ = header.set_username(u);
+    }
+    if let Some(g) = &node.group {
+        let _ = header.set_groupname(g);
+    }
+    header
+}
+
+fn write_tar(
+    repo: &Repository,
+    index: &Index,
+    located: &Located,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut builder = tar::Builder::new(out);
+    let base = located.path();
+    let strip = if base == b"/" {
+        1
+    } else {
+        base.len() - located_name_len(located)
+    };
+    let tar_err = |e: io::Error| Error::io("<tar output>", e);
+    let tree = located
+        .subtree()
+        .ok_or_else(|| Error::InvalidInput("not a directory".into()))?;
+    if let Located::Node { node, .. } = located {
+        let mut h = tar_header(node, tar::EntryType::Directory, 0);
+        builder
+            .append_data(
+                &mut h,
+                Path::new(OsStr::from_bytes(&node.name)),
+                io::empty(),
+            )
+            .map_err(tar_err)?;
+    }
+    TreeWalker::new(repo, index).walk(tree, &base, &mut |path, node| {
+        let rel = Path::new(OsStr::from_bytes(&path[strip..]));
+        match node.kind {
+            NodeKind::Dir => {
+                let mut h = tar_header(node, tar::EntryType::Directory, 0);
+                builder
+                    .append_data(&mut h, rel, io::empty())
+                    .map_err(tar_err)?;
+            }
+            NodeKind::File => {
+                let mut h = tar_header(node, tar::EntryType::Regular, node.size);
+                let reader = ContentReader {
+                    repo,
+                    index,
+                    ids: &node.content,
+                    current: Vec::new(),
+                    pos: 0,
+                };
+                builder.append_data(&mut h, rel, reader).map_err(tar_err)?;
+            }
+            NodeKind::Symlink => {
+                let mut h = tar_header(node, tar::EntryType::Symlink, 0);
+                builder
+                    .append_link(&mut h, rel, Path::new(OsStr::from_bytes(&node.link_target)))
+                    .map_err(tar_err)?;
+            }
+            _ => {}
+        }
+        Ok(true)
+    })?;
+    builder.finish().map_err(tar_err)
+}
+
+fn located_name_len(located: &Located) -> usize {
+    match located {
+        Located::Root(_) => 0,
+        Located::Node { node, .. } => node.name.len(),
+    }
+}
+
+/// A file goes out as its bytes; a directory (or the snapshot root) as a tar archive.
+pub fn dump(
+    repo: &Repository,
+    index: &Index,
+    located: &Located,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match located {
+        Located::Node { node, .. } if node.kind == NodeKind::File => {
+            write_file(repo, index, node, out)
+        }
+        Located::Node { node, .. } if node.kind != NodeKind::Dir => {
+            Err(Error::InvalidInput(format!(
+                "{} is a {}, not a file or directory",
+                node.name_lossy(),
+                node.kind.as_str()
+            )))
+        }
+        _ => write_tar(repo, index, located, out),
+    }
+}

@@ -1,0 +1,237 @@
+//! Command-line arguments. Parsing only: turning them into library options happens in the
+//! command modules.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Encrypted, deduplicated backups you can prove you can restore",
+    after_help = "Start with `lifeboat backup DIR`: with no --repo it creates a repository under your data\ndirectory and a key file under your config directory, and says where they are."
+)]
+pub struct Cli {
+    /// Repository location (a directory). Default: an embedded repository under your data directory
+    #[arg(short = 'r', long, env = "LIFEBOAT_REPOSITORY", global = true)]
+    pub repo: Option<PathBuf>,
+
+    /// Read the repository password from this file
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+
+    /// Print JSON (JSON lines for streams of results and progress)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print more: every file processed
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository
+    #[command(after_help = "Example:\n  lifeboat --repo /srv/backup init")]
+    Init(InitArgs),
+    /// Back up files and directories (or stdin)
+    #[command(
+        after_help = "Examples:\n  lifeboat backup ~/work --tag daily --exclude '*.tmp'\n  pg_dumpall | lifeboat backup --stdin --stdin-filename all.sql"
+    )]
+    Backup(BackupArgs),
+    /// List snapshots
+    #[command(after_help = "Example:\n  lifeboat snapshots --host web1 --tag daily")]
+    Snapshots(SnapshotsArgs),
+    /// List files in a snapshot
+    #[command(after_help = "Example:\n  lifeboat ls latest /home/me/work --long")]
+    Ls(LsArgs),
+    /// Find files matching a pattern in every snapshot, newest first
+    #[command(
+        after_help = "Examples:\n  lifeboat find 'invoice-*.pdf'\n  lifeboat find '/srv/app/**/config.toml' --snapshot latest"
+    )]
+    Find(FindArgs),
+    /// Restore a snapshot, or a path inside one, into a directory
+    #[command(
+        after_help = "Examples:\n  lifeboat restore latest --target /tmp/restore\n  lifeboat restore 1a2b3c4d:/home/me/work --target /tmp/work --include '*.rs'\n  lifeboat restore @2026-01-31 --target /tmp/jan"
+    )]
+    Restore(RestoreArgs),
+    /// Write a file to stdout, or a directory as a tar archive
+    #[command(
+        after_help = "Examples:\n  lifeboat dump latest /etc/hosts\n  lifeboat dump latest /etc > etc.tar"
+    )]
+    Dump(DumpArgs),
+    /// Show what changed between two snapshots
+    #[command(after_help = "Example:\n  lifeboat diff 1a2b3c4d latest")]
+    Diff(DiffArgs),
+    /// Manage the passwords (keys) that open the repository
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KdfArgs {
+    /// Argon2id memory in KiB for the new key (default 65536; lower only for tests)
+    #[arg(long, hide_short_help = true)]
+    pub kdf_memory_kib: Option<u32>,
+    /// Argon2id iterations for the new key (default 4)
+    #[arg(long, hide_short_help = true)]
+    pub kdf_iterations: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+    /// Default compression for this repository: off, auto, fast, max or a zstd level
+    #[arg(long, default_value = "auto")]
+    pub compression: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Exclude paths matching a glob; without a `/` it matches file names (repeatable)
+    #[arg(short = 'e', long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (`#` starts a comment)
+    #[arg(long = "exclude-file")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Do not cross filesystem boundaries
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Record this time instead of now (RFC 3339)
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Back up what is read from stdin as one file
+    #[arg(long)]
+    pub stdin: bool,
+    /// File name for --stdin
+    #[arg(long, default_value = "stdin")]
+    pub stdin_filename: String,
+    /// Do everything except writing to the repository
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Read every file, even those unchanged since the parent snapshot
+    #[arg(short, long)]
+    pub force: bool,
+    /// Compression for this backup: off, auto, fast, max or a zstd level
+    #[arg(long)]
+    pub compression: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable; all must match)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this path (repeatable; all must match)
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot: id, unique id prefix, latest, or @TIME
+    pub snapshot: String,
+    /// Path inside the snapshot (default: everything)
+    pub path: Option<String>,
+    /// Show mode, owner, size and modification time
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Glob; without a `/` it matches file names, with one the whole path
+    pub pattern: String,
+    /// Search only these snapshots (repeatable)
+    #[arg(short, long = "snapshot")]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// SNAPSHOT[:SUBPATH]; SNAPSHOT is an id, unique id prefix, latest, or @TIME
+    pub snapshot: String,
+    /// Directory to restore into (created if missing)
+    #[arg(short, long)]
+    pub target: PathBuf,
+    /// Restore only paths matching this glob (repeatable)
+    #[arg(short, long = "include")]
+    pub includes: Vec<String>,
+    /// Skip paths matching this glob (repeatable)
+    #[arg(short, long = "exclude")]
+    pub excludes: Vec<String>,
+    /// What to do with files that exist in the target: always, if-changed, never
+    #[arg(long, default_value = "always")]
+    pub overwrite: String,
+    /// Read restored files back and check them against the snapshot
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    pub snapshot: String,
+    /// Path of a file (written as is) or directory (written as tar)
+    pub path: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    pub first: String,
+    pub second: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List keys
+    List,
+    /// Add a password
+    Add(NewPasswordArgs),
+    /// Remove a key (not the one in use)
+    Remove { id: String },
+    /// Change the password in use
+    Passwd(NewPasswordArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NewPasswordArgs {
+    /// Read the new password from this file (else LIFEBOAT_NEW_PASSWORD, else a prompt)
+    #[arg(long)]
+    pub new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}

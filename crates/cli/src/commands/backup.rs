@@ -1,0 +1,144 @@
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use lifeboat_core::ops::backup::{
+    backup, BackupOptions, BackupProgress, BackupResult, BackupSource,
+};
+use lifeboat_core::snapshot::select::parse_time;
+use serde_json::json;
+
+use crate::args::{BackupArgs, Cli};
+use crate::output::bytes;
+use crate::progress::{self, Reporter};
+
+fn exclude_patterns(args: &BackupArgs) -> Result<Vec<String>> {
+    let mut patterns = args.excludes.clone();
+    for file in &args.exclude_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read exclude file {}", file.display()))?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(patterns)
+}
+
+fn options(args: &BackupArgs) -> Result<BackupOptions> {
+    let source = if args.stdin {
+        if !args.paths.is_empty() {
+            anyhow::bail!("--stdin takes no paths");
+        }
+        BackupSource::Stdin {
+            reader: Box::new(std::io::stdin()),
+            filename: args.stdin_filename.clone(),
+        }
+    } else {
+        if args.paths.is_empty() {
+            anyhow::bail!("nothing to back up: give at least one path, or --stdin");
+        }
+        BackupSource::Paths(args.paths.clone())
+    };
+    let mut o = BackupOptions::new(source);
+    o.tags = args.tags.clone();
+    o.hostname = args.host.clone();
+    o.excludes = exclude_patterns(args)?;
+    o.one_file_system = args.one_file_system;
+    o.time = args.time.as_deref().map(parse_time).transpose()?;
+    o.dry_run = args.dry_run;
+    o.force = args.force;
+    o.compression = args
+        .compression
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    Ok(o)
+}
+
+pub fn run(cli: &Cli, args: &BackupArgs) -> Result<u8> {
+    let options = options(args)?;
+    let repo = crate::open::open_or_create_default(cli)?;
+    let counters = Arc::new(BackupProgress::default());
+    let result = {
+        let _reporter = Reporter::backup(progress::mode(cli.json, cli.quiet), counters.clone());
+        backup(&repo, options, &counters)?
+    };
+    report(cli, &result);
+    Ok(if result.errors.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::PARTIAL
+    })
+}
+
+fn report(cli: &Cli, r: &BackupResult) {
+    let s = &r.snapshot.summary;
+    if cli.json {
+        for e in &r.errors {
+            println!(
+                "{}",
+                json!({"message_type": "error", "path": e.path.display().to_string(), "error": e.message})
+            );
+        }
+        println!(
+            "{}",
+            json!({
+                "message_type": "summary",
+                "snapshot_id": r.snapshot_id,
+                "parent": r.parent,
+                "dry_run": r.snapshot_id.is_none(),
+                "files_new": s.files_new,
+                "files_changed": s.files_changed,
+                "files_unmodified": s.files_unmodified,
+                "dirs": s.dirs,
+                "total_files_processed": s.total_files,
+                "total_bytes_processed": s.total_bytes,
+                "bytes_read": s.bytes_read,
+                "bytes_added": s.bytes_added,
+                "bytes_added_packed": s.bytes_added_packed,
+                "blobs_added": s.blobs_added,
+                "errors": s.errors,
+                "duration_seconds": s.duration_seconds,
+            })
+        );
+        return;
+    }
+    for e in &r.errors {
+        eprintln!("error: {}: {}", e.path.display(), e.message);
+    }
+    if cli.quiet {
+        return;
+    }
+    if let Some(parent) = &r.parent {
+        println!("using parent snapshot {}", &parent[..8.min(parent.len())]);
+    }
+    println!(
+        "Files: {:>8} new, {:>8} changed, {:>8} unmodified",
+        s.files_new, s.files_changed, s.files_unmodified
+    );
+    println!("Dirs:  {:>8}", s.dirs);
+    println!(
+        "Added to the repository: {} ({} stored)",
+        bytes(s.bytes_added),
+        bytes(s.bytes_added_packed)
+    );
+    println!(
+        "processed {} files, {} in {:.2}s",
+        s.total_files,
+        bytes(s.total_bytes),
+        s.duration_seconds
+    );
+    match &r.snapshot_id {
+        Some(id) => println!("snapshot {} saved", &id[..8]),
+        None => println!("dry run: nothing was written"),
+    }
+    if !r.errors.is_empty() {
+        eprintln!(
+            "warning: {} source file(s) could not be read; the snapshot holds everything else",
+            r.errors.len()
+        );
+    }
+}

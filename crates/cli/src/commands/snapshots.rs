@@ -1,0 +1,37 @@
+use anyhow::Result;
+
+use crate::args::{Cli, SnapshotsArgs};
+use crate::output::snapshot_json;
+
+pub fn run(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
+    let repo = crate::open::open(cli)?;
+    let filter = super::filter(&args.filter);
+    let all = repo.snapshots()?;
+    let selected: Vec<_> = all.iter().filter(|e| filter.matches(e)).collect();
+    if cli.json {
+        let list: Vec<_> = selected.iter().map(|e| snapshot_json(e)).collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(crate::exit::OK);
+    }
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  Paths",
+        "ID", "Time", "Host", "Tags", "Size"
+    );
+    println!("{}", "-".repeat(90));
+    for e in &selected {
+        let s = &e.snapshot;
+        println!(
+            "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {}",
+            e.short_id(),
+            s.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
+            s.hostname,
+            s.tags.join(","),
+            crate::output::bytes(s.summary.total_bytes),
+            s.paths.join(" ")
+        );
+    }
+    println!("{} snapshot(s)", selected.len());
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,211 @@
+//! Finding the repository and its password: flags, environment, or the zero-config default
+//! (a repository under the data directory opened by a generated key file).
+
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use lifeboat_core::crypto::kdf::KdfParams;
+use lifeboat_core::storage::{LocalStorage, Storage};
+use lifeboat_core::{InitOptions, Repository};
+
+use crate::args::{Cli, KdfArgs};
+
+pub struct Location {
+    pub path: PathBuf,
+    /// Neither --repo nor LIFEBOAT_REPOSITORY: the embedded default.
+    pub is_default: bool,
+}
+
+pub fn default_repository() -> Result<PathBuf> {
+    let data =
+        dirs::data_dir().context("cannot find your data directory (set HOME or use --repo)")?;
+    Ok(data.join("lifeboat").join("repository"))
+}
+
+pub fn default_key_file() -> Result<PathBuf> {
+    let config =
+        dirs::config_dir().context("cannot find your config directory (set HOME or use --repo)")?;
+    Ok(config.join("lifeboat").join("repository.key"))
+}
+
+pub fn location(cli: &Cli) -> Result<Location> {
+    match &cli.repo {
+        Some(p) => Ok(Location {
+            path: p.clone(),
+            is_default: false,
+        }),
+        None => Ok(Location {
+            path: default_repository()?,
+            is_default: true,
+        }),
+    }
+}
+
+fn read_password_file(path: &Path) -> Result<Vec<u8>> {
+    let mut data =
+        fs::read(path).with_context(|| format!("cannot read password file {}", path.display()))?;
+    while data.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        data.pop();
+    }
+    if data.is_empty() {
+        bail!("password file {} is empty", path.display());
+    }
+    Ok(data)
+}
+
+/// A password given explicitly: --password-file / LIFEBOAT_PASSWORD_FILE, then LIFEBOAT_PASSWORD.
+fn explicit_password(cli: &Cli) -> Result<Option<Vec<u8>>> {
+    if let Some(file) = &cli.password_file {
+        return read_password_file(file).map(Some);
+    }
+    if let Some(pw) = std::env::var_os("LIFEBOAT_PASSWORD") {
+        return Ok(Some(
+            std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
+        ));
+    }
+    Ok(None)
+}
+
+fn prompt(message: &str) -> Result<Vec<u8>> {
+    let pw =
+        rpassword::prompt_password(message).context("cannot read password from the terminal")?;
+    Ok(pw.into_bytes())
+}
+
+fn no_password() -> anyhow::Error {
+    anyhow::anyhow!(
+        "no password given: set LIFEBOAT_PASSWORD or LIFEBOAT_PASSWORD_FILE, or use --password-file"
+    )
+}
+
+fn password_for_open(cli: &Cli, loc: &Location) -> Result<Vec<u8>> {
+    if let Some(pw) = explicit_password(cli)? {
+        return Ok(pw);
+    }
+    if loc.is_default {
+        let key_file = default_key_file()?;
+        if key_file.exists() {
+            return read_password_file(&key_file);
+        }
+        bail!(
+            "the default repository at {} exists but its key file {} is missing; restore the key file or give the password with LIFEBOAT_PASSWORD",
+            loc.path.display(),
+            key_file.display()
+        );
+    }
+    if std::io::stdin().is_terminal() {
+        return prompt(&format!("password for {}: ", loc.path.display()));
+    }
+    Err(no_password())
+}
+
+pub fn storage(loc: &Location) -> Arc<dyn Storage> {
+    Arc::new(LocalStorage::new(&loc.path))
+}
+
+pub fn open(cli: &Cli) -> Result<Repository> {
+    let loc = location(cli)?;
+    let storage = storage(&loc);
+    // Say "no repository" before asking for a password that cannot help.
+    Repository::read_config(storage.as_ref())?;
+    let password = password_for_open(cli, &loc)?;
+    Ok(Repository::open(storage, &password)?)
+}
+
+pub fn kdf_params(args: &KdfArgs) -> KdfParams {
+    let mut kdf = KdfParams::default();
+    if let Some(m) = args.kdf_memory_kib {
+        kdf.memory_kib = m;
+    }
+    if let Some(i) = args.kdf_iterations {
+        kdf.iterations = i;
+    }
+    kdf
+}
+
+/// Writes a fresh random key file (0600) for the default repository and returns its password.
+fn create_key_file(path: &Path) -> Result<Vec<u8>> {
+    let dir = path.parent().context("key file path has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).ok();
+    let password = hex::encode(rand::random::<[u8; 32]>());
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    file.write_all(password.as_bytes())
+        .and_then(|_| file.write_all(b"\n"))
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("cannot write key file {}", path.display()))?;
+    Ok(password.into_bytes())
+}
+
+/// Creates a repository. For the default location without a given password, the password is
+/// a generated key file, announced once on stderr.
+pub fn init(cli: &Cli, options: InitOptions, announce: bool) -> Result<Repository> {
+    let loc = location(cli)?;
+    let storage = storage(&loc);
+    let password = match explicit_password(cli)? {
+        Some(pw) => pw,
+        None if loc.is_default => {
+            let key_file = default_key_file()?;
+            let (pw, created) = if key_file.exists() {
+                (read_password_file(&key_file)?, false)
+            } else {
+                (create_key_file(&key_file)?, true)
+            };
+            if announce || created {
+                eprintln!(
+                    "Created a new repository at {}.\nIts key is the file {}.\nKeep a copy of that key file somewhere safe, away from this machine:\nwithout it these backups cannot be read by anyone.",
+                    loc.path.display(),
+                    key_file.display()
+                );
+            }
+            pw
+        }
+        None if std::io::stdin().is_terminal() => {
+            let first = prompt(&format!("new password for {}: ", loc.path.display()))?;
+            let second = prompt("enter the password again: ")?;
+            if first != second {
+                bail!("the passwords do not match");
+            }
+            first
+        }
+        None => return Err(no_password()),
+    };
+    Ok(Repository::init(storage, &password, options)?)
+}
+
+/// Opens the repository, creating the default one on first use (a newcomer's first command is
+/// `lifeboat backup DIR`).
+pub fn open_or_create_default(cli: &Cli) -> Result<Repository> {
+    let loc = location(cli)?;
+    if loc.is_default && !storage(&loc).exists()? {
+        return init(cli, InitOptions::default(), true);
+    }
+    open(cli)
+}
+
+pub fn new_password(file: &Option<PathBuf>) -> Result<Vec<u8>> {
+    if let Some(f) = file {
+        return read_password_file(f);
+    }
+    if let Some(pw) = std::env::var_os("LIFEBOAT_NEW_PASSWORD") {
+        return Ok(std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec());
+    }
+    if std::io::stdin().is_terminal() {
+        let first = prompt("new password: ")?;
+        let second = prompt("enter the new password again: ")?;
+        if first != second {
+            bail!("the passwords do not match");
+        }
+        return Ok(first);
+    }
+    bail!("no new password given: use --new-password-file or LIFEBOAT_NEW_PASSWORD")
+}

@@ -1,0 +1,508 @@
+//! Restore: bring a snapshot (or a path inside it) back into a target directory.
+//!
+//! Every name comes from a validated tree (one safe component each), every path is built
+//! under the target, directories are checked to be real directories before anything is put
+//! in them, and files are written through a temporary name and renamed into place, so restore
+//! never writes outside its target and never leaves a half-written file under a real name.
+
+mod metadata;
+mod write;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{bounded, Receiver};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+
+use super::walk::{join, Located};
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::repository::Repository;
+use crate::tree::{Node, NodeKind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Overwrite {
+    #[default]
+    Always,
+    /// Replace a file only when its content differs from the snapshot's.
+    IfChanged,
+    Never,
+}
+
+impl FromStr for Overwrite {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(Overwrite::Always),
+            "if-changed" => Ok(Overwrite::IfChanged),
+            "never" => Ok(Overwrite::Never),
+            _ => Err(format!(
+                "invalid overwrite mode {s:?}: use always, if-changed or never"
+            )),
+        }
+    }
+}
+
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub overwrite: Overwrite,
+    /// Read every restored file back and check it against the snapshot's blob ids.
+    pub verify: bool,
+    pub workers: usize,
+}
+
+impl RestoreOptions {
+    pub fn new(target: impl Into<PathBuf>) -> Self {
+        RestoreOptions {
+            target: target.into(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            overwrite: Overwrite::Always,
+            verify: false,
+            workers: 4,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct RestoreProgress {
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreSummary {
+    pub files_restored: u64,
+    pub files_skipped: u64,
+    pub files_verified: u64,
+    pub dirs: u64,
+    pub bytes_written: u64,
+    pub errors: Vec<RestoreError>,
+    /// Metadata that could not be set (owner without privileges, xattrs on a filesystem
+    /// without them); the content was restored.
+    pub warnings: Vec<RestoreError>,
+}
+
+struct Patterns {
+    by_name: GlobSet,
+    by_path: GlobSet,
+    empty: bool,
+}
+
+impl Patterns {
+    fn new(patterns: &[String]) -> Result<Patterns> {
+        let mut by_name = GlobSetBuilder::new();
+        let mut by_path = GlobSetBuilder::new();
+        for p in patterns {
+            let p = p.trim_end_matches('/');
+            let glob =
+                Glob::new(p).map_err(|e| Error::InvalidInput(format!("bad pattern {p:?}: {e}")))?;
+            if p.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))
+        };
+        Ok(Patterns {
+            by_name: build(by_name)?,
+            by_path: build(by_path)?,
+            empty: patterns.is_empty(),
+        })
+    }
+
+    fn matches(&self, path: &[u8], name: &[u8]) -> bool {
+        self.by_name.is_match(OsStr::from_bytes(name))
+            || self.by_path.is_match(OsStr::from_bytes(path))
+    }
+}
+
+struct FileJob {
+    path: PathBuf,
+    display: String,
+    node: Node,
+}
+
+struct Restorer<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    options: &'a RestoreOptions,
+    include: Patterns,
+    exclude: Patterns,
+    as_root: bool,
+    summary: Mutex<RestoreSummary>,
+    progress: &'a RestoreProgress,
+}
+
+/// A directory on the way down: created only once something inside it is restored.
+struct PendingDir {
+    path: PathBuf,
+    node: Option<Node>,
+    created: bool,
+}
+
+impl<'a> Restorer<'a> {
+    fn record(&self, f: impl FnOnce(&mut RestoreSummary)) {
+        if let Ok(mut s) = self.summary.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn error(&self, path: &Path, message: impl ToString) {
+        let e = RestoreError {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        };
+        self.record(|s| s.errors.push(e));
+    }
+
+    /// Makes sure `path` is a real directory (not a symlink to somewhere else).
+    fn ensure_dir(&self, path: &Path) -> std::result::Result<(), String> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) if self.options.overwrite == Overwrite::Never => {
+                Err("exists and is not a directory (--overwrite never)".into())
+            }
+            Ok(_) => {
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot replace with a directory: {e}"))?;
+                std::fs::create_dir(path).map_err(|e| e.to_string())
+            }
+            Err(_) => std::fs::create_dir(path).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn create_pending(&self, stack: &mut [PendingDir]) -> bool {
+        for dir in stack.iter_mut().filter(|d| !d.created) {
+            if let Err(e) = self.ensure_dir(&dir.path) {
+                self.error(&dir.path, e);
+                return false;
+            }
+            dir.created = true;
+        }
+        true
+    }
+
+    /// Walks the tree, creating directories and queueing files in order.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        tree_id: crate::blob::BlobId,
+        snap_dir: &[u8],
+        stack: &mut Vec<PendingDir>,
+        included_above: bool,
+        jobs: &crossbeam_channel::Sender<FileJob>,
+        dirs_done: &mut Vec<(PathBuf, Node)>,
+        links: &mut HashMap<(u64, u64), PathBuf>,
+        deferred_links: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> Result<()> {
+        let tree = match self.repo.load_tree(self.index, &tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                let here = stack
+                    .last()
+                    .map(|d| d.path.clone())
+                    .unwrap_or_else(|| self.options.target.clone());
+                self.error(&here, format!("directory listing lost: {e}"));
+                return Ok(());
+            }
+        };
+        let base = stack
+            .last()
+            .map(|d| d.path.clone())
+            .unwrap_or_else(|| self.options.target.clone());
+        for node in tree.nodes {
+            let snap_path = join(snap_dir, &node.name);
+            if self.exclude.matches(&snap_path, &node.name) {
+                continue;
+            }
+            let included = included_above
+                || self.include.empty
+                || self.include.matches(&snap_path, &node.name);
+            let path = base.join(OsStr::from_bytes(&node.name));
+            if node.kind == NodeKind::Dir {
+                stack.push(PendingDir {
+                    path: path.clone(),
+                    node: Some(node.clone()),
+                    created: false,
+                });
+                if included && !self.create_pending(stack) {
+                    stack.pop();
+                    continue;
+                }
+                if let Some(sub) = node.subtree {
+                    self.walk(
+                        sub,
+                        &snap_path,
+                        stack,
+                        included,
+                        jobs,
+                        dirs_done,
+                        links,
+                        deferred_links,
+                    )?;
+                }
+                if let Some(done) = stack.pop() {
+                    if done.created {
+                        self.record(|s| s.dirs += 1);
+                        if let Some(n) = done.node {
+                            dirs_done.push((done.path, n));
+                        }
+                    }
+                }
+                continue;
+            }
+            if !included || !self.create_pending(stack) {
+                continue;
+            }
+            if node.kind == NodeKind::File && node.links > 1 {
+                let key = (node.device, node.inode);
+                if let Some(first) = links.get(&key) {
+                    deferred_links.push((first.clone(), path));
+                    continue;
+                }
+                links.insert(key, path.clone());
+            }
+            let display = String::from_utf8_lossy(&snap_path).into_owned();
+            if jobs
+                .send(FileJob {
+                    path,
+                    display,
+                    node,
+                })
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn exists(path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+
+    fn restore_entry(&self, job: FileJob) {
+        let FileJob {
+            path,
+            display,
+            node,
+        } = job;
+        if Self::exists(&path) {
+            let skip = match self.options.overwrite {
+                Overwrite::Always => false,
+                Overwrite::Never => true,
+                Overwrite::IfChanged => {
+                    node.kind == NodeKind::File
+                        && std::fs::symlink_metadata(&path)
+                            .map(|m| m.is_file() && m.len() == node.size)
+                            .unwrap_or(false)
+                        && write::content_matches(self.repo, self.index, &path, &node.content)
+                            .unwrap_or(false)
+                }
+            };
+            if skip {
+                self.record(|s| s.files_skipped += 1);
+                return;
+            }
+        }
+        let temp = match node.kind {
+            NodeKind::File => match write::write_content(self.repo, self.index, &node, &path) {
+                Ok(t) => t,
+                Err(e) => return self.error(&path, format!("{display}: {e}")),
+            },
+            NodeKind::Symlink => {
+                let temp = write::temp_path(&path);
+                if let Err(e) =
+                    std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), &temp)
+                {
+                    return self.error(&path, format!("symlink: {e}"));
+                }
+                temp
+            }
+            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                let temp = write::temp_path(&path);
+                if let Err(e) = make_special(&temp, &node) {
+                    return self.error(&path, format!("{}: {e}", node.kind.as_str()));
+                }
+                temp
+            }
+            NodeKind::Socket | NodeKind::Dir => return,
+        };
+        if let Err(e) = metadata::apply(&temp, &node, self.as_root) {
+            let w = RestoreError {
+                path: path.display().to_string(),
+                message: e,
+            };
+            self.record(|s| s.warnings.push(w));
+        }
+        if let Err(e) = std::fs::rename(&temp, &path) {
+            let _ = std::fs::remove_file(&temp);
+            return self.error(&path, format!("rename into place: {e}"));
+        }
+        let bytes = node.size;
+        self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+        self.progress.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.record(|s| {
+            s.files_restored += 1;
+            s.bytes_written += bytes;
+        });
+        if self.options.verify && node.kind == NodeKind::File {
+            match write::content_matches(self.repo, self.index, &path, &node.content) {
+                Ok(true) => self.record(|s| s.files_verified += 1),
+                Ok(false) => self.error(
+                    &path,
+                    "verification failed: restored content differs from the snapshot",
+                ),
+                Err(e) => self.error(&path, format!("verification failed: {e}")),
+            }
+        }
+    }
+
+    fn run_worker(&self, jobs: Receiver<FileJob>) {
+        for job in jobs {
+            self.restore_entry(job);
+        }
+    }
+}
+
+fn make_special(path: &Path, node: &Node) -> std::result::Result<(), String> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    let kind = match node.kind {
+        NodeKind::Fifo => SFlag::S_IFIFO,
+        NodeKind::CharDevice => SFlag::S_IFCHR,
+        _ => SFlag::S_IFBLK,
+    };
+    mknod(
+        path,
+        kind,
+        Mode::from_bits_truncate(0o600),
+        node.rdev as nix::libc::dev_t,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Restores what `located` names into `options.target`: a directory's contents, or one entry.
+pub fn restore(
+    repo: &Repository,
+    index: &Index,
+    located: &Located,
+    options: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreSummary> {
+    std::fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
+    let target_meta =
+        std::fs::metadata(&options.target).map_err(|e| Error::io(&options.target, e))?;
+    if !target_meta.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "target {} is not a directory",
+            options.target.display()
+        )));
+    }
+    let restorer = Restorer {
+        repo,
+        index,
+        options,
+        include: Patterns::new(&options.include)?,
+        exclude: Patterns::new(&options.exclude)?,
+        as_root: nix::unistd::geteuid().is_root(),
+        summary: Mutex::new(RestoreSummary::default()),
+        progress,
+    };
+    let (job_tx, job_rx) = bounded::<FileJob>(256);
+    let mut dirs_done = Vec::new();
+    let mut deferred_links = Vec::new();
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..options.workers.max(1))
+            .map(|_| {
+                let rx = job_rx.clone();
+                let r = &restorer;
+                scope.spawn(move || r.run_worker(rx))
+            })
+            .collect();
+        drop(job_rx);
+        let mut links = HashMap::new();
+        let mut stack = Vec::new();
+        let walked = match located {
+            Located::Root(id) => restorer.walk(
+                *id,
+                b"/",
+                &mut stack,
+                false,
+                &job_tx,
+                &mut dirs_done,
+                &mut links,
+                &mut deferred_links,
+            ),
+            Located::Node { path, node } if node.kind == NodeKind::Dir => {
+                let snap_dir = path.clone();
+                let root_included = restorer.include.matches(&snap_dir, &node.name);
+                match node.subtree {
+                    Some(sub) => restorer.walk(
+                        sub,
+                        &snap_dir,
+                        &mut stack,
+                        root_included,
+                        &job_tx,
+                        &mut dirs_done,
+                        &mut links,
+                        &mut deferred_links,
+                    ),
+                    None => Ok(()),
+                }
+            }
+            Located::Node { path, node } => {
+                let display = String::from_utf8_lossy(path).into_owned();
+                let file_path = options.target.join(OsStr::from_bytes(&node.name));
+                let _ = job_tx.send(FileJob {
+                    path: file_path,
+                    display,
+                    node: node.clone(),
+                });
+                Ok(())
+            }
+        };
+        drop(job_tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        walked
+    })?;
+    for (first, path) in deferred_links {
+        let _ = std::fs::remove_file(&path);
+        match std::fs::hard_link(&first, &path) {
+            Ok(()) => restorer.record(|s| s.files_restored += 1),
+            Err(e) => restorer.error(&path, format!("hard link to {}: {e}", first.display())),
+        }
+    }
+    // Children before parents, so setting a directory's time is the last change inside it.
+    for (path, node) in dirs_done.iter().rev() {
+        if let Err(e) = metadata::apply(path, node, restorer.as_root) {
+            let w = RestoreError {
+                path: path.display().to_string(),
+                message: e,
+            };
+            restorer.record(|s| s.warnings.push(w));
+        }
+    }
+    let mut summary = restorer.summary.into_inner().unwrap_or_default();
+    summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(summary)
+}

@@ -1,0 +1,96 @@
+//! Writing one file's content: through a temporary name in the same directory, holes left
+//! where whole blocks are zero (so sparse files stay sparse), renamed into place at the end.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::blob::BlobId;
+use crate::index::Index;
+use crate::repository::Repository;
+use crate::tree::Node;
+
+const BLOCK: u64 = 4096;
+
+pub fn temp_path(final_path: &Path) -> PathBuf {
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    dir.join(format!(".lifeboat-tmp-{:016x}", rand::random::<u64>()))
+}
+
+/// Writes `data` at `offset`, skipping 4 KiB blocks (aligned to the file) that are all zero.
+fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let file_pos = offset + pos as u64;
+        let block_end = ((file_pos / BLOCK) + 1) * BLOCK;
+        let len = ((block_end - file_pos) as usize).min(data.len() - pos);
+        let piece = &data[pos..pos + len];
+        if piece.iter().any(|b| *b != 0) {
+            file.write_all_at(piece, file_pos)?;
+        }
+        pos += len;
+    }
+    Ok(())
+}
+
+/// Restores the content of `node` into a new temporary file; returns its path. On error the
+/// temporary file is removed and the message names the blob.
+pub fn write_content(
+    repo: &Repository,
+    index: &Index,
+    node: &Node,
+    final_path: &Path,
+) -> Result<PathBuf, String> {
+    let temp = temp_path(final_path);
+    let result = (|| -> Result<(), String> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+        let mut offset = 0u64;
+        for id in &node.content {
+            let data = repo
+                .read_blob(index, id)
+                .map_err(|e| format!("blob {id}: {e}"))?;
+            write_sparse(&file, offset, &data).map_err(|e| format!("write: {e}"))?;
+            offset += data.len() as u64;
+        }
+        file.set_len(offset).map_err(|e| format!("write: {e}"))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(temp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// Whether the file at `path` holds exactly the blobs `ids` (same chunking, same ids).
+pub fn content_matches(
+    repo: &Repository,
+    index: &Index,
+    path: &Path,
+    ids: &[BlobId],
+) -> Result<bool, String> {
+    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for id in ids {
+        let len = index
+            .get(id)
+            .map(|l| l.raw_length as usize)
+            .ok_or_else(|| format!("blob {id} not indexed"))?;
+        let mut buf = vec![0u8; len];
+        if file.read_exact(&mut buf).is_err() {
+            return Ok(false);
+        }
+        if repo.blob_id(&buf) != *id {
+            return Ok(false);
+        }
+    }
+    let mut rest = [0u8; 1];
+    Ok(matches!(file.read(&mut rest), Ok(0)))
+}
