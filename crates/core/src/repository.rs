@@ -269,7 +269,7 @@ impl Repository {
                 KeyFile::parse(&data, &format!("key {}", info.name))?,
             ));
         }
-        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        out.sort_by_key(|k| k.1.created);
         Ok(out)
     }
 

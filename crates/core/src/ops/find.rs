@@ -83,7 +83,7 @@ pub fn find<'s>(
     pattern: &FindPattern,
 ) -> Result<Vec<FindMatch<'s>>> {
     let mut ordered: Vec<&SnapshotEntry> = snapshots.iter().collect();
-    ordered.sort_by(|a, b| b.snapshot.time.cmp(&a.snapshot.time));
+    ordered.sort_by_key(|e| std::cmp::Reverse(e.snapshot.time));
     let mut finder = Finder {
         repo,
         index,

@@ -40,7 +40,7 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
 #[derive(Clone, Debug)]
 pub enum Located {
     Root(BlobId),
-    Node { path: SnapshotPath, node: Node },
+    Node { path: SnapshotPath, node: Box<Node> },
 }
 
 impl Located {
@@ -78,7 +78,7 @@ pub fn locate(
         let node = tree.find(part).ok_or_else(not_found)?.clone();
         current = Located::Node {
             path: join(&current.path(), part),
-            node,
+            node: Box::new(node),
         };
     }
     Ok(current)

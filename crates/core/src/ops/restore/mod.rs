@@ -474,7 +474,7 @@ pub fn restore(
                 let _ = job_tx.send(FileJob {
                     path: file_path,
                     display,
-                    node: node.clone(),
+                    node: (**node).clone(),
                 });
                 Ok(())
             }

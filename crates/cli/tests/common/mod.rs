@@ -1,0 +1,173 @@
+//! Runs the real `lifeboat` binary against temporary repositories. HOME and the XDG
+//! directories point into the temp dir, so nothing touches the user's own default repository.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub raw_stdout: Vec<u8>,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            raw_stdout: out.stdout,
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The last JSON line of stdout.
+    pub fn json(&self) -> serde_json::Value {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{') || l.starts_with('['))
+            .unwrap_or("null");
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_lifeboat")
+}
+
+impl Env {
+    /// A temp dir with an initialised repository (cheap KDF to keep tests fast).
+    pub fn new() -> Env {
+        let env = Env::empty();
+        env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+            .ok();
+        env
+    }
+
+    /// A temp dir without a repository.
+    pub fn empty() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        Env { dir, repo }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A command with --repo, the password and an isolated HOME.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        let home = self.home();
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("LIFEBOAT_PASSWORD", PASSWORD)
+            .arg("--repo")
+            .arg(&self.repo)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn lb(&self, args: &[&str]) -> Run {
+        let out = self.command().args(args).output().expect("run lifeboat");
+        Run::from(out)
+    }
+
+    pub fn lb_os(&self, args: &[&std::ffi::OsStr]) -> Run {
+        let out = self.command().args(args).output().expect("run lifeboat");
+        Run::from(out)
+    }
+
+    /// Backs up `path` and returns the new snapshot id.
+    pub fn backup(&self, path: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["backup", "--json"];
+        args.extend_from_slice(extra);
+        let mut cmd = self.command();
+        cmd.args(&args).arg(path);
+        let run = Run::from(cmd.output().expect("run lifeboat")).ok();
+        run.json()["snapshot_id"]
+            .as_str()
+            .expect("snapshot_id")
+            .to_string()
+    }
+
+    pub fn restore(&self, snapshot: &str, target: &Path, extra: &[&str]) -> Run {
+        let mut cmd = self.command();
+        cmd.args(["restore", snapshot, "--target"])
+            .arg(target)
+            .args(extra);
+        Run::from(cmd.output().expect("run lifeboat"))
+    }
+
+    /// Total bytes of all files under the repository.
+    pub fn repo_size(&self) -> u64 {
+        dir_size(&self.repo)
+    }
+}
+
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// Every file in the repository, recursively.
+pub fn repo_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        if entry.file_type().expect("type").is_dir() {
+            out.extend(repo_files(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Where a backed-up absolute path lands under a restore target.
+pub fn restored(target: &Path, original: &Path) -> PathBuf {
+    target.join(original.strip_prefix("/").expect("absolute"))
+}
