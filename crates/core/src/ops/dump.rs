@@ -86,11 +86,7 @@ fn write_tar(
     if let Located::Node { node, .. } = located {
         let mut h = tar_header(node, tar::EntryType::Directory, 0);
         builder
-            .append_data(
-                &mut h,
-                Path::new(OsStr::from_bytes(&node.name)),
-                io::empty(),
-            )
+            .append_data(&mut h, dir_name(&node.name), io::empty())
             .map_err(tar_err)?;
     }
     TreeWalker::new(repo, index).walk(tree, &base, &mut |path, node| {
@@ -99,7 +95,7 @@ fn write_tar(
             NodeKind::Dir => {
                 let mut h = tar_header(node, tar::EntryType::Directory, 0);
                 builder
-                    .append_data(&mut h, rel, io::empty())
+                    .append_data(&mut h, dir_name(&path[strip..]), io::empty())
                     .map_err(tar_err)?;
             }
             NodeKind::File => {
@@ -124,6 +120,13 @@ fn write_tar(
         Ok(true)
     })?;
     builder.finish().map_err(tar_err)
+}
+
+/// Directory entries end in `/`, as tar(1) writes them.
+fn dir_name(path: &[u8]) -> std::path::PathBuf {
+    let mut name = path.to_vec();
+    name.push(b'/');
+    std::path::PathBuf::from(OsStr::from_bytes(&name))
 }
 
 fn located_name_len(located: &Located) -> usize {

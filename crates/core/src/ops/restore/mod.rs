@@ -309,14 +309,7 @@ impl<'a> Restorer<'a> {
             let skip = match self.options.overwrite {
                 Overwrite::Always => false,
                 Overwrite::Never => true,
-                Overwrite::IfChanged => {
-                    node.kind == NodeKind::File
-                        && std::fs::symlink_metadata(&path)
-                            .map(|m| m.is_file() && m.len() == node.size)
-                            .unwrap_or(false)
-                        && write::content_matches(self.repo, self.index, &path, &node.content)
-                            .unwrap_or(false)
-                }
+                Overwrite::IfChanged => self.unchanged_on_disk(&path, &node),
             };
             if skip {
                 self.record(|s| s.files_skipped += 1);
@@ -373,6 +366,25 @@ impl<'a> Restorer<'a> {
                 ),
                 Err(e) => self.error(&path, format!("verification failed: {e}")),
             }
+        }
+    }
+
+    /// Whether the entry at `path` already is what the snapshot holds (for `if-changed`).
+    fn unchanged_on_disk(&self, path: &Path, node: &Node) -> bool {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        match node.kind {
+            NodeKind::File => {
+                meta.is_file()
+                    && meta.len() == node.size
+                    && write::content_matches(self.repo, self.index, path, &node.content)
+                        .unwrap_or(false)
+            }
+            NodeKind::Symlink => std::fs::read_link(path)
+                .map(|t| t.as_os_str().as_bytes() == node.link_target.as_slice())
+                .unwrap_or(false),
+            _ => false,
         }
     }
 
