@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{random_bytes, repo_files, Env, Run};
+use common::{random_bytes, repo_files, Env};
 
 fn make_tree(root: &Path, seed: u64) {
     for d in 0..5 {
@@ -25,12 +25,6 @@ fn make_tree(root: &Path, seed: u64) {
         random_bytes(5 * 1024 * 1024, seed + 1),
     )
     .unwrap();
-}
-
-fn summary(run: &Run) -> serde_json::Value {
-    let v = run.json();
-    assert_eq!(v["message_type"], "summary", "{}", run.stdout);
-    v
 }
 
 fn backup_json(env: &Env, path: &Path, extra: &[&str]) -> serde_json::Value {
