@@ -36,6 +36,12 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, stop quietly when the reader of our output goes away
+    // (`lifeboat ls latest | head`) instead of panicking on a write error.
+    // SAFETY: setting a signal disposition to its default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = args::Cli::parse();
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),

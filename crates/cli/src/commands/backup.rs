@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use lifeboat_core::ops::backup::{
-    backup, BackupOptions, BackupProgress, BackupResult, BackupSource,
+    backup, BackupOptions, BackupProgress, BackupResult, BackupSource, FileChange,
 };
 use lifeboat_core::snapshot::select::parse_time;
 use serde_json::json;
@@ -61,9 +61,24 @@ fn options(args: &BackupArgs) -> Result<BackupOptions> {
 pub fn run(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     let options = options(args)?;
     let repo = crate::open::open_or_create_default(cli)?;
-    let counters = Arc::new(BackupProgress::default());
+    let mut counters = BackupProgress::default();
+    let mut mode = progress::mode(cli.json, cli.quiet);
+    if cli.verbose && !cli.json {
+        // One line per file replaces the bar.
+        mode = progress::Mode::Silent;
+        counters.on_file = Some(Box::new(|path, change| {
+            let what = match change {
+                FileChange::New => "new",
+                FileChange::Changed => "modified",
+                FileChange::Unmodified => "unchanged",
+                FileChange::Other => "other",
+            };
+            println!("{what:<9} {}", path.display());
+        }));
+    }
+    let counters = Arc::new(counters);
     let result = {
-        let _reporter = Reporter::backup(progress::mode(cli.json, cli.quiet), counters.clone());
+        let _reporter = Reporter::start(mode, counters.clone());
         backup(&repo, options, &counters)?
     };
     report(cli, &result);

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use anyhow::Result;
 use lifeboat_core::ops::restore::{restore, RestoreOptions, RestoreProgress};
 use lifeboat_core::ops::walk::locate;
@@ -6,6 +8,7 @@ use serde_json::json;
 use super::{split_snapshot_path, Loaded};
 use crate::args::{Cli, RestoreArgs};
 use crate::output::bytes;
+use crate::progress::{Reporter, RestoreCounters};
 
 pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
     let (spec, subpath) = split_snapshot_path(&args.snapshot);
@@ -31,8 +34,31 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
             args.target.display()
         );
     }
-    let progress = RestoreProgress::default();
-    let summary = restore(&loaded.repo, &loaded.index, &located, &options, &progress)?;
+    let whole = subpath.is_none() && options.include.is_empty() && options.exclude.is_empty();
+    let counters = Arc::new(RestoreCounters {
+        progress: RestoreProgress::default(),
+        total_files: if whole {
+            entry.snapshot.summary.total_files
+        } else {
+            0
+        },
+        total_bytes: if whole {
+            entry.snapshot.summary.total_bytes
+        } else {
+            0
+        },
+    });
+    let summary = {
+        let mode = crate::progress::mode(false, cli.quiet || cli.json);
+        let _reporter = Reporter::start(mode, counters.clone());
+        restore(
+            &loaded.repo,
+            &loaded.index,
+            &located,
+            &options,
+            &counters.progress,
+        )?
+    };
     if cli.json {
         let mut v = json!(summary);
         v["message_type"] = json!("summary");

@@ -119,6 +119,9 @@ pub fn run(
                     Change::Unmodified => summary.files_unmodified += 1,
                     Change::Other => {}
                 }
+                if let Some(report) = &progress.on_file {
+                    report(&path, change);
+                }
                 if change != Change::Other {
                     summary.total_files += 1;
                     summary.total_bytes += node.size;

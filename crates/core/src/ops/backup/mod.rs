@@ -30,6 +30,7 @@ use crate::repository::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry, Summary, SNAPSHOT_VERSION};
 use crate::storage::DryRunStorage;
 
+pub use finisher::Change as FileChange;
 pub use saver::BlobSaver;
 pub use source::{normalize_path, Excludes};
 
@@ -80,7 +81,10 @@ impl BackupOptions {
     }
 }
 
-/// Live counters a front end can poll to draw progress.
+/// Called for every file as it is committed to its tree, with what happened to it.
+pub type FileCallback = Box<dyn Fn(&std::path::Path, FileChange) + Send + Sync>;
+
+/// Live counters a front end can poll to draw progress, and an optional per-file callback.
 #[derive(Default)]
 pub struct BackupProgress {
     pub files_done: AtomicU64,
@@ -88,6 +92,7 @@ pub struct BackupProgress {
     pub total_files: AtomicU64,
     pub total_bytes: AtomicU64,
     pub scan_finished: AtomicBool,
+    pub on_file: Option<FileCallback>,
 }
 
 #[derive(Debug, Clone)]

@@ -498,6 +498,26 @@ pub fn restore(
         walked
     })?;
     for (first, path) in deferred_links {
+        if options.overwrite == Overwrite::Never && Restorer::exists(&path) {
+            restorer.record(|s| s.files_skipped += 1);
+            continue;
+        }
+        // Link only to a regular file: never to a symlink (or anything else) that the target
+        // held before and that was kept, or left there when the first member failed.
+        match std::fs::symlink_metadata(&first) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                restorer.error(
+                    &path,
+                    format!("hard link to {}: not a regular file", first.display()),
+                );
+                continue;
+            }
+            Err(e) => {
+                restorer.error(&path, format!("hard link to {}: {e}", first.display()));
+                continue;
+            }
+        }
         let _ = std::fs::remove_file(&path);
         match std::fs::hard_link(&first, &path) {
             Ok(()) => restorer.record(|s| s.files_restored += 1),

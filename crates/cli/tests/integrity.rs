@@ -1,0 +1,311 @@
+//! One flipped byte in a pack, or a truncated pack, costs exactly the files whose blobs it
+//! held: restore and dump name the damaged file and blob, and everything else comes back.
+
+mod common;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{random_bytes, restored, Env};
+use lifeboat_core::blob::BlobId;
+use lifeboat_core::index::{Index, Location};
+use lifeboat_core::ops::walk::{locate, Located};
+use lifeboat_core::storage::LocalStorage;
+use lifeboat_core::Repository;
+
+/// Sizes of the large files: each well over 1 MiB of random data, so each has its own blobs,
+/// and together (about 12 MiB) they fit in one 16 MiB data pack.
+const BIG: [(&str, usize); 5] = [
+    ("big-a.bin", 1_300_000),
+    ("big-b.bin", 1_700_000),
+    ("nested/big-c.bin", 2_200_000),
+    ("big-d.bin", 2_900_000),
+    ("nested/deeper/big-e.bin", 3_400_000),
+];
+const SMALL: [(&str, usize); 4] = [
+    ("small-1.txt", 100),
+    ("small-2.bin", 5_000),
+    ("nested/small-3.bin", 40_000),
+    ("empty", 0),
+];
+
+struct Fixture {
+    env: Env,
+    files: Vec<PathBuf>,
+    repo: Repository,
+    index: Index,
+    tree: BlobId,
+}
+
+fn fixture() -> Fixture {
+    let env = Env::new();
+    let src = env.path("src");
+    let mut files = Vec::new();
+    for (i, (name, len)) in BIG.iter().chain(SMALL.iter()).enumerate() {
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, random_bytes(*len, 1000 + i as u64)).unwrap();
+        files.push(path);
+    }
+    env.backup(&src, &[]);
+    let repo = Repository::open(
+        Arc::new(LocalStorage::new(&env.repo)),
+        common::PASSWORD.as_bytes(),
+    )
+    .unwrap();
+    let index = repo.load_index().unwrap();
+    let tree = repo.snapshots().unwrap().last().unwrap().snapshot.tree;
+    Fixture {
+        env,
+        files,
+        repo,
+        index,
+        tree,
+    }
+}
+
+impl Fixture {
+    fn content(&self, file: &Path) -> Vec<BlobId> {
+        match locate(
+            &self.repo,
+            &self.index,
+            self.tree,
+            file.as_os_str().as_bytes(),
+            "x",
+        )
+        .unwrap()
+        {
+            Located::Node { node, .. } => node.content.clone(),
+            Located::Root(_) => panic!("{} is the root", file.display()),
+        }
+    }
+
+    fn location(&self, id: &BlobId) -> Location {
+        *self.index.get(id).expect("indexed")
+    }
+
+    fn pack_path(&self, loc: &Location) -> PathBuf {
+        let name = &self.index.pack(loc.pack).name;
+        self.env.repo.join("data").join(&name[..2]).join(name)
+    }
+
+    fn big_files(&self) -> &[PathBuf] {
+        &self.files[..BIG.len()]
+    }
+}
+
+#[track_caller]
+fn assert_restored_same(src_file: &Path, target: &Path) {
+    let copy = restored(target, src_file);
+    let want = std::fs::read(src_file).unwrap();
+    let got =
+        std::fs::read(&copy).unwrap_or_else(|e| panic!("{} not restored: {e}", copy.display()));
+    assert!(got == want, "{} differs after restore", copy.display());
+}
+
+fn temp_leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(temp_leftovers(&p));
+        } else if p.file_name().unwrap().to_string_lossy().contains("tmp") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn one_flipped_byte_costs_exactly_one_file() {
+    let fx = fixture();
+    // Damage the middle blob of the third large file.
+    let damaged = fx.big_files()[2].clone();
+    let blobs = fx.content(&damaged);
+    assert!(
+        blobs.len() >= 2,
+        "{} has {} blobs",
+        damaged.display(),
+        blobs.len()
+    );
+    let bad = blobs[blobs.len() / 2];
+    let loc = fx.location(&bad);
+    // The other large files have blobs in the same pack, so the test shows they survive.
+    let sharing: Vec<&PathBuf> = fx
+        .files
+        .iter()
+        .filter(|f| {
+            **f != damaged
+                && fx
+                    .content(f)
+                    .iter()
+                    .any(|id| fx.location(id).pack == loc.pack)
+        })
+        .collect();
+    assert!(
+        sharing.len() >= 4,
+        "only {} other files share the damaged pack",
+        sharing.len()
+    );
+    for f in &fx.files {
+        if *f != damaged {
+            assert!(
+                !fx.content(f).contains(&bad),
+                "{} shares the damaged blob",
+                f.display()
+            );
+        }
+    }
+
+    let pack = fx.pack_path(&loc);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = loc.offset as usize + loc.length as usize / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let env = &fx.env;
+    let target = env.path("restore");
+    let run = env.restore("latest", &target, &[]);
+    assert_eq!(
+        run.code, 1,
+        "restore of a damaged snapshot must fail\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains(&bad.to_hex()))
+        .unwrap_or_else(|| panic!("damaged blob {} not named:\n{}", bad.to_hex(), run.stderr));
+    assert!(
+        line.contains(&damaged.display().to_string()),
+        "damaged file not named: {line}"
+    );
+    assert!(line.contains("integrity"), "{line}");
+    let error_lines: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(
+        error_lines.len(),
+        1,
+        "only the damaged file fails:\n{}",
+        run.stderr
+    );
+    for f in &fx.files {
+        if *f != damaged {
+            assert_restored_same(f, &target);
+        }
+    }
+    assert!(
+        !restored(&target, &damaged).exists(),
+        "a damaged file must not appear under its name"
+    );
+    assert_eq!(temp_leftovers(&target), Vec::<PathBuf>::new());
+
+    // dump: the damaged file fails naming the blob, a neighbour in the same pack is fine.
+    let run = env.lb(&["dump", "latest", &damaged.display().to_string()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"));
+    assert!(
+        run.stderr.contains(&bad.to_hex()),
+        "dump does not name the blob: {}",
+        run.stderr
+    );
+    let neighbour = sharing.iter().find(|f| fx.big_files().contains(f)).unwrap();
+    let run = env
+        .lb(&["dump", "latest", &neighbour.display().to_string()])
+        .ok();
+    assert!(
+        run.raw_stdout == std::fs::read(neighbour).unwrap(),
+        "dump of {} differs",
+        neighbour.display()
+    );
+
+    // Restoring only an undamaged file from the same pack succeeds outright.
+    let one = env.path("one");
+    let spec = format!("latest:{}", neighbour.display());
+    env.restore(&spec, &one, &["--verify"]).ok();
+    assert!(
+        std::fs::read(one.join(neighbour.file_name().unwrap())).unwrap()
+            == std::fs::read(neighbour).unwrap()
+    );
+}
+
+#[test]
+fn truncated_pack_fails_only_the_files_past_the_cut() {
+    let fx = fixture();
+    let probe = fx.content(&fx.big_files()[0])[0];
+    let loc = fx.location(&probe);
+    let pack_no = loc.pack;
+    // Every data blob of the pack, by offset; cut in the middle of the pack body.
+    let mut in_pack: Vec<(BlobId, Location)> = fx
+        .index
+        .iter()
+        .filter(|(_, l)| l.pack == pack_no)
+        .map(|(id, l)| (*id, *l))
+        .collect();
+    in_pack.sort_by_key(|(_, l)| l.offset);
+    assert!(in_pack.len() >= 6, "pack holds {} blobs", in_pack.len());
+    let (_, mid) = in_pack[in_pack.len() / 2];
+    let cut = mid.offset as u64 + mid.length as u64 / 2;
+    let pack = fx.pack_path(&loc);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let (mut lost, mut kept) = (Vec::new(), Vec::new());
+    for f in &fx.files {
+        let past_cut = fx.content(f).iter().any(|id| {
+            let l = fx.location(id);
+            l.pack == pack_no && l.offset as u64 + l.length as u64 > cut
+        });
+        if past_cut {
+            lost.push(f.clone());
+        } else {
+            kept.push(f.clone());
+        }
+    }
+    assert!(
+        !lost.is_empty() && kept.iter().filter(|f| fx.big_files().contains(f)).count() >= 1,
+        "lost {lost:?}, kept {kept:?}"
+    );
+
+    let env = &fx.env;
+    let target = env.path("restore");
+    let run = env.restore("latest", &target, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let error_lines: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(error_lines.len(), lost.len(), "{}", run.stderr);
+    for f in &lost {
+        let name = f.display().to_string();
+        assert!(
+            error_lines.iter().any(|l| l.contains(&name)),
+            "{name} not reported:\n{}",
+            run.stderr
+        );
+        assert!(!restored(&target, f).exists());
+    }
+    for f in &kept {
+        assert_restored_same(f, &target);
+    }
+    assert_eq!(temp_leftovers(&target), Vec::<PathBuf>::new());
+
+    let run = env.lb(&["dump", "latest", &lost[0].display().to_string()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"));
+    let run = env
+        .lb(&["dump", "latest", &kept[0].display().to_string()])
+        .ok();
+    assert!(run.raw_stdout == std::fs::read(&kept[0]).unwrap());
+}
