@@ -25,7 +25,9 @@ impl<'c, R: Read> ChunkReader<'c, R> {
 
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunker.params().max_size as usize;
-        if self.start > 0 && self.buf.len() - self.start < max {
+        // Shift the unread tail down only once a whole maximum chunk has been consumed, so
+        // each byte is moved at most once instead of once per chunk.
+        if self.start >= max && self.buf.len() - self.start < max {
             self.buf.drain(..self.start);
             self.start = 0;
         }

@@ -22,8 +22,14 @@ pub struct SealedPack {
 
 impl PackWriter {
     pub fn new(seal_key: &[u8; 32]) -> Self {
+        Self::with_capacity(seal_key, 1 << 20)
+    }
+
+    /// A writer whose buffer never reallocates below `capacity` bytes: growing a 16 MiB pack by
+    /// doubling copies it several times while the packer lock is held.
+    pub fn with_capacity(seal_key: &[u8; 32], capacity: usize) -> Self {
         let salt = random_salt();
-        let mut buf = Vec::with_capacity(1 << 20);
+        let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(PACK_MAGIC);
         buf.extend_from_slice(&[PACK_VERSION, 0, 0, 0]);
         PackWriter {

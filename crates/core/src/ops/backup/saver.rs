@@ -100,7 +100,11 @@ impl<'a> BlobSaver<'a> {
                     return;
                 };
                 let slot = &mut packers[job.kind.as_byte() as usize];
-                let writer = slot.get_or_insert_with(|| PackWriter::new(&self.repo.keys().seal));
+                let writer = slot.get_or_insert_with(|| {
+                    let capacity =
+                        pack_size + self.repo.config().chunker.max_size as usize + 64 * 1024;
+                    PackWriter::with_capacity(&self.repo.keys().seal, capacity)
+                });
                 writer.add(
                     job.kind,
                     job.id,

@@ -1,0 +1,396 @@
+//! `kill -9` a backup at many different moments: every snapshot written before still restores
+//! in full, the stale lock a killed backup leaves does not stop later work, and a final normal
+//! backup restores identical to the source.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{random_bytes, restored, Env};
+use lifeboat_core::storage::LocalStorage;
+use lifeboat_core::Repository;
+use rand::{Rng, SeedableRng};
+
+const RUNS: usize = 20;
+/// Runs whose kill delays are spread evenly; the rest aim at the end of the backup.
+const STRATIFIED: usize = 12;
+const BIG_FILES: usize = 5;
+const BIG_SIZE: usize = 6 * 1024 * 1024;
+const SMALL_DIRS: usize = 8;
+const SMALL_PER_DIR: usize = 50;
+
+/// Relative path -> (length, hash of the content).
+type Manifest = BTreeMap<PathBuf, (u64, u64)>;
+
+fn manifest(root: &Path) -> Manifest {
+    fn walk(root: &Path, dir: &Path, out: &mut Manifest) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let data = std::fs::read(&p).unwrap();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                data.hash(&mut h);
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    (data.len() as u64, h.finish()),
+                );
+            }
+        }
+    }
+    let mut out = Manifest::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn small_path(src: &Path, n: usize) -> PathBuf {
+    src.join(format!("dir-{:02}", n / SMALL_PER_DIR))
+        .join(format!("file-{:03}.dat", n % SMALL_PER_DIR))
+}
+
+/// About 32 MiB: five random files of 6 MiB and 400 small files of 1-12 KiB.
+fn build_source(src: &Path) {
+    for i in 0..BIG_FILES {
+        std::fs::create_dir_all(src.join("big")).unwrap();
+        std::fs::write(
+            src.join(format!("big/{i}.bin")),
+            random_bytes(BIG_SIZE, i as u64),
+        )
+        .unwrap();
+    }
+    for n in 0..SMALL_DIRS * SMALL_PER_DIR {
+        let p = small_path(src, n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let len = 1024 + (n * 7919) % (11 * 1024);
+        std::fs::write(&p, random_bytes(len, 100_000 + n as u64)).unwrap();
+    }
+}
+
+/// What changes before run `i`: three large files rewritten (18 MiB of new data: more than
+/// one 16 MiB pack, so one pack is uploaded mid-run), a new small file, 30 small files
+/// rewritten, and now and then a small file removed.
+fn change_source(src: &Path, i: usize) {
+    let seed = 1_000_000 * (i as u64 + 1);
+    for k in 0..3 {
+        let big = src.join(format!("big/{}.bin", (i + k) % BIG_FILES));
+        std::fs::write(big, random_bytes(BIG_SIZE, seed + 100 + k as u64)).unwrap();
+    }
+    std::fs::create_dir_all(src.join("new")).unwrap();
+    std::fs::write(
+        src.join(format!("new/run-{i}.bin")),
+        random_bytes(64 * 1024, seed + 1),
+    )
+    .unwrap();
+    let total = SMALL_DIRS * SMALL_PER_DIR;
+    for k in 0..30 {
+        let n = (i * 137 + k * 41) % total;
+        let p = small_path(src, n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, random_bytes(2000 + k * 100, seed + 10 + k as u64)).unwrap();
+    }
+    if i % 3 == 0 {
+        let _ = std::fs::remove_file(small_path(src, (i * 53) % total));
+    }
+}
+
+/// Objects in a namespace of the repository (temporary files excluded).
+fn count(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                count(&p)
+            } else if e.file_name().to_string_lossy().starts_with('.') {
+                0
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counts {
+    packs: usize,
+    index: usize,
+    snapshots: usize,
+    locks: usize,
+}
+
+fn counts(env: &Env) -> Counts {
+    Counts {
+        packs: count(&env.repo.join("data")),
+        index: count(&env.repo.join("index")),
+        snapshots: count(&env.repo.join("snapshots")),
+        locks: count(&env.repo.join("locks")),
+    }
+}
+
+fn snapshot_ids(env: &Env) -> Vec<String> {
+    let run = env.lb(&["snapshots", "--json"]).ok();
+    run.json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Restores each snapshot with --verify into a fresh directory (two at a time, to use both
+/// cores) and compares it with what the source held when that backup ran, where known.
+#[track_caller]
+fn assert_restore(
+    env: &Env,
+    src: &Path,
+    ids: &[&String],
+    expected: &HashMap<String, Manifest>,
+    what: &str,
+) {
+    for batch in ids.chunks(2) {
+        let runs: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(k, id)| {
+                let target = env.path(&format!("check-{k}"));
+                let _ = std::fs::remove_dir_all(&target);
+                let mut cmd = env.command();
+                cmd.args(["restore", id.as_str(), "--verify", "--target"])
+                    .arg(&target);
+                (
+                    id,
+                    target,
+                    cmd.stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .expect("spawn restore"),
+                )
+            })
+            .collect();
+        for (id, target, child) in runs {
+            let out = child.wait_with_output().expect("restore");
+            assert!(
+                out.status.success(),
+                "{what}: snapshot {id} no longer restores ({})\nstdout:\n{}\nstderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if let Some(expected) = expected.get(id.as_str()) {
+                let got = manifest(&restored(&target, src));
+                assert!(
+                    &got == expected,
+                    "{what}: snapshot {id} restored different content ({} files, expected {})",
+                    got.len(),
+                    expected.len()
+                );
+            }
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn kill_9_during_backup_never_damages_earlier_snapshots() {
+    let started = Instant::now();
+    let env = Env::new();
+    let src = env.path("src");
+    build_source(&src);
+    let mut expected: HashMap<String, Manifest> = HashMap::new();
+
+    // One good snapshot, then one timed incremental backup with the same kind of change as
+    // every killed run, to scale the kill delays.
+    let first = env.backup(&src, &[]);
+    expected.insert(first.clone(), manifest(&src));
+    change_source(&src, RUNS);
+    let t = Instant::now();
+    let second = env.backup(&src, &[]);
+    let typical = t.elapsed();
+    expected.insert(second, manifest(&src));
+    eprintln!("crash: typical backup takes {typical:?}");
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x11feb0a7);
+    let mut phases: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut stale_lock_runs = 0;
+    let low = Duration::from_millis(5);
+    let high = typical.mul_f64(1.3).max(Duration::from_millis(50));
+    // The latest kill that found no new snapshot and the earliest that found one: the later
+    // runs aim between them, where packs, the index and the snapshot are being written.
+    let (mut latest_unfinished, mut earliest_finished) = (low, None::<Duration>);
+    let mut killed_mid_run = 0;
+    for i in 0..RUNS {
+        change_source(&src, i);
+        let state = manifest(&src);
+        let before = counts(&env);
+        let snaps_before = snapshot_ids(&env);
+        let delay = if i == 0 {
+            low
+        } else if i < STRATIFIED {
+            // Stratified over [low, high], so kills land early, in the middle and at the end.
+            let frac = (i as f64 + rng.gen::<f64>()) / STRATIFIED as f64;
+            low + (high - low).mul_f64(frac)
+        } else {
+            match earliest_finished {
+                Some(f) => {
+                    let (a, b) = (latest_unfinished.min(f), latest_unfinished.max(f));
+                    a + (b - a).mul_f64(rng.gen_range(0.15..0.85))
+                }
+                // Nothing finished yet: reach further.
+                None => latest_unfinished.mul_f64(1.25),
+            }
+        };
+        let mut child = env
+            .command()
+            .args(["backup", "--quiet"])
+            .arg(&src)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn backup");
+        let pid = child.id();
+        std::thread::sleep(delay);
+        let finished_before_kill = match child.try_wait().expect("try_wait") {
+            Some(status) => {
+                assert!(
+                    status.success(),
+                    "run {i}: backup failed on its own: {status}"
+                );
+                true
+            }
+            None => {
+                killed_mid_run += 1;
+                false
+            }
+        };
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+        let after = counts(&env);
+        let phase = if finished_before_kill {
+            "finished before the kill"
+        } else if after.snapshots > before.snapshots {
+            "after the snapshot was written"
+        } else if after.index > before.index {
+            "after index write, before snapshot"
+        } else if after.packs > before.packs {
+            "mid-pack upload (packs, no index)"
+        } else if after.locks > before.locks {
+            "walk/chunking (lock taken, nothing written)"
+        } else {
+            "startup (before the lock)"
+        };
+        *phases.entry(phase).or_default() += 1;
+        if after.snapshots > before.snapshots {
+            earliest_finished = Some(earliest_finished.map_or(delay, |f| f.min(delay)));
+        } else {
+            latest_unfinished = latest_unfinished.max(delay);
+        }
+        eprintln!("crash: run {i:2}: killed after {delay:>10.1?} -> {phase}");
+
+        // A snapshot from this run, if the kill came late enough, holds this run's state.
+        let snaps = snapshot_ids(&env);
+        assert!(
+            snaps_before.iter().all(|s| snaps.contains(s)),
+            "a snapshot disappeared"
+        );
+        for s in &snaps {
+            if !snaps_before.contains(s) {
+                expected.insert(s.clone(), state.clone());
+            }
+        }
+
+        // A lock left by the dead process is recognised as stale: even an exclusive lock, which
+        // conflicts with every live lock, can be taken.
+        if after.locks > before.locks {
+            stale_lock_runs += 1;
+            let repo = Repository::open(
+                Arc::new(LocalStorage::new(&env.repo)),
+                common::PASSWORD.as_bytes(),
+            )
+            .unwrap();
+            let locks = lifeboat_core::lock::list_locks(repo.storage().as_ref(), &repo.keys().seal)
+                .unwrap();
+            let mine: Vec<_> = locks.iter().filter(|(_, r)| r.pid == pid).collect();
+            assert_eq!(mine.len(), 1, "run {i}: the killed backup's lock");
+            assert!(
+                locks.iter().all(|(_, r)| r.is_stale()),
+                "run {i}: a dead process's lock is not stale: {locks:?}"
+            );
+            let guard = lifeboat_core::lock::acquire(
+                repo.storage().clone(),
+                repo.keys().seal,
+                true,
+                "test",
+            )
+            .unwrap_or_else(|e| panic!("run {i}: a stale lock blocks an exclusive lock: {e}"));
+            drop(guard);
+            assert_eq!(
+                counts(&env).locks,
+                after.locks,
+                "the test's own lock was released"
+            );
+        }
+
+        // The first good snapshot and the newest one restore in full.
+        let newest = snaps.last().unwrap();
+        let check: Vec<&String> = if newest == &first {
+            vec![&first]
+        } else {
+            vec![&first, newest]
+        };
+        assert_restore(&env, &src, &check, &expected, &format!("run {i}"));
+    }
+    eprintln!("crash: {RUNS} killed runs; phases: {phases:?}; {stale_lock_runs} left a stale lock");
+    assert!(
+        stale_lock_runs >= 1,
+        "no kill left a lock behind; the stale-lock path was not exercised"
+    );
+    assert!(killed_mid_run >= 1, "no backup was killed while running");
+
+    // Every snapshot, old and new, restores in full.
+    let all = snapshot_ids(&env);
+    assert_restore(
+        &env,
+        &src,
+        &all.iter().collect::<Vec<_>>(),
+        &expected,
+        "final check",
+    );
+
+    // Stale locks are still there, and a normal backup on this host is not stopped by them.
+    assert!(
+        count(&env.repo.join("locks")) >= 1,
+        "stale locks should still be present"
+    );
+    change_source(&src, RUNS + 1);
+    let last = env.backup(&src, &[]);
+    let target = env.path("final");
+    env.restore(&last, &target, &["--verify"]).ok();
+    let out = restored(&target, &src);
+    let want = manifest(&src);
+    assert_eq!(
+        manifest(&out).keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for rel in want.keys() {
+        assert!(
+            std::fs::read(src.join(rel)).unwrap() == std::fs::read(out.join(rel)).unwrap(),
+            "{} differs",
+            rel.display()
+        );
+    }
+    eprintln!(
+        "crash: {} snapshots checked, total {:?}",
+        all.len() + 1,
+        started.elapsed()
+    );
+}
