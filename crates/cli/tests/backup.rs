@@ -483,3 +483,38 @@ fn compression_levels_are_accepted() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stdout));
     assert!(off["bytes_added"].as_u64().unwrap() >= off["bytes_read"].as_u64().unwrap());
 }
+
+#[test]
+fn one_file_system_stops_at_mount_points() {
+    use std::os::unix::fs::MetadataExt;
+    // /dev/shm is its own filesystem (tmpfs) inside /dev on Linux; a file there is visible
+    // from a backup of /dev only when crossing filesystems is allowed.
+    let dev = std::fs::metadata("/dev").unwrap().dev();
+    let shm = std::fs::metadata("/dev/shm").unwrap().dev();
+    assert_ne!(
+        dev, shm,
+        "this test needs /dev/shm mounted separately from /dev"
+    );
+    let env = Env::new();
+    let marker = tempfile::Builder::new()
+        .prefix("lifeboat-xdev-")
+        .tempfile_in("/dev/shm")
+        .unwrap();
+    let name = marker
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let crossing = env.backup(Path::new("/dev"), &[]);
+    let staying = env.backup(Path::new("/dev"), &["--one-file-system"]);
+    let listed = |id: &str| env.lb(&["ls", id, "/dev"]).ok().stdout;
+    assert!(listed(&crossing).contains(&name));
+    let stayed = listed(&staying);
+    assert!(!stayed.contains(&name), "{stayed}");
+    assert!(
+        stayed.lines().any(|l| l == "/dev/shm"),
+        "the mount point itself is kept as an empty directory"
+    );
+}
