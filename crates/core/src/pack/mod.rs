@@ -8,7 +8,7 @@
 mod reader;
 mod writer;
 
-pub use reader::{open_blob, read_header};
+pub use reader::{max_raw_length, open_blob, read_header};
 pub use writer::{PackWriter, SealedPack};
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,6 @@
 //! Reading blobs and headers back, authenticating everything.
 
-use crate::blob::{decompress, BlobId};
+use crate::blob::{decompress, BlobId, BlobKind};
 use crate::crypto::{NonceDomain, Salt, UnitCipher, SALT_LEN};
 use crate::error::{Error, Result};
 use crate::storage::{ObjectKind, Storage};
@@ -9,6 +9,15 @@ use super::{blob_aad, PackEntry, HEADER_AAD, PACK_MAGIC, TRAILER_LEN, TRAILER_MA
 
 /// Largest header we accept: a hostile pack must not make us allocate without bound.
 const MAX_HEADER: u64 = 64 * 1024 * 1024;
+
+/// Data blobs are chunks (at most 64 MiB by the chunker's limits); trees are directory
+/// listings, allowed to be much larger but not without bound.
+pub fn max_raw_length(kind: BlobKind) -> usize {
+    match kind {
+        BlobKind::Data => 64 * 1024 * 1024,
+        BlobKind::Tree => 1024 * 1024 * 1024,
+    }
+}
 
 /// Decrypts, decompresses and id-checks one blob read from its pack.
 pub fn open_blob(
@@ -20,6 +29,16 @@ pub fn open_blob(
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
     let object = format!("blob {} in pack {pack}", entry.id);
+    let limit = max_raw_length(entry.kind);
+    if entry.raw_length as usize > limit {
+        return Err(Error::integrity(
+            &object,
+            format!(
+                "claims {} bytes, more than a blob may hold ({limit})",
+                entry.raw_length
+            ),
+        ));
+    }
     let cipher = UnitCipher::new(seal_key, salt);
     let payload = cipher.open(
         NonceDomain::Blob,

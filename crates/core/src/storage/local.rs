@@ -173,7 +173,8 @@ impl Storage for LocalStorage {
         let mut file = File::open(&path).map_err(|e| self.map_error(kind, name, &path, e))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| self.io_error(&path, e))?;
-        let mut buf = Vec::with_capacity(length as usize);
+        // The length may come from a damaged index: let the buffer grow with what is read.
+        let mut buf = Vec::with_capacity(length.min(16 * 1024 * 1024) as usize);
         file.take(length)
             .read_to_end(&mut buf)
             .map_err(|e| self.io_error(&path, e))?;

@@ -45,6 +45,12 @@ fn save_tree(
     nodes: Vec<Node>,
 ) -> Result<BlobId> {
     let bytes = Tree::new(nodes).to_bytes();
+    if bytes.len() > crate::pack::max_raw_length(BlobKind::Tree) {
+        return Err(Error::InvalidInput(format!(
+            "a directory listing of {} bytes exceeds the tree size limit; split the directory",
+            bytes.len()
+        )));
+    }
     let id = repo.blob_id(&bytes);
     if saver.claim(id)
         && blobs

@@ -83,9 +83,12 @@ pub fn content_matches(
             .get(id)
             .map(|l| l.raw_length as usize)
             .ok_or_else(|| format!("blob {id} not indexed"))?;
-        let mut buf = vec![0u8; len];
-        if file.read_exact(&mut buf).is_err() {
-            return Ok(false);
+        // Read at most `len` bytes, growing the buffer only as bytes arrive: the length comes
+        // from the index and must not decide an allocation on its own.
+        let mut buf = Vec::new();
+        match (&mut file).take(len as u64).read_to_end(&mut buf) {
+            Ok(n) if n == len => {}
+            _ => return Ok(false),
         }
         if repo.blob_id(&buf) != *id {
             return Ok(false);
