@@ -10,6 +10,7 @@ pub mod index;
 pub mod lock;
 pub mod ops;
 pub mod pack;
+pub mod patterns;
 pub mod repository;
 pub mod snapshot;
 pub mod storage;

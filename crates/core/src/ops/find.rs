@@ -2,16 +2,13 @@
 //! one command away.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::rc::Rc;
-
-use globset::{Glob, GlobMatcher};
 
 use super::walk::join;
 use crate::blob::BlobId;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::index::Index;
+use crate::patterns::PathPatterns;
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{Node, NodeKind};
@@ -22,26 +19,25 @@ pub struct FindMatch<'s> {
     pub node: Node,
 }
 
-/// A pattern with a `/` matches the whole path in the snapshot, one without the name alone.
+/// A glob under the rules of [`PathPatterns`]: with a `/` it matches the whole path in the
+/// snapshot, without one the name alone.
 pub struct FindPattern {
-    glob: GlobMatcher,
+    patterns: PathPatterns,
     whole_path: bool,
 }
 
 impl FindPattern {
     pub fn new(pattern: &str) -> Result<FindPattern> {
-        let glob = Glob::new(pattern)
-            .map_err(|e| Error::InvalidInput(format!("bad pattern {pattern:?}: {e}")))?
-            .compile_matcher();
+        let patterns = PathPatterns::new(&[pattern.to_string()])?;
+        let whole_path = patterns.has_path_patterns();
         Ok(FindPattern {
-            glob,
-            whole_path: pattern.contains('/'),
+            patterns,
+            whole_path,
         })
     }
 
     fn matches(&self, path: &[u8], name: &[u8]) -> bool {
-        let subject = if self.whole_path { path } else { name };
-        self.glob.is_match(OsStr::from_bytes(subject))
+        self.patterns.matches(path, name)
     }
 }
 

@@ -32,7 +32,7 @@ use crate::storage::DryRunStorage;
 
 pub use finisher::Change as FileChange;
 pub use saver::BlobSaver;
-pub use source::{normalize_path, Excludes};
+pub use source::normalize_path;
 
 /// Where the data comes from.
 pub enum BackupSource {
@@ -176,7 +176,7 @@ pub fn backup(
         Some(p) if !options.force => Some(p.snapshot.tree),
         _ => None,
     };
-    let excludes = Excludes::new(&options.excludes)?;
+    let excludes = crate::patterns::PathPatterns::new(&options.excludes)?;
     let compression = options.compression.unwrap_or(repo.config().compression);
     let saver = BlobSaver::new(repo, &index, compression);
 

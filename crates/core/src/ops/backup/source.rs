@@ -10,7 +10,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::finisher::{Change, Event};
 use super::metadata::{node_from_metadata, OwnerNames};
@@ -20,6 +19,7 @@ use crate::blob::{BlobId, BlobKind};
 use crate::chunker::ChunkReader;
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::patterns::PathPatterns;
 use crate::repository::Repository;
 use crate::tree::{Node, NodeKind, Tree};
 
@@ -64,47 +64,9 @@ pub fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(kept)
 }
 
-/// Exclude patterns: a pattern with a `/` matches the whole absolute path, one without
-/// matches the file name alone (so `*.tmp` excludes every .tmp file at any depth).
-#[derive(Clone, Debug)]
-pub struct Excludes {
-    by_name: GlobSet,
-    by_path: GlobSet,
-}
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes> {
-        let mut by_name = GlobSetBuilder::new();
-        let mut by_path = GlobSetBuilder::new();
-        for pattern in patterns {
-            let pattern = pattern.trim_end_matches('/');
-            let glob = Glob::new(pattern).map_err(|e| {
-                Error::InvalidInput(format!("bad exclude pattern {pattern:?}: {e}"))
-            })?;
-            if pattern.contains('/') {
-                by_path.add(glob);
-            } else {
-                by_name.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))
-        };
-        Ok(Excludes {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-        })
-    }
-
-    pub fn matches(&self, path: &Path, name: &OsStr) -> bool {
-        self.by_name.is_match(name) || self.by_path.is_match(path)
-    }
-}
-
 pub struct WalkPlan {
     pub paths: Vec<PathBuf>,
-    pub excludes: Excludes,
+    pub excludes: PathPatterns,
     pub parent_tree: Option<BlobId>,
     pub one_file_system: bool,
 }
@@ -180,8 +142,8 @@ pub fn chunk_stream(
 }
 
 /// Counts what there is to do, in parallel with the backup, so progress can show an ETA.
-pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes, progress: &BackupProgress) {
-    fn visit(path: &Path, excludes: &Excludes, progress: &BackupProgress) {
+pub fn scan_totals(paths: &[PathBuf], excludes: &PathPatterns, progress: &BackupProgress) {
+    fn visit(path: &Path, excludes: &PathPatterns, progress: &BackupProgress) {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return;
         };
@@ -191,7 +153,7 @@ pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes, progress: &BackupProg
             };
             for entry in entries.flatten() {
                 let child = entry.path();
-                if !excludes.matches(&child, &entry.file_name()) {
+                if !excludes.matches(child.as_os_str().as_bytes(), entry.file_name().as_bytes()) {
                     visit(&child, excludes, progress);
                 }
             }
@@ -403,7 +365,11 @@ impl<'a> Walker<'a> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let child = path.join(&name);
-            if self.plan.excludes.matches(&child, &name) {
+            if self
+                .plan
+                .excludes
+                .matches(child.as_os_str().as_bytes(), name.as_bytes())
+            {
                 continue;
             }
             let parent_node = parent.and_then(|t| t.find(name.as_bytes()));

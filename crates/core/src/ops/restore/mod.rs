@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, Receiver};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use super::walk::{join, Located};
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::patterns::PathPatterns;
 use crate::repository::Repository;
 use crate::tree::{Node, NodeKind};
 
@@ -97,43 +97,6 @@ pub struct RestoreSummary {
     pub warnings: Vec<RestoreError>,
 }
 
-struct Patterns {
-    by_name: GlobSet,
-    by_path: GlobSet,
-    empty: bool,
-}
-
-impl Patterns {
-    fn new(patterns: &[String]) -> Result<Patterns> {
-        let mut by_name = GlobSetBuilder::new();
-        let mut by_path = GlobSetBuilder::new();
-        for p in patterns {
-            let p = p.trim_end_matches('/');
-            let glob =
-                Glob::new(p).map_err(|e| Error::InvalidInput(format!("bad pattern {p:?}: {e}")))?;
-            if p.contains('/') {
-                by_path.add(glob);
-            } else {
-                by_name.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))
-        };
-        Ok(Patterns {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-            empty: patterns.is_empty(),
-        })
-    }
-
-    fn matches(&self, path: &[u8], name: &[u8]) -> bool {
-        self.by_name.is_match(OsStr::from_bytes(name))
-            || self.by_path.is_match(OsStr::from_bytes(path))
-    }
-}
-
 struct FileJob {
     path: PathBuf,
     display: String,
@@ -144,8 +107,8 @@ struct Restorer<'a> {
     repo: &'a Repository,
     index: &'a Index,
     options: &'a RestoreOptions,
-    include: Patterns,
-    exclude: Patterns,
+    include: PathPatterns,
+    exclude: PathPatterns,
     as_root: bool,
     summary: Mutex<RestoreSummary>,
     progress: &'a RestoreProgress,
@@ -234,7 +197,7 @@ impl<'a> Restorer<'a> {
                 continue;
             }
             let included = included_above
-                || self.include.empty
+                || self.include.is_empty()
                 || self.include.matches(&snap_path, &node.name);
             let path = base.join(OsStr::from_bytes(&node.name));
             if node.kind == NodeKind::Dir {
@@ -432,8 +395,8 @@ pub fn restore(
         repo,
         index,
         options,
-        include: Patterns::new(&options.include)?,
-        exclude: Patterns::new(&options.exclude)?,
+        include: PathPatterns::new(&options.include)?,
+        exclude: PathPatterns::new(&options.exclude)?,
         as_root: nix::unistd::geteuid().is_root(),
         summary: Mutex::new(RestoreSummary::default()),
         progress,
