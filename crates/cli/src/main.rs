@@ -8,6 +8,7 @@ mod progress;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use lifeboat_core::Error as CoreError;
 
@@ -35,6 +36,21 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
     exit::FATAL
 }
 
+/// Help and version go to stdout with exit 0; a usage error is a fatal error (exit 1), with
+/// a JSON error line when --json was asked for.
+fn usage_error(e: clap::Error) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::from(exit::OK);
+    }
+    if std::env::args().any(|a| a == "--json") {
+        let msg = serde_json::json!({"message_type": "error", "error": e.kind().to_string(), "detail": e.to_string(), "exit_code": exit::FATAL});
+        println!("{msg}");
+    }
+    let _ = e.print();
+    ExitCode::from(exit::FATAL)
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, stop quietly when the reader of our output goes away
     // (`lifeboat ls latest | head`) instead of panicking on a write error.
@@ -42,7 +58,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match commands::run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

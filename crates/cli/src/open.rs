@@ -63,6 +63,9 @@ fn explicit_password(cli: &Cli) -> Result<Option<Vec<u8>>> {
         return read_password_file(file).map(Some);
     }
     if let Some(pw) = std::env::var_os("LIFEBOAT_PASSWORD") {
+        if pw.is_empty() {
+            bail!("LIFEBOAT_PASSWORD is set but empty; unset it or give a password");
+        }
         return Ok(Some(
             std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
         ));
@@ -148,26 +151,37 @@ fn create_key_file(path: &Path) -> Result<Vec<u8>> {
 
 /// Creates a repository. For the default location without a given password, the password is
 /// a generated key file, announced once on stderr.
-pub fn init(cli: &Cli, options: InitOptions, announce: bool) -> Result<Repository> {
+pub fn init(cli: &Cli, options: InitOptions) -> Result<Repository> {
     let loc = location(cli)?;
     let storage = storage(&loc);
+    // Refuse before writing anything, so no key file is made for a repository it cannot open.
+    if storage.exists()? {
+        return Err(lifeboat_core::Error::RepositoryExists {
+            location: storage.location(),
+        }
+        .into());
+    }
     let password = match explicit_password(cli)? {
         Some(pw) => pw,
         None if loc.is_default => {
             let key_file = default_key_file()?;
-            let (pw, created) = if key_file.exists() {
-                (read_password_file(&key_file)?, false)
+            let created = !key_file.exists();
+            let pw = if created {
+                create_key_file(&key_file)?
             } else {
-                (create_key_file(&key_file)?, true)
+                read_password_file(&key_file)?
             };
-            if announce || created {
-                eprintln!(
-                    "Created a new repository at {}.\nIts key is the file {}.\nKeep a copy of that key file somewhere safe, away from this machine:\nwithout it these backups cannot be read by anyone.",
-                    loc.path.display(),
-                    key_file.display()
-                );
-            }
-            pw
+            let repo = Repository::init(storage, &pw, options).inspect_err(|_| {
+                if created {
+                    let _ = fs::remove_file(&key_file);
+                }
+            })?;
+            eprintln!(
+                "Created a new repository at {}.\nIts key is the file {}.\nKeep a copy of that key file somewhere safe, away from this machine:\nwithout it these backups cannot be read by anyone.",
+                loc.path.display(),
+                key_file.display()
+            );
+            return Ok(repo);
         }
         None if std::io::stdin().is_terminal() => {
             let first = prompt(&format!("new password for {}: ", loc.path.display()))?;
@@ -187,7 +201,7 @@ pub fn init(cli: &Cli, options: InitOptions, announce: bool) -> Result<Repositor
 pub fn open_or_create_default(cli: &Cli) -> Result<Repository> {
     let loc = location(cli)?;
     if loc.is_default && !storage(&loc).exists()? {
-        return init(cli, InitOptions::default(), true);
+        return init(cli, InitOptions::default());
     }
     open(cli)
 }

@@ -62,7 +62,7 @@ impl Forge {
             nodes,
         }
         .to_bytes();
-        let id = self.repo.blob_id(&bytes);
+        let id = self.repo.tree_id(&bytes);
         self.raw(BlobKind::Tree, id, bytes.len(), false, bytes);
         id
     }
@@ -632,7 +632,10 @@ fn hard_link_groups_cannot_reach_outside() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("broken-second"), "{}", run.stderr);
+    // The group's first member failed, so the second is restored from its own content
+    // rather than linked to nothing.
+    assert!(!run.stderr.contains("broken-second"), "{}", run.stderr);
+    assert_eq!(std::fs::read(target.join("broken-second")).unwrap(), b"y");
     assert_eq!(std::fs::read(target.join("lone")).unwrap(), b"lone content");
     assert_eq!(
         std::fs::read(target.join("d/second")).unwrap(),
@@ -646,7 +649,7 @@ fn hard_link_groups_cannot_reach_outside() {
     let b = std::fs::symlink_metadata(target.join("d/second")).unwrap();
     assert!(b.is_file());
     assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "members are linked");
-    assert!(!target.join("broken-first").exists() && !target.join("broken-second").exists());
+    assert!(!target.join("broken-first").exists());
     assert_nothing_escaped(&env);
 
     // The target already holds the group's first member (a-first) as a symlink out of it.
@@ -669,11 +672,10 @@ fn hard_link_groups_cannot_reach_outside() {
         let first = std::fs::symlink_metadata(target.join("a-first")).unwrap();
         if mode == "never" {
             assert!(first.file_type().is_symlink(), "never keeps what exists");
-            assert!(!target.join("d/second").exists());
-            assert!(
-                run.stderr.contains("d/second") && run.stderr.contains("not a regular file"),
-                "{}",
-                run.stderr
+            // Nothing of the group was written, so the member gets its own content.
+            assert_eq!(
+                std::fs::read(target.join("d/second")).unwrap(),
+                b"other content"
             );
         } else {
             assert!(first.is_file(), "{mode}: the symlink was replaced");

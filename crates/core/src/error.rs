@@ -15,8 +15,8 @@ pub enum Error {
     #[error("a repository already exists at {location}")]
     RepositoryExists { location: String },
 
-    #[error("wrong password or no matching key for the repository at {location}")]
-    WrongPassword { location: String },
+    #[error("wrong password or no matching key for the repository at {location}{detail}")]
+    WrongPassword { location: String, detail: String },
 
     #[error("repository is locked: {holder}")]
     Locked { holder: String },

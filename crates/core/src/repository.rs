@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::blob::{BlobId, BlobKind, Compression};
+use crate::blob::{BlobId, BlobKind, Compression, IdKeys};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::kdf::KdfParams;
 use crate::crypto::keys::{KeyFile, MasterKeys};
@@ -57,6 +57,7 @@ pub struct Repository {
     keys: MasterKeys,
     key_name: String,
     chunker: Chunker,
+    ids: IdKeys,
 }
 
 fn key_name(bytes: &[u8]) -> String {
@@ -91,14 +92,25 @@ impl Repository {
         storage.write(ObjectKind::Key, &key_name, &key_file)?;
         let config_bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
         storage.write(ObjectKind::Config, "config", &config_bytes)?;
+        Ok(Repository::assemble(storage, config, keys, key_name))
+    }
+
+    fn assemble(
+        storage: Arc<dyn Storage>,
+        config: Config,
+        keys: MasterKeys,
+        key_name: String,
+    ) -> Repository {
         let chunker = Chunker::new(&keys.chunker, config.chunker);
-        Ok(Repository {
+        let ids = IdKeys::new(&keys.blob_id);
+        Repository {
             storage,
             config,
             keys,
             key_name,
             chunker,
-        })
+            ids,
+        }
     }
 
     pub fn read_config(storage: &dyn Storage) -> Result<Config> {
@@ -127,31 +139,33 @@ impl Repository {
         Ok(config)
     }
 
+    /// Tries every key file. A damaged key file, or one left from another repository (an
+    /// interrupted `init` run again), is skipped so it cannot hide a key that works.
     pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         let config = Self::read_config(storage.as_ref())?;
+        let mut skipped = Vec::new();
         for info in storage.list(ObjectKind::Key)? {
             let object = format!("key {}", info.name);
             let data = storage.read(ObjectKind::Key, &info.name)?;
-            let key = match KeyFile::parse(&data, &object) {
-                Ok(k) => k,
-                Err(_) => continue, // a damaged key file must not stop the others from opening
-            };
-            if let Some(keys) = key.open(password, &object)? {
-                if keys.repository_id != config.id {
-                    return Err(Error::integrity(&object, "belongs to another repository"));
+            let opened = KeyFile::parse(&data, &object).and_then(|key| key.open(password, &object));
+            match opened {
+                Ok(Some(keys)) if keys.repository_id == config.id => {
+                    return Ok(Repository::assemble(storage, config, keys, info.name));
                 }
-                let chunker = Chunker::new(&keys.chunker, config.chunker);
-                return Ok(Repository {
-                    storage,
-                    config,
-                    keys,
-                    key_name: info.name,
-                    chunker,
-                });
+                Ok(Some(_)) => skipped.push(format!("{object} belongs to another repository")),
+                Ok(None) => {}
+                Err(e) => skipped.push(e.to_string()),
             }
         }
+        // The password may simply be wrong; but say what else was seen.
+        let detail = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (unusable key files: {})", skipped.join("; "))
+        };
         Err(Error::WrongPassword {
             location: storage.location(),
+            detail,
         })
     }
 
@@ -184,11 +198,18 @@ impl Repository {
             keys: self.keys.clone(),
             key_name: self.key_name.clone(),
             chunker: self.chunker.clone(),
+            ids: self.ids.clone(),
         }
     }
 
+    /// The id of a data blob (a chunk of a file).
     pub fn blob_id(&self, data: &[u8]) -> BlobId {
-        BlobId::compute(&self.keys.blob_id, data)
+        self.ids.id(BlobKind::Data, data)
+    }
+
+    /// The id of a tree blob (a serialized directory).
+    pub fn tree_id(&self, bytes: &[u8]) -> BlobId {
+        self.ids.id(BlobKind::Tree, bytes)
     }
 
     pub fn load_index(&self) -> Result<Index> {
@@ -244,7 +265,7 @@ impl Repository {
         )?;
         open_blob(
             &self.keys.seal,
-            &self.keys.blob_id,
+            &self.ids,
             &pack.name,
             &pack.salt,
             &loc.entry(*id),

@@ -9,7 +9,7 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<u8> {
         compression: args.compression.parse().map_err(anyhow::Error::msg)?,
         ..InitOptions::default()
     };
-    let repo = crate::open::init(cli, options, false)?;
+    let repo = crate::open::init(cli, options)?;
     if cli.json {
         println!(
             "{}",

@@ -50,6 +50,31 @@ impl FromStr for BlobId {
     }
 }
 
+/// The keys that name blobs. Data and tree ids come from different keys, so the bytes of a
+/// file can never share an id with a directory listing (a two-byte file holding exactly the
+/// serialized empty tree would otherwise stand in for every empty directory).
+#[derive(Clone)]
+pub struct IdKeys {
+    data: [u8; 32],
+    tree: [u8; 32],
+}
+
+impl IdKeys {
+    pub fn new(blob_id_key: &[u8; 32]) -> IdKeys {
+        IdKeys {
+            data: *blob_id_key,
+            tree: blake3::derive_key("lifeboat v1 tree id", blob_id_key),
+        }
+    }
+
+    pub fn id(&self, kind: BlobKind, plaintext: &[u8]) -> BlobId {
+        match kind {
+            BlobKind::Data => BlobId::compute(&self.data, plaintext),
+            BlobKind::Tree => BlobId::compute(&self.tree, plaintext),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BlobKind {
     Data,

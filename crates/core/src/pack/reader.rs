@@ -1,6 +1,6 @@
 //! Reading blobs and headers back, authenticating everything.
 
-use crate::blob::{decompress, BlobId, BlobKind};
+use crate::blob::{decompress, BlobKind, IdKeys};
 use crate::crypto::{NonceDomain, Salt, UnitCipher, SALT_LEN};
 use crate::error::{Error, Result};
 use crate::storage::{ObjectKind, Storage};
@@ -22,7 +22,7 @@ pub fn max_raw_length(kind: BlobKind) -> usize {
 /// Decrypts, decompresses and id-checks one blob read from its pack.
 pub fn open_blob(
     seal_key: &[u8; 32],
-    id_key: &[u8; 32],
+    ids: &IdKeys,
     pack: &str,
     salt: &Salt,
     entry: &PackEntry,
@@ -56,7 +56,7 @@ pub fn open_blob(
     if plain.len() != entry.raw_length as usize {
         return Err(Error::integrity(&object, "length differs from the index"));
     }
-    if BlobId::compute(id_key, &plain) != entry.id {
+    if ids.id(entry.kind, &plain) != entry.id {
         return Err(Error::integrity(&object, "content does not match its id"));
     }
     Ok(plain)

@@ -1,14 +1,15 @@
 use super::*;
+use crate::blob::IdKeys;
 use crate::storage::{LocalStorage, ObjectKind, Storage};
 
 #[test]
 fn pack_round_trip_and_header() {
     let seal = [3u8; 32];
-    let idk = [4u8; 32];
+    let idk = IdKeys::new(&[4u8; 32]);
     let mut writer = PackWriter::new(&seal);
     let blobs: Vec<Vec<u8>> = vec![b"alpha".to_vec(), vec![9u8; 5000], b"".to_vec()];
     for b in &blobs {
-        let id = BlobId::compute(&idk, b);
+        let id = idk.id(BlobKind::Data, b);
         writer.add(BlobKind::Data, id, b.len(), false, b);
     }
     let pack = writer.finish();

@@ -196,8 +196,11 @@ impl Storage for LocalStorage {
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
         let path = self.path_of(kind, name)?;
         let dir = self.dir_of(kind, name);
-        if kind == ObjectKind::Pack {
+        if kind == ObjectKind::Pack && !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(|e| self.io_error(&dir, e))?;
+            // The new fan-out directory's own entry must be durable before anything names it.
+            let data = self.root.join("data");
+            sync_dir(&data).map_err(|e| self.io_error(&data, e))?;
         }
         let temp = dir.join(format!(
             "{TEMP_PREFIX}{name}-{:016x}",

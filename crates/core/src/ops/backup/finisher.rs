@@ -51,7 +51,7 @@ fn save_tree(
             bytes.len()
         )));
     }
-    let id = repo.blob_id(&bytes);
+    let id = repo.tree_id(&bytes);
     if saver.claim(id)
         && blobs
             .send(BlobJob {

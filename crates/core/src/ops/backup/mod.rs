@@ -244,6 +244,7 @@ fn run_pipeline(
     let (blob_tx, blob_rx) = bounded(options.compressors * 2);
     let (pack_tx, pack_rx) = bounded(2);
     let (event_tx, event_rx) = bounded(4096);
+    let scan_stop = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<Walked> {
         let uploader = scope.spawn(|| saver.run_uploader(pack_rx));
         let compressors: Vec<_> = (0..options.compressors.max(1))
@@ -266,8 +267,13 @@ fn run_pipeline(
         };
         drop(blob_tx);
         if stdin.is_none() {
-            let (paths, excludes) = (plan.paths.clone(), plan.excludes.clone());
-            scope.spawn(move || source::scan_totals(&paths, &excludes, progress));
+            let (paths, excludes, one_fs) = (
+                plan.paths.clone(),
+                plan.excludes.clone(),
+                plan.one_file_system,
+            );
+            let stop = &scan_stop;
+            scope.spawn(move || source::scan_totals(&paths, &excludes, one_fs, progress, stop));
         } else {
             progress.scan_finished.store(true, Ordering::Relaxed);
         }
@@ -276,21 +282,28 @@ fn run_pipeline(
             Some((name, reader)) => walker.walk_stdin(name, reader),
             None => walker.walk(),
         };
+        scan_stop.store(true, Ordering::Relaxed);
         // The walker has dropped its senders; the stages drain and stop in order.
         let finished = finisher
             .join()
             .map_err(|_| Error::InvalidInput("tree finisher panicked".into()));
+        // A stage that panicked may have dropped blobs it had claimed: never write a snapshot then.
+        let panicked = |_| {
+            saver.fail(Error::InvalidInput(
+                "a backup worker thread panicked".into(),
+            ))
+        };
         for r in readers {
-            let _ = r.join();
+            r.join().unwrap_or_else(panicked);
         }
         for c in compressors {
-            let _ = c.join();
+            c.join().unwrap_or_else(panicked);
         }
         for pack in saver.take_open_packs() {
             let _ = pack_tx.send(pack);
         }
         drop(pack_tx);
-        let _ = uploader.join();
+        uploader.join().unwrap_or_else(panicked);
         walk_result?;
         let (root, summary, mut errors) = finished??;
         errors.sort_by(|a, b| a.path.cmp(&b.path));

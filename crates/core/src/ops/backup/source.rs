@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -141,33 +141,67 @@ pub fn chunk_stream(
     Ok(content)
 }
 
-/// Counts what there is to do, in parallel with the backup, so progress can show an ETA.
-pub fn scan_totals(paths: &[PathBuf], excludes: &PathPatterns, progress: &BackupProgress) {
-    fn visit(path: &Path, excludes: &PathPatterns, progress: &BackupProgress) {
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        if meta.is_dir() {
-            let Ok(entries) = std::fs::read_dir(path) else {
+/// Counts what there is to do, in parallel with the backup, so progress can show an ETA. It
+/// follows the walk's rules (excludes, --one-file-system) and stops as soon as `stop` is set,
+/// so a slow filesystem can delay the estimate but never the backup.
+pub fn scan_totals(
+    paths: &[PathBuf],
+    excludes: &PathPatterns,
+    one_file_system: bool,
+    progress: &BackupProgress,
+    stop: &AtomicBool,
+) {
+    struct Scan<'a> {
+        excludes: &'a PathPatterns,
+        one_file_system: bool,
+        progress: &'a BackupProgress,
+        stop: &'a AtomicBool,
+    }
+    impl Scan<'_> {
+        fn visit(&self, path: &Path, device: Option<u64>) {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(path) else {
                 return;
             };
-            for entry in entries.flatten() {
-                let child = entry.path();
-                if !excludes.matches(child.as_os_str().as_bytes(), entry.file_name().as_bytes()) {
-                    visit(&child, excludes, progress);
+            let here = std::os::unix::fs::MetadataExt::dev(&meta);
+            if meta.is_dir() {
+                if self.one_file_system && device.is_some_and(|d| d != here) {
+                    return;
                 }
+                let Ok(entries) = std::fs::read_dir(path) else {
+                    return;
+                };
+                for entry in entries.flatten() {
+                    let child = entry.path();
+                    if !self
+                        .excludes
+                        .matches(child.as_os_str().as_bytes(), entry.file_name().as_bytes())
+                    {
+                        self.visit(&child, Some(device.unwrap_or(here)));
+                    }
+                }
+            } else if meta.is_file() {
+                self.progress.total_files.fetch_add(1, Ordering::Relaxed);
+                self.progress
+                    .total_bytes
+                    .fetch_add(meta.len(), Ordering::Relaxed);
             }
-        } else if meta.is_file() {
-            progress.total_files.fetch_add(1, Ordering::Relaxed);
-            progress
-                .total_bytes
-                .fetch_add(meta.len(), Ordering::Relaxed);
         }
     }
+    let scan = Scan {
+        excludes,
+        one_file_system,
+        progress,
+        stop,
+    };
     for p in paths {
-        visit(p, excludes, progress);
+        scan.visit(p, None);
     }
-    progress.scan_finished.store(true, Ordering::Relaxed);
+    progress
+        .scan_finished
+        .store(!stop.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 /// The directories leading to the backed-up paths, so the snapshot mirrors absolute paths.
@@ -250,6 +284,11 @@ impl<'a> Walker<'a> {
         let trie = PathTrie::build(&self.plan.paths);
         let parent = self.load_parent(self.plan.parent_tree);
         let _ = if trie.leaf {
+            // Backing up "/" itself: its device is the one not to leave with --one-file-system.
+            if let Ok(meta) = std::fs::symlink_metadata("/") {
+                self.top_device
+                    .set(std::os::unix::fs::MetadataExt::dev(&meta));
+            }
             self.walk_children(Path::new("/"), parent.as_ref())
         } else {
             self.walk_virtual(Path::new("/"), &trie, parent.as_ref())

@@ -1,5 +1,5 @@
 //! Putting a node's metadata back on a restored entry: owner first (it clears set-id bits),
-//! then mode and xattrs, then times last (everything before changes them).
+//! then xattrs, then mode, then times last (everything before changes them).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -19,13 +19,14 @@ pub fn apply(path: &Path, node: &Node, as_root: bool) -> Result<(), String> {
         }
     }
     if node.kind != NodeKind::Symlink {
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode)) {
-            problems.push(format!("mode: {e}"));
-        }
+        // xattrs before the mode: a read-only mode would forbid setting them as non-root.
         for x in &node.xattrs {
             if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
                 problems.push(format!("xattr {}: {e}", String::from_utf8_lossy(&x.name)));
             }
+        }
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode)) {
+            problems.push(format!("mode: {e}"));
         }
     }
     let mtime = FileTime::from_unix_time(node.mtime_sec, node.mtime_nsec);

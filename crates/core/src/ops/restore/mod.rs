@@ -8,7 +8,7 @@
 mod metadata;
 mod write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -97,6 +97,12 @@ pub struct RestoreSummary {
     pub warnings: Vec<RestoreError>,
 }
 
+/// A later member of a hard-link group, linked once the first member is written.
+struct DeferredLink {
+    first: PathBuf,
+    job: FileJob,
+}
+
 struct FileJob {
     path: PathBuf,
     display: String,
@@ -112,6 +118,9 @@ struct Restorer<'a> {
     as_root: bool,
     summary: Mutex<RestoreSummary>,
     progress: &'a RestoreProgress,
+    /// Files this restore wrote, or found identical to the snapshot: the only ones a later
+    /// hard-link member may be linked to.
+    written: Mutex<HashSet<PathBuf>>,
 }
 
 /// A directory on the way down: created only once something inside it is restored.
@@ -174,7 +183,7 @@ impl<'a> Restorer<'a> {
         jobs: &crossbeam_channel::Sender<FileJob>,
         dirs_done: &mut Vec<(PathBuf, Node)>,
         links: &mut HashMap<(u64, u64), PathBuf>,
-        deferred_links: &mut Vec<(PathBuf, PathBuf)>,
+        deferred_links: &mut Vec<DeferredLink>,
     ) -> Result<()> {
         let tree = match self.repo.load_tree(self.index, &tree_id) {
             Ok(t) => t,
@@ -238,7 +247,15 @@ impl<'a> Restorer<'a> {
             if node.kind == NodeKind::File && node.links > 1 {
                 let key = (node.device, node.inode);
                 if let Some(first) = links.get(&key) {
-                    deferred_links.push((first.clone(), path));
+                    let display = String::from_utf8_lossy(&snap_path).into_owned();
+                    deferred_links.push(DeferredLink {
+                        first: first.clone(),
+                        job: FileJob {
+                            path,
+                            display,
+                            node,
+                        },
+                    });
                     continue;
                 }
                 links.insert(key, path.clone());
@@ -274,6 +291,9 @@ impl<'a> Restorer<'a> {
                 Overwrite::Never => true,
                 Overwrite::IfChanged => self.unchanged_on_disk(&path, &node),
             };
+            if skip && self.options.overwrite == Overwrite::IfChanged {
+                self.mark_written(&path);
+            }
             if skip {
                 self.record(|s| s.files_skipped += 1);
                 return;
@@ -313,6 +333,7 @@ impl<'a> Restorer<'a> {
             let _ = std::fs::remove_file(&temp);
             return self.error(&path, format!("rename into place: {e}"));
         }
+        self.mark_written(&path);
         let bytes = node.size;
         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
         self.progress.bytes_done.fetch_add(bytes, Ordering::Relaxed);
@@ -329,6 +350,48 @@ impl<'a> Restorer<'a> {
                 ),
                 Err(e) => self.error(&path, format!("verification failed: {e}")),
             }
+        }
+    }
+
+    fn mark_written(&self, path: &Path) {
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(path.to_path_buf());
+        }
+    }
+
+    fn was_written(&self, path: &Path) -> bool {
+        self.written
+            .lock()
+            .map(|w| w.contains(path))
+            .unwrap_or(false)
+    }
+
+    /// Links a later hard-link member to a file of its group that this restore wrote; when
+    /// there is none (the first failed, or was kept under `--overwrite never`), the member
+    /// gets its own copy and becomes the group's file for the members after it.
+    fn restore_link(&self, link: DeferredLink, sources: &mut HashMap<PathBuf, PathBuf>) {
+        let DeferredLink { first, job } = link;
+        if self.options.overwrite == Overwrite::Never && Self::exists(&job.path) {
+            self.record(|s| s.files_skipped += 1);
+            return;
+        }
+        let source = sources.get(&first).cloned().unwrap_or(first.clone());
+        let linkable = self.was_written(&source)
+            && std::fs::symlink_metadata(&source)
+                .map(|m| m.is_file())
+                .unwrap_or(false);
+        if !linkable {
+            let path = job.path.clone();
+            self.restore_entry(job);
+            if self.was_written(&path) {
+                sources.insert(first, path);
+            }
+            return;
+        }
+        let _ = std::fs::remove_file(&job.path);
+        match std::fs::hard_link(&source, &job.path) {
+            Ok(()) => self.record(|s| s.files_restored += 1),
+            Err(e) => self.error(&job.path, format!("hard link to {}: {e}", source.display())),
         }
     }
 
@@ -400,6 +463,7 @@ pub fn restore(
         as_root: nix::unistd::geteuid().is_root(),
         summary: Mutex::new(RestoreSummary::default()),
         progress,
+        written: Mutex::new(HashSet::new()),
     };
     let (job_tx, job_rx) = bounded::<FileJob>(256);
     let mut dirs_done = Vec::new();
@@ -460,35 +524,12 @@ pub fn restore(
         }
         walked
     })?;
-    for (first, path) in deferred_links {
-        if options.overwrite == Overwrite::Never && Restorer::exists(&path) {
-            restorer.record(|s| s.files_skipped += 1);
-            continue;
-        }
-        // Link only to a regular file: never to a symlink (or anything else) that the target
-        // held before and that was kept, or left there when the first member failed.
-        match std::fs::symlink_metadata(&first) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                restorer.error(
-                    &path,
-                    format!("hard link to {}: not a regular file", first.display()),
-                );
-                continue;
-            }
-            Err(e) => {
-                restorer.error(&path, format!("hard link to {}: {e}", first.display()));
-                continue;
-            }
-        }
-        let _ = std::fs::remove_file(&path);
-        match std::fs::hard_link(&first, &path) {
-            Ok(()) => restorer.record(|s| s.files_restored += 1),
-            Err(e) => restorer.error(&path, format!("hard link to {}: {e}", first.display())),
-        }
+    let mut link_sources = HashMap::new();
+    for link in deferred_links {
+        restorer.restore_link(link, &mut link_sources);
     }
     // Children before parents, so setting a directory's time is the last change inside it.
-    for (path, node) in dirs_done.iter().rev() {
+    for (path, node) in dirs_done.iter() {
         if let Err(e) = metadata::apply(path, node, restorer.as_root) {
             let w = RestoreError {
                 path: path.display().to_string(),
