@@ -132,7 +132,10 @@ pub fn run(
                     summary.total_files += 1;
                     summary.total_bytes += node.size;
                     progress.files_done.fetch_add(1, Ordering::Relaxed);
-                    progress.bytes_done.fetch_add(node.size, Ordering::Relaxed);
+                    if change == Change::Unmodified {
+                        // Files that were read counted their bytes chunk by chunk.
+                        progress.bytes_done.fetch_add(node.size, Ordering::Relaxed);
+                    }
                 }
                 stack
                     .last_mut()

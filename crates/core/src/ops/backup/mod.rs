@@ -257,7 +257,7 @@ fn run_pipeline(
         let readers: Vec<_> = (0..options.readers.max(1))
             .map(|_| {
                 let (rx, tx) = (file_rx.clone(), blob_tx.clone());
-                scope.spawn(move || source::run_file_worker(repo, saver, rx, tx))
+                scope.spawn(move || source::run_file_worker(repo, saver, rx, tx, progress))
             })
             .collect();
         drop(file_rx);
@@ -282,7 +282,6 @@ fn run_pipeline(
             Some((name, reader)) => walker.walk_stdin(name, reader),
             None => walker.walk(),
         };
-        scan_stop.store(true, Ordering::Relaxed);
         // The walker has dropped its senders; the stages drain and stop in order.
         let finished = finisher
             .join()
@@ -304,6 +303,7 @@ fn run_pipeline(
         }
         drop(pack_tx);
         uploader.join().unwrap_or_else(panicked);
+        scan_stop.store(true, Ordering::Relaxed);
         walk_result?;
         let (root, summary, mut errors) = finished??;
         errors.sort_by(|a, b| a.path.cmp(&b.path));

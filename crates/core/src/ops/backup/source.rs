@@ -90,16 +90,17 @@ pub fn run_file_worker(
     saver: &BlobSaver,
     jobs: Receiver<FileJob>,
     blobs: Sender<BlobJob>,
+    progress: &BackupProgress,
 ) {
     for mut job in jobs {
         let result = if saver.is_aborted() {
             Err("backup aborted".to_string())
         } else {
             match job.reader.take() {
-                Some(mut reader) => chunk_stream(repo, saver, &blobs, &mut *reader),
+                Some(mut reader) => chunk_stream(repo, saver, &blobs, &mut *reader, progress),
                 None => File::open(&job.path)
                     .map_err(|e| e.to_string())
-                    .and_then(|mut file| chunk_stream(repo, saver, &blobs, &mut file)),
+                    .and_then(|mut file| chunk_stream(repo, saver, &blobs, &mut file, progress)),
             }
         };
         let _ = job.reply.send(result);
@@ -111,6 +112,7 @@ pub fn chunk_stream(
     saver: &BlobSaver,
     blobs: &Sender<BlobJob>,
     reader: &mut dyn Read,
+    progress: &BackupProgress,
 ) -> FileResult {
     let mut chunks = ChunkReader::new(reader, repo.chunker());
     let mut content = FileContent {
@@ -125,6 +127,9 @@ pub fn chunk_stream(
         };
         let id = repo.blob_id(&chunk);
         content.size += chunk.len() as u64;
+        progress
+            .bytes_done
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         content.ids.push(id);
         if saver.claim(id)
             && blobs
