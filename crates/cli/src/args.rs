@@ -81,7 +81,7 @@ pub struct KdfArgs {
     /// Argon2id memory in KiB for the new key (default 65536; lower only for tests)
     #[arg(long, hide_short_help = true)]
     pub kdf_memory_kib: Option<u32>,
-    /// Argon2id iterations for the new key (default 4)
+    /// Argon2id iterations for the new key (default 12)
     #[arg(long, hide_short_help = true)]
     pub kdf_iterations: Option<u32>,
 }
