@@ -518,3 +518,38 @@ fn one_file_system_stops_at_mount_points() {
         "the mount point itself is kept as an empty directory"
     );
 }
+
+#[test]
+fn verbose_lists_each_file_with_what_happened_to_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 14);
+    let first = env.lb(&["backup", "-v", src.to_str().unwrap()]).ok().stdout;
+    let line = |change: &str, rel: &str| format!("{change:<9} {}", src.join(rel).display());
+    assert!(
+        first.lines().any(|l| l == line("new", "d0/small0.txt")),
+        "{first}"
+    );
+    std::fs::write(src.join("d0/small0.txt"), "edited").unwrap();
+    let second = env
+        .lb(&["backup", "--verbose", src.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(
+        second
+            .lines()
+            .any(|l| l == line("modified", "d0/small0.txt")),
+        "{second}"
+    );
+    assert!(
+        second.lines().any(|l| l == line("unchanged", "big1.bin")),
+        "{second}"
+    );
+    assert_eq!(
+        second
+            .lines()
+            .filter(|l| l.starts_with("unchanged"))
+            .count(),
+        101
+    );
+}
