@@ -1,5 +1,6 @@
 //! zstd compression that gives up on data that does not shrink.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 
@@ -61,6 +62,27 @@ impl FromStr for Compression {
 /// Probe size: big enough to judge, small enough to be cheap next to the full compression.
 const PROBE: usize = 64 * 1024;
 
+thread_local! {
+    /// One zstd context per thread and level: creating a context costs more than compressing
+    /// a small file.
+    static COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSORS.with(|cell| {
+        let mut compressors = cell.borrow_mut();
+        let at = match compressors.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                compressors.push((level, zstd::bulk::Compressor::new(level).ok()?));
+                compressors.len() - 1
+            }
+        };
+        compressors[at].1.compress(data).ok()
+    })
+}
+
 /// Compresses `data`, or returns `None` when storing it raw is as good (already compressed,
 /// random, or tiny).
 pub fn compress(data: &[u8], mode: Compression) -> Option<Vec<u8>> {
@@ -71,14 +93,23 @@ pub fn compress(data: &[u8], mode: Compression) -> Option<Vec<u8>> {
     if mode == Compression::Auto && data.len() > 4 * PROBE {
         let mid = data.len() / 2;
         let probe = &data[mid - PROBE / 2..mid + PROBE / 2];
-        match zstd::bulk::compress(probe, 1) {
-            Ok(c) if c.len() * 100 < probe.len() * 97 => {}
+        match zstd_compress(probe, 1) {
+            Some(c) if c.len() * 100 < probe.len() * 97 => {}
             _ => return None,
         }
     }
-    let out = zstd::bulk::compress(data, level).ok()?;
+    let out = zstd_compress(data, level)?;
     // Keep the compressed form only when it saves at least 1/64 of the size.
     (out.len() < data.len() - data.len() / 64).then_some(out)
+}
+
+/// Above this, decompression streams so that memory follows the real output; below it, one
+/// reused context decompresses into a buffer of exactly the declared size.
+const BULK_DECOMPRESS_MAX: usize = 16 * 1024 * 1024;
+
+thread_local! {
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
 }
 
 /// Decompresses into exactly `raw_len` bytes. Memory follows the real output, never the
@@ -86,20 +117,42 @@ pub fn compress(data: &[u8], mode: Compression) -> Option<Vec<u8>> {
 /// decompression bomb costs at most `raw_len + 1` bytes.
 pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    if raw_len <= BULK_DECOMPRESS_MAX {
+        let bulk = DECOMPRESSOR.with(|cell| -> std::io::Result<Vec<u8>> {
+            let mut slot = cell.borrow_mut();
+            let d = match slot.as_mut() {
+                Some(d) => d,
+                None => slot.insert(zstd::bulk::Decompressor::new()?),
+            };
+            // Output beyond `raw_len` does not fit the buffer and fails here.
+            d.decompress(data, raw_len)
+        });
+        return match bulk {
+            Ok(out) if out.len() == raw_len => Ok(out),
+            Ok(out) => Err(wrong_length(out.len(), raw_len)),
+            Err(e) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("does not decompress to {raw_len} bytes: {e}"),
+            )),
+        };
+    }
     let decoder = zstd::stream::read::Decoder::new(data)?;
     let mut out = Vec::with_capacity(raw_len.min(4 * 1024 * 1024));
     decoder.take(raw_len as u64 + 1).read_to_end(&mut out)?;
     if out.len() != raw_len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "decompressed to {}{} bytes, expected {raw_len}",
-                out.len(),
-                if out.len() > raw_len { "+" } else { "" }
-            ),
-        ));
+        return Err(wrong_length(out.len(), raw_len));
     }
     Ok(out)
+}
+
+fn wrong_length(got: usize, raw_len: usize) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "decompressed to {got}{} bytes, expected {raw_len}",
+            if got > raw_len { "+" } else { "" }
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,15 @@ impl<'c, R: Read> ChunkReader<'c, R> {
         }
     }
 
+    /// Like `new`, with room reserved for a stream expected to be `size` bytes long (a file's
+    /// length), so that reading it does not grow the buffer step by step.
+    pub fn with_size_hint(reader: R, chunker: &'c Chunker, size: u64) -> Self {
+        let mut this = Self::new(reader, chunker);
+        let cap = size.min(chunker.params().max_size as u64) as usize;
+        this.buf.reserve_exact(cap);
+        this
+    }
+
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunker.params().max_size as usize;
         // Shift the unread tail down only once a whole maximum chunk has been consumed, so
@@ -31,22 +40,13 @@ impl<'c, R: Read> ChunkReader<'c, R> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        while !self.eof && self.buf.len() - self.start < max {
-            let have = self.buf.len();
-            let want = (self.start + max).max(have + 64 * 1024);
-            self.buf.resize(want, 0);
-            match self.reader.read(&mut self.buf[have..]) {
-                Ok(0) => {
-                    self.buf.truncate(have);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(have + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(have),
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e);
-                }
-            }
+        let buffered = self.buf.len() - self.start;
+        if !self.eof && buffered < max {
+            // `read_to_end` reads into spare capacity without zero-filling it first and
+            // grows the buffer with the data, so a 1 KiB file costs a 1 KiB buffer.
+            let want = (max - buffered) as u64;
+            let n = (&mut self.reader).take(want).read_to_end(&mut self.buf)?;
+            self.eof = (n as u64) < want;
         }
         Ok(())
     }
@@ -59,6 +59,11 @@ impl<'c, R: Read> ChunkReader<'c, R> {
             return Ok(None);
         }
         let len = self.chunker.cut(rest);
+        if self.eof && self.start == 0 && len == self.buf.len() {
+            // The whole stream is one chunk (most small files): hand over the buffer.
+            let chunk = std::mem::take(&mut self.buf);
+            return Ok(Some(chunk));
+        }
         let chunk = rest[..len].to_vec();
         self.start += len;
         Ok(Some(chunk))

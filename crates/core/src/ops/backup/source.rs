@@ -81,6 +81,8 @@ pub type FileResult = std::result::Result<FileContent, String>;
 
 pub struct FileJob {
     pub path: PathBuf,
+    /// The size the walker saw, to size the read buffer (the file may change meanwhile).
+    pub size: u64,
     pub reader: Option<Box<dyn Read + Send>>,
     pub reply: Sender<FileResult>,
 }
@@ -97,10 +99,12 @@ pub fn run_file_worker(
             Err("backup aborted".to_string())
         } else {
             match job.reader.take() {
-                Some(mut reader) => chunk_stream(repo, saver, &blobs, &mut *reader, progress),
+                Some(mut reader) => chunk_stream(repo, saver, &blobs, &mut *reader, 0, progress),
                 None => File::open(&job.path)
                     .map_err(|e| e.to_string())
-                    .and_then(|mut file| chunk_stream(repo, saver, &blobs, &mut file, progress)),
+                    .and_then(|mut file| {
+                        chunk_stream(repo, saver, &blobs, &mut file, job.size, progress)
+                    }),
             }
         };
         let _ = job.reply.send(result);
@@ -112,9 +116,10 @@ pub fn chunk_stream(
     saver: &BlobSaver,
     blobs: &Sender<BlobJob>,
     reader: &mut dyn Read,
+    size_hint: u64,
     progress: &BackupProgress,
 ) -> FileResult {
-    let mut chunks = ChunkReader::new(reader, repo.chunker());
+    let mut chunks = ChunkReader::with_size_hint(reader, repo.chunker(), size_hint);
     let mut content = FileContent {
         ids: Vec::new(),
         size: 0,
@@ -314,6 +319,7 @@ impl<'a> Walker<'a> {
         let path = PathBuf::from(format!("/{filename}"));
         let job = FileJob {
             path: path.clone(),
+            size: 0,
             reader: Some(reader),
             reply,
         };
@@ -444,6 +450,7 @@ impl<'a> Walker<'a> {
         self.files
             .send(FileJob {
                 path: path.to_path_buf(),
+                size: node.size,
                 reader: None,
                 reply,
             })
