@@ -21,6 +21,16 @@ pub struct Cli {
     #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
 
+    /// Open the repository with a generated key file instead of a password; `init` creates
+    /// the file (0600) when it does not exist. Keep a copy of it away from this machine
+    #[arg(
+        long,
+        env = "LIFEBOAT_KEY_FILE",
+        global = true,
+        conflicts_with = "password_file"
+    )]
+    pub key_file: Option<PathBuf>,
+
     /// Print JSON (JSON lines for streams of results and progress)
     #[arg(long, global = true)]
     pub json: bool,

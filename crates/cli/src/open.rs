@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use lifeboat_core::crypto::kdf::KdfParams;
+use lifeboat_core::crypto::kdf::{looks_generated, KdfParams};
 use lifeboat_core::storage::{LocalStorage, Storage};
 use lifeboat_core::{InitOptions, Repository};
 
@@ -60,6 +60,9 @@ fn read_password_file(path: &Path) -> Result<Vec<u8>> {
 /// A password given explicitly: --password-file / LIFEBOAT_PASSWORD_FILE, then LIFEBOAT_PASSWORD.
 fn explicit_password(cli: &Cli) -> Result<Option<Vec<u8>>> {
     if let Some(file) = &cli.password_file {
+        return read_password_file(file).map(Some);
+    }
+    if let Some(file) = &cli.key_file {
         return read_password_file(file).map(Some);
     }
     if let Some(pw) = std::env::var_os("LIFEBOAT_PASSWORD") {
@@ -161,28 +164,17 @@ pub fn init(cli: &Cli, options: InitOptions) -> Result<Repository> {
         }
         .into());
     }
+    let key_file = match &cli.key_file {
+        Some(path) if cli.password_file.is_none() => Some(path.clone()),
+        Some(_) => None,
+        None if loc.is_default && explicit_password(cli)?.is_none() => Some(default_key_file()?),
+        None => None,
+    };
+    if let Some(key_file) = key_file {
+        return init_with_key_file(storage, &loc, &key_file, options);
+    }
     let password = match explicit_password(cli)? {
         Some(pw) => pw,
-        None if loc.is_default => {
-            let key_file = default_key_file()?;
-            let created = !key_file.exists();
-            let pw = if created {
-                create_key_file(&key_file)?
-            } else {
-                read_password_file(&key_file)?
-            };
-            let repo = Repository::init(storage, &pw, options).inspect_err(|_| {
-                if created {
-                    let _ = fs::remove_file(&key_file);
-                }
-            })?;
-            eprintln!(
-                "Created a new repository at {}.\nIts key is the file {}.\nKeep a copy of that key file somewhere safe, away from this machine:\nwithout it these backups cannot be read by anyone.",
-                loc.path.display(),
-                key_file.display()
-            );
-            return Ok(repo);
-        }
         None if std::io::stdin().is_terminal() => {
             let first = prompt(&format!("new password for {}: ", loc.path.display()))?;
             let second = prompt("enter the password again: ")?;
@@ -194,6 +186,37 @@ pub fn init(cli: &Cli, options: InitOptions) -> Result<Repository> {
         None => return Err(no_password()),
     };
     Ok(Repository::init(storage, &password, options)?)
+}
+
+/// Creates a repository opened by a key file, generating the file when it does not exist.
+/// A generated key (256 random bits) needs no password stretching, so its slot uses the
+/// `generated-key` KDF and opening the repository costs no Argon2id.
+fn init_with_key_file(
+    storage: Arc<dyn Storage>,
+    loc: &Location,
+    key_file: &Path,
+    mut options: InitOptions,
+) -> Result<Repository> {
+    let created = !key_file.exists();
+    let secret = if created {
+        create_key_file(key_file)?
+    } else {
+        read_password_file(key_file)?
+    };
+    if looks_generated(&secret) {
+        options.kdf = KdfParams::generated_key();
+    }
+    let repo = Repository::init(storage, &secret, options).inspect_err(|_| {
+        if created {
+            let _ = fs::remove_file(key_file);
+        }
+    })?;
+    eprintln!(
+        "Created a new repository at {}.\nIts key is the file {}.\nKeep a copy of that key file somewhere safe, away from this machine:\nwithout it these backups cannot be read by anyone.",
+        loc.path.display(),
+        key_file.display()
+    );
+    Ok(repo)
 }
 
 /// Opens the repository, creating the default one on first use (a newcomer's first command is

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{restored, Env};
@@ -410,4 +411,69 @@ fn keys_add_list_remove_and_change_password() {
         third.stdout, b"# notes\n",
         "data is readable with the new password without re-encryption"
     );
+}
+
+#[test]
+fn key_file_repositories_open_without_password_stretching() {
+    let env = common::Env::empty();
+    let key = env.path("lifeboat.key");
+    let key_arg = key.to_str().unwrap();
+    let keyed = |args: &[&str]| {
+        let mut cmd = env.command();
+        cmd.env_remove("LIFEBOAT_PASSWORD")
+            .arg("--key-file")
+            .arg(&key)
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let init = keyed(&["init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(String::from_utf8_lossy(&init.stderr).contains(key_arg));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the generated key file is private");
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(secret.trim().len(), 64, "256 bits as hex: {secret:?}");
+
+    let keys = keyed(&["key", "list", "--json"]);
+    assert!(
+        keys.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keys.stderr)
+    );
+    let listed = String::from_utf8_lossy(&keys.stdout);
+    assert!(
+        listed.contains("generated-key"),
+        "unstretched slot: {listed}"
+    );
+
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"kept by a key file").unwrap();
+    let backup = keyed(&["backup", "--quiet", src.to_str().unwrap()]);
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+
+    // A password, even the key's own text typed with a typo, does not open the slot.
+    let wrong = env.lb(&["snapshots"]);
+    assert_eq!(wrong.code, 11, "{}", wrong.stderr);
+    let mut other = secret.trim().to_string();
+    other.replace_range(0..1, if other.starts_with('0') { "1" } else { "0" });
+    std::fs::write(env.path("other.key"), &other).unwrap();
+    let mut cmd = env.command();
+    cmd.env_remove("LIFEBOAT_PASSWORD")
+        .arg("--key-file")
+        .arg(env.path("other.key"))
+        .arg("snapshots");
+    assert_eq!(cmd.output().unwrap().status.code(), Some(11));
+
+    // --key-file and --password-file together are a usage error, not a guess.
+    let both = keyed(&["--password-file", key_arg, "snapshots"]);
+    assert_eq!(both.status.code(), Some(1));
 }

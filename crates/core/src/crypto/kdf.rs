@@ -1,4 +1,6 @@
-//! Password-based key derivation: Argon2id with its parameters stored in each key file.
+//! Key derivation for key slots: Argon2id for passwords, with its parameters stored in each
+//! key file; HKDF-SHA256 without stretching for secrets lifeboat generated itself (256 random
+//! bits, which no amount of stretching makes harder to guess).
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
@@ -26,10 +28,32 @@ impl Default for KdfParams {
     }
 }
 
+/// The KDF of a slot opened by a generated key: a 256-bit random secret, written as 64 hex
+/// digits. Stretching cannot make 2^256 guesses harder, so it costs nothing per command.
+pub const GENERATED_KEY: &str = "generated-key";
+
+/// Whether `secret` has the form of a generated key (64 hex digits, i.e. 256 bits).
+pub fn looks_generated(secret: &[u8]) -> bool {
+    secret.len() == 64 && secret.iter().all(u8::is_ascii_hexdigit)
+}
+
 impl KdfParams {
+    /// For slots opened by a generated key (see [`GENERATED_KEY`]).
+    pub fn generated_key() -> Self {
+        KdfParams {
+            algorithm: GENERATED_KEY.into(),
+            memory_kib: 0,
+            iterations: 0,
+            parallelism: 0,
+        }
+    }
+
     /// Refuses parameters that would make an opened key file cheap to attack or absurd to
     /// compute (a hostile key file must not make us allocate terabytes).
     pub fn validate(&self, object: &str) -> Result<()> {
+        if self.algorithm == GENERATED_KEY {
+            return Ok(());
+        }
         if self.algorithm != "argon2id" {
             return Err(Error::format(
                 object,
@@ -50,6 +74,13 @@ impl KdfParams {
 
     pub fn derive(&self, password: &[u8], salt: &[u8], object: &str) -> Result<[u8; 32]> {
         self.validate(object)?;
+        if self.algorithm == GENERATED_KEY {
+            let mut out = [0u8; 32];
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), password)
+                .expand(b"lifeboat v1 generated key slot", &mut out)
+                .map_err(|e| Error::format(object, format!("KDF: {e}")))?;
+            return Ok(out);
+        }
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| Error::format(object, format!("KDF parameters: {e}")))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);

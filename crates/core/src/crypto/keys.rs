@@ -84,6 +84,13 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub fn create(master: &MasterKeys, password: &[u8], kdf: KdfParams) -> Result<KeyFile> {
+        // Without stretching only a random secret is safe: never for a typed password.
+        if kdf.algorithm == super::kdf::GENERATED_KEY && !super::kdf::looks_generated(password) {
+            return Err(Error::InvalidInput(
+                "a key slot without password stretching needs a generated key (64 hex digits)"
+                    .into(),
+            ));
+        }
         let mut salt = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut salt);
         let derived = kdf.derive(password, &salt, "new key")?;
@@ -126,6 +133,10 @@ impl KeyFile {
         let sealed = b64
             .decode(&self.sealed_master)
             .map_err(|e| Error::format(object, e))?;
+        if self.kdf.algorithm == super::kdf::GENERATED_KEY && !super::kdf::looks_generated(password)
+        {
+            return Ok(None);
+        }
         let derived = self.kdf.derive(password, &salt, object)?;
         match open_object(&derived, KEY_AAD, &sealed, object) {
             Ok(plain) => {
@@ -169,5 +180,24 @@ mod tests {
         let mut key = KeyFile::create(&master, b"pw", cheap()).unwrap();
         key.kdf.memory_kib = u32::MAX;
         assert!(KeyFile::parse(&key.to_bytes(), "k").is_err());
+    }
+
+    #[test]
+    fn generated_key_slots_open_only_with_a_generated_key() {
+        let master = MasterKeys::generate("r");
+        let generated = hex::encode([7u8; 32]);
+        let other = hex::encode([8u8; 32]);
+        assert!(
+            KeyFile::create(&master, b"short password", KdfParams::generated_key()).is_err(),
+            "a typed password never gets an unstretched slot"
+        );
+        let key =
+            KeyFile::create(&master, generated.as_bytes(), KdfParams::generated_key()).unwrap();
+        let parsed = KeyFile::parse(&key.to_bytes(), "k").unwrap();
+        assert_eq!(parsed.kdf.algorithm, "generated-key");
+        let opened = parsed.open(generated.as_bytes(), "k").unwrap().unwrap();
+        assert_eq!(opened.seal, master.seal);
+        assert!(parsed.open(other.as_bytes(), "k").unwrap().is_none());
+        assert!(parsed.open(b"pw", "k").unwrap().is_none());
     }
 }
