@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Deterministic generated dataset for the lifeboat benchmark (stdlib only).
+"""Deterministic generated datasets for the lifeboat benchmark (stdlib only).
 
-    bench/gen_dataset.py OUT_DIR [--scale tiny|small|full] [--seed N] [--force]
+    bench/gen_dataset.py OUT_DIR [--recipe tree|million|bigfile] [--scale tiny|small|full]
+                         [--seed N] [--files N] [--dirs N] [--mib N] [--jobs 2] [--force]
 
 Scale and seed default to $BENCH_GEN_SCALE (default "full") and
-$BENCH_GEN_SEED (default 42).  The same (scale, seed, generator version)
-always yields byte-identical file contents, names and mtimes.
+$BENCH_GEN_SEED (default 42).  The same recipe, parameters, seed and generator
+version always yield byte-identical file contents, names and mtimes (also with
+a different --jobs).
 
-Layout of OUT_DIR:
+Recipe "tree" (default; the "generated" dataset), layout of OUT_DIR:
 
   small/...       many small files, 1-64 KiB, in nested directories
                   (about 4/7 text-like and compressible, 3/7 random)
@@ -16,19 +18,31 @@ Layout of OUT_DIR:
                   single small files copied under new names, and a copy
                   of one large file
 
+Recipe "million": --files small files (default $BENCH_MILLION_FILES or
+1,000,000) of 1-8 KiB, text-like/random mixed as in "tree", spread evenly
+over --dirs leaf directories (default: one per 500 files, i.e. 2,000),
+two levels deep: dNN/eNN/fNNNNNNN.ext.
+
+Recipe "bigfile": one file OUT_DIR/bigfile.bin of --mib MiB (default
+$BENCH_BIGFILE_MIB or 4096): the first half text-like (zstd -3 shrinks it
+~4x), the second half random.
+
 A stamp file OUT_DIR + ".stamp" (outside the tree, so it is never part of a
 backup) records what was generated; a matching stamp makes the run a no-op.
 """
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import shutil
 import sys
 import time
 
-GEN_VERSION = 2
+GEN_VERSION = 2          # recipe "tree"
+MILLION_VERSION = 1      # recipe "million"
+BIGFILE_VERSION = 1      # recipe "bigfile"
 MiB = 1 << 20
 KiB = 1 << 10
 FIXED_MTIME = 1_700_000_000  # all mtimes are fixed, so re-generation is identical
@@ -194,18 +208,173 @@ def generate(out, scale, seed):
     return w.files, w.bytes
 
 
+# --------------------------------------------------------------------------
+# recipes "million" and "bigfile": many processes write, each part of the
+# output has its own seed, so the result does not depend on --jobs.
+
+_LINES = None  # the text line pool, built once in the parent and inherited by the workers
+EXTS = [".txt", ".rs", ".json", ".md", ".bin", ".dat", ".log"]
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def line_pool(seed):
+    rng = random.Random(seed)
+    return make_lines(rng, make_vocabulary(rng))
+
+
+def text_of(rng, size):
+    out = []
+    have = 0
+    while have < size:
+        chunk = b"".join(rng.choices(_LINES, k=max(16, (size - have) // 50 + 16)))
+        out.append(chunk)
+        have += len(chunk)
+    return b"".join(out)[:size]
+
+
+def million_dirs(n_dirs):
+    """Leaf directories dNN/eNN: about sqrt(n_dirs) top-level directories."""
+    top = max(1, int(round(n_dirs ** 0.5 * 1.25)))
+    per = -(-n_dirs // top)
+    return [os.path.join("d%03d" % (i // per), "e%03d" % (i % per)) for i in range(n_dirs)]
+
+
+def million_dir_job(job):
+    """Write the files of one leaf directory; returns (files, bytes)."""
+    out, seed, d_index, rel, first, count = job
+    rng = random.Random("%d-million-dir-%d" % (seed, d_index))
+    path = os.path.join(out, rel)
+    os.makedirs(path, exist_ok=True)
+    nbytes = 0
+    mt = FIXED_MTIME * 1_000_000_000
+    for i in range(first, first + count):
+        ext = rng.choice(EXTS)
+        size = rng.randint(1 * KiB, 8 * KiB)
+        random_kind = ext in (".bin", ".dat") or rng.random() < 0.2
+        data = rng.randbytes(size) if random_kind else text_of(rng, size)
+        fd = os.open(os.path.join(path, "f%07d%s" % (i, ext)), WRITE_FLAGS, 0o644)
+        try:
+            os.write(fd, data)
+            os.utime(fd, ns=(mt, mt))
+        finally:
+            os.close(fd)
+        nbytes += size
+    os.utime(path, ns=(mt, mt))
+    return count, nbytes
+
+
+def generate_million(out, seed, n_files, n_dirs, jobs):
+    global _LINES
+    _LINES = line_pool("%d-million-lines" % seed)
+    os.makedirs(out)
+    dirs = million_dirs(n_dirs)
+    base, extra = divmod(n_files, n_dirs)
+    work = []
+    first = 0
+    for k, rel in enumerate(dirs):
+        count = base + (1 if k < extra else 0)
+        work.append((out, seed, k, rel, first, count))
+        first += count
+    files = nbytes = 0
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            for f, b in pool.imap_unordered(million_dir_job, work, chunksize=4):
+                files += f
+                nbytes += b
+    else:
+        for job in work:
+            f, b = million_dir_job(job)
+            files += f
+            nbytes += b
+    fix_mtimes_dirs(out)
+    return files, nbytes
+
+
+def fix_mtimes_dirs(root):
+    """Fixed mtime on every directory (bottom-up); files already have theirs."""
+    for dirpath, _, _ in os.walk(root, topdown=False):
+        os.utime(dirpath, (FIXED_MTIME, FIXED_MTIME))
+
+
+BIG_CHUNK = 4 * MiB
+
+
+def bigfile_chunk_job(job):
+    path, seed, index, size, text = job
+    rng = random.Random("%d-bigfile-chunk-%d" % (seed, index))
+    data = text_of(rng, size) if text else rng.randbytes(size)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, data, index * BIG_CHUNK)
+    finally:
+        os.close(fd)
+    return size
+
+
+def generate_bigfile(out, seed, mib, jobs):
+    global _LINES
+    _LINES = line_pool("%d-bigfile-lines" % seed)
+    os.makedirs(out)
+    path = os.path.join(out, "bigfile.bin")
+    total = mib * MiB
+    half = total // 2
+    fd = os.open(path, WRITE_FLAGS, 0o644)
+    os.ftruncate(fd, total)
+    os.close(fd)
+    work = []
+    for index in range(-(-total // BIG_CHUNK)):
+        start = index * BIG_CHUNK
+        size = min(BIG_CHUNK, total - start)
+        # a chunk is text if it starts in the first half (the half is chunk aligned
+        # for any whole number of MiB >= 8; smaller files round to a chunk)
+        work.append((path, seed, index, size, start < half))
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            for _ in pool.imap_unordered(bigfile_chunk_job, work):
+                pass
+    else:
+        for job in work:
+            bigfile_chunk_job(job)
+    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+    os.utime(out, (FIXED_MTIME, FIXED_MTIME))
+    return 1, total
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
+    ap.add_argument("--recipe", default="tree", choices=["tree", "million", "bigfile"])
     ap.add_argument("--scale", default=os.environ.get("BENCH_GEN_SCALE", "full"),
-                    choices=sorted(SCALES))
+                    choices=sorted(SCALES), help="recipe tree: its size")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("BENCH_GEN_SEED", "42")))
+    ap.add_argument("--files", type=int, default=int(os.environ.get("BENCH_MILLION_FILES",
+                                                                    "1000000")),
+                    help="recipe million: number of files (default 1,000,000)")
+    ap.add_argument("--dirs", type=int, default=0,
+                    help="recipe million: number of leaf directories (default files/500)")
+    ap.add_argument("--mib", type=int, default=int(os.environ.get("BENCH_BIGFILE_MIB", "4096")),
+                    help="recipe bigfile: size in MiB (default 4096)")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="writer processes for million and bigfile (default 2)")
     ap.add_argument("--force", action="store_true", help="regenerate even if the stamp matches")
     args = ap.parse_args()
 
     out = os.path.abspath(args.out.rstrip("/"))
     stamp_path = out + ".stamp"
-    want = {"version": GEN_VERSION, "scale": args.scale, "seed": args.seed}
+    if args.recipe == "tree":
+        # no "recipe" key: stamps written before the other recipes existed still match
+        want = {"version": GEN_VERSION, "scale": args.scale, "seed": args.seed}
+    elif args.recipe == "million":
+        if args.files < 1:
+            ap.error("--files must be >= 1")
+        dirs = args.dirs or max(1, round(args.files / 500))
+        want = {"recipe": "million", "version": MILLION_VERSION, "n_files": args.files,
+                "n_dirs": min(dirs, args.files), "seed": args.seed}
+    else:
+        if args.mib < 1:
+            ap.error("--mib must be >= 1")
+        want = {"recipe": "bigfile", "version": BIGFILE_VERSION, "mib": args.mib,
+                "seed": args.seed}
     if not args.force and os.path.isdir(out) and os.path.exists(stamp_path):
         try:
             with open(stamp_path) as f:
@@ -222,12 +391,22 @@ def main():
     if os.path.exists(out):
         shutil.rmtree(out)
     t0 = time.monotonic()
-    files, nbytes = generate(out, args.scale, args.seed)
+    jobs = max(1, args.jobs)
+    if args.recipe == "tree":
+        files, nbytes = generate(out, args.scale, args.seed)
+        what = "scale=%s seed=%d" % (args.scale, args.seed)
+    elif args.recipe == "million":
+        files, nbytes = generate_million(out, args.seed, want["n_files"], want["n_dirs"], jobs)
+        what = "million: %d files in %d dirs, seed=%d" % (want["n_files"], want["n_dirs"],
+                                                          args.seed)
+    else:
+        files, nbytes = generate_bigfile(out, args.seed, args.mib, jobs)
+        what = "bigfile: %d MiB, seed=%d" % (args.mib, args.seed)
     want.update(files=files, bytes=nbytes, seconds=round(time.monotonic() - t0, 1))
     with open(stamp_path, "w") as f:
         json.dump(want, f)
-    print("generated %s: scale=%s seed=%d, %d files, %.1f MiB in %.1fs"
-          % (out, args.scale, args.seed, files, nbytes / MiB, want["seconds"]), file=sys.stderr)
+    print("generated %s: %s, %d files, %.1f MiB in %.1fs"
+          % (out, what, files, nbytes / MiB, want["seconds"]), file=sys.stderr)
     return 0
 
 

@@ -2,20 +2,28 @@
 # lifeboat benchmark: lifeboat vs restic, borg, rustic and bupstash, plus
 # machine floors, on the same data.  See docs/benchmarks.md.
 #
-#   bench/run.sh [--dataset generated|rustup|all] [--runs 3]
-#                [--tools lifeboat,restic,borg,rustic,bupstash]
+#   bench/run.sh [--dataset generated|rustup|million|bigfile|all|everything|A,B,...]
+#                [--runs 3] [--tools lifeboat,restic,borg,rustic,bupstash]
+#                [--phases initial,unchanged,changed,restore,file]
 #                [--scratch /tmp/lifeboat-bench] [--no-install] [--no-build]
-#                [--no-floors] [--timeout SECONDS]
+#                [--no-floors] [--password-mode] [--timeout SECONDS]
+#
+#   all = generated,rustup; everything = generated,rustup,million,bigfile.
+#   Without --tools/--phases each dataset uses its own defaults (million:
+#   lifeboat,restic,bupstash and initial,unchanged; bigfile: initial only).
 #
 # Environment:
-#   LIFEBOAT_BIN      lifeboat binary (default: <repo>/target/release/lifeboat,
-#                     built with `cargo build --release -p lifeboat-cli` if missing)
-#   BENCH_GEN_SCALE   tiny|small|full size of the generated dataset (default full, ~1.5 GB)
-#   BENCH_GEN_SEED    seed of the generated dataset (default 42)
-#   BENCH_DATA_DIR    where the generated dataset is kept between runs
-#                     (default /tmp/lifeboat-bench-data)
-#   BENCH_RUSTUP_DIR  the rustup dataset (default ${RUSTUP_HOME:-~/.rustup}), read only
-#   BENCH_SCRATCH     scratch dir for repositories and restores (default /tmp/lifeboat-bench)
+#   LIFEBOAT_BIN        lifeboat binary (default: <repo>/target/release/lifeboat,
+#                       built with `cargo build --release -p lifeboat-cli` if missing)
+#   BENCH_GEN_SCALE     tiny|small|full size of the generated dataset (default full, ~1.5 GB)
+#   BENCH_GEN_SEED      seed of the generated datasets and of the 1% change (default 42)
+#   BENCH_MILLION_FILES files of the million dataset (default 1000000; 500 per directory)
+#   BENCH_BIGFILE_MIB   size of the bigfile dataset in MiB (default 4096)
+#   BENCH_DATA_DIR      where the datasets (and the copy of the rustup dir) are kept
+#                       between runs (default /tmp/lifeboat-bench-data)
+#   BENCH_RUSTUP_DIR    source of the rustup dataset (default ${RUSTUP_HOME:-~/.rustup}),
+#                       only ever read: it is copied once to $BENCH_DATA_DIR/rustup-copy
+#   BENCH_SCRATCH       scratch dir for repositories and restores (default /tmp/lifeboat-bench)
 #
 # Markdown goes to stdout, progress to stderr, raw JSON to bench/results/.
 set -euo pipefail
@@ -25,7 +33,7 @@ REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 
 DATASET=generated
 RUNS=3
-TOOLS=lifeboat,restic,borg,rustic,bupstash
+TOOLS=""
 SCRATCH="${BENCH_SCRATCH:-/tmp/lifeboat-bench}"
 INSTALL=1
 BUILD=1
@@ -36,27 +44,52 @@ say() { echo "[run.sh] $*" >&2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --dataset) DATASET="$2"; shift 2 ;;
-    --dataset=*) DATASET="${1#*=}"; shift ;;
+    --dataset|--datasets) DATASET="$2"; shift 2 ;;
+    --dataset=*|--datasets=*) DATASET="${1#*=}"; shift ;;
     --runs) RUNS="$2"; shift 2 ;;
     --runs=*) RUNS="${1#*=}"; shift ;;
     --tools) TOOLS="$2"; shift 2 ;;
     --tools=*) TOOLS="${1#*=}"; shift ;;
+    --phases) EXTRA+=(--phases "$2"); shift 2 ;;
+    --phases=*) EXTRA+=(--phases "${1#*=}"); shift ;;
     --scratch) SCRATCH="$2"; shift 2 ;;
     --scratch=*) SCRATCH="${1#*=}"; shift ;;
     --timeout) EXTRA+=(--timeout "$2"); shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --no-floors) EXTRA+=(--no-floors); shift ;;
+    --password-mode) EXTRA+=(--password-mode); shift ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
 done
-case "$DATASET" in generated|rustup|all) ;; *) echo "--dataset must be generated, rustup or all" >&2; exit 2 ;; esac
+DATASETS=()
+IFS=',' read -r -a ds_words <<<"$DATASET"
+for d in "${ds_words[@]}"; do
+  case "$d" in
+    all) DATASETS+=(generated rustup) ;;
+    everything) DATASETS+=(generated rustup million bigfile) ;;
+    generated|rustup|million|bigfile) DATASETS+=("$d") ;;
+    *) echo "--dataset takes generated, rustup, million, bigfile, all, everything or a comma list of them" >&2; exit 2 ;;
+  esac
+done
+# de-duplicate, keeping the order
+read -r -a DATASETS <<<"$(printf '%s\n' "${DATASETS[@]}" | awk '!seen[$0]++' | tr '\n' ' ')"
+[[ ${#DATASETS[@]} -gt 0 ]] || { echo "no dataset given" >&2; exit 2; }
+has_ds() { [[ " ${DATASETS[*]} " == *" $1 "* ]]; }
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "--runs must be a positive integer" >&2; exit 2; }
 
 export PATH="$HOME/.cargo/bin:$PATH"
-has_tool() { [[ ",$TOOLS," == *",$1,"* ]]; }
+# tools to install: the given ones, else the union of the datasets' defaults
+if [[ -n "$TOOLS" ]]; then
+  NEED_TOOLS="$TOOLS"
+  EXTRA+=(--tools "$TOOLS")
+elif has_ds generated || has_ds rustup || has_ds bigfile; then
+  NEED_TOOLS=lifeboat,restic,borg,rustic,bupstash
+else
+  NEED_TOOLS=lifeboat,restic,bupstash
+fi
+has_tool() { [[ ",$NEED_TOOLS," == *",$1,"* ]]; }
 have_bin() { command -v "$1" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------- installs
@@ -112,21 +145,52 @@ fi
 [[ -x "$LB" ]] || say "lifeboat binary $LB not found: lifeboat column will be n/a"
 
 # ---------------------------------------------------------------- datasets
+DATA_DIR="${BENCH_DATA_DIR:-/tmp/lifeboat-bench-data}"
+SEED="${BENCH_GEN_SEED:-42}"
+mkdir -p "$DATA_DIR"
+DATA_DIR="$(cd "$DATA_DIR" && pwd -P)"
 DS_ARGS=()
-if [[ "$DATASET" == generated || "$DATASET" == all ]]; then
-  scale="${BENCH_GEN_SCALE:-full}"
-  seed="${BENCH_GEN_SEED:-42}"
-  gen_dir="${BENCH_DATA_DIR:-/tmp/lifeboat-bench-data}/generated-$scale-s$seed"
-  mkdir -p "$(dirname "$gen_dir")"
-  python3 "$BENCH_DIR/gen_dataset.py" "$gen_dir" --scale "$scale" --seed "$seed"
-  DS_ARGS+=(--dataset "generated=$gen_dir")
-fi
-if [[ "$DATASET" == rustup || "$DATASET" == all ]]; then
-  rdir="${BENCH_RUSTUP_DIR:-${RUSTUP_HOME:-$HOME/.rustup}}"
-  [[ -d "$rdir" ]] || { echo "rustup dataset $rdir does not exist" >&2; exit 1; }
-  DS_ARGS+=(--dataset "rustup=$rdir")
-fi
+for ds in "${DATASETS[@]}"; do
+  case "$ds" in
+    generated)
+      scale="${BENCH_GEN_SCALE:-full}"
+      gen_dir="$DATA_DIR/generated-$scale-s$SEED"
+      python3 "$BENCH_DIR/gen_dataset.py" "$gen_dir" --scale "$scale" --seed "$SEED"
+      DS_ARGS+=(--dataset "generated=$gen_dir") ;;
+    million)
+      files="${BENCH_MILLION_FILES:-1000000}"
+      gen_dir="$DATA_DIR/million-$files-s$SEED"
+      python3 "$BENCH_DIR/gen_dataset.py" "$gen_dir" --recipe million --files "$files" --seed "$SEED"
+      DS_ARGS+=(--dataset "million=$gen_dir") ;;
+    bigfile)
+      mib="${BENCH_BIGFILE_MIB:-4096}"
+      gen_dir="$DATA_DIR/bigfile-${mib}M-s$SEED"
+      python3 "$BENCH_DIR/gen_dataset.py" "$gen_dir" --recipe bigfile --mib "$mib" --seed "$SEED"
+      DS_ARGS+=(--dataset "bigfile=$gen_dir") ;;
+    rustup)
+      # The live toolchain is never backed up in place (the changed phase edits
+      # the tree): a copy under $DATA_DIR is made once and refreshed when the
+      # source's top two levels (names, sizes, mtimes) change or the copy is missing.
+      rsrc="${BENCH_RUSTUP_DIR:-${RUSTUP_HOME:-$HOME/.rustup}}"
+      [[ -d "$rsrc" ]] || { echo "rustup dataset $rsrc does not exist" >&2; exit 1; }
+      rsrc="$(cd "$rsrc" && pwd -P)"
+      rcopy="$DATA_DIR/rustup-copy"
+      fp="$(cd "$rsrc" && find . -maxdepth 2 -printf '%p %s %T@\n' | LC_ALL=C sort | sha256sum | cut -c1-16)"
+      want="{\"recipe\": \"rustup-copy\", \"source\": \"$rsrc\", \"fingerprint\": \"$fp\"}"
+      if [[ -d "$rcopy" && -f "$rcopy.stamp" && "$(head -n1 "$rcopy.stamp")" == "$want" ]]; then
+        say "reusing the copy $rcopy of $rsrc"
+      else
+        say "copying $rsrc to $rcopy (cp -a; once, reused while the source does not change)"
+        rm -f "$rcopy.stamp" "$rcopy.mutation.json"
+        rm -rf "$rcopy" "$rcopy.tmp" "$rcopy.mutation-hold"
+        cp -a "$rsrc" "$rcopy.tmp"
+        mv "$rcopy.tmp" "$rcopy"
+        echo "$want" >"$rcopy.stamp"
+      fi
+      DS_ARGS+=(--dataset "rustup=$rcopy") ;;
+  esac
+done
 
-exec python3 "$BENCH_DIR/bench.py" "${DS_ARGS[@]}" --runs "$RUNS" --tools "$TOOLS" \
+exec python3 "$BENCH_DIR/bench.py" "${DS_ARGS[@]}" --runs "$RUNS" \
   --scratch "$SCRATCH" --results-dir "$BENCH_DIR/results" --repo-root "$REPO_ROOT" \
   --lifeboat-bin "$LB" ${EXTRA[@]+"${EXTRA[@]}"}
