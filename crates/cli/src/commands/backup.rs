@@ -63,6 +63,9 @@ pub fn run(cli: &Cli, args: &BackupArgs) -> Result<u8> {
     let repo = crate::open::open_or_create_default(cli)?;
     let mut counters = BackupProgress::default();
     let mut mode = progress::mode(cli.json, cli.quiet);
+    let mut options = options;
+    // Totals only feed the progress estimate: without progress they are a second stat per file.
+    options.count_totals = !matches!(mode, progress::Mode::Silent);
     if cli.verbose && !cli.json {
         // One line per file replaces the bar.
         mode = progress::Mode::Silent;

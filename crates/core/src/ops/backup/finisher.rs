@@ -24,11 +24,19 @@ pub enum Change {
     Other,
 }
 
+/// A file's content ids: none (not a file, or unchanged), already known (small files are
+/// read by the walker itself), or still being read by a file worker.
+pub enum Content {
+    None,
+    Ready(FileResult),
+    Pending(Receiver<FileResult>),
+}
+
 pub enum Event {
     Entry {
         path: PathBuf,
         node: Node,
-        content: Option<Receiver<FileResult>>,
+        content: Content,
         change: Change,
     },
     EnterDir,
@@ -101,8 +109,13 @@ pub fn run(
                 content,
                 change,
             } => {
-                if let Some(reply) = content {
-                    match reply.recv() {
+                let result = match content {
+                    Content::None => None,
+                    Content::Ready(result) => Some(Ok(result)),
+                    Content::Pending(reply) => Some(reply.recv()),
+                };
+                if let Some(result) = result {
+                    match result {
                         Ok(Ok(file)) => {
                             summary.bytes_read += file.size;
                             node.size = file.size;

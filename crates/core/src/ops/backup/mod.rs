@@ -58,6 +58,9 @@ pub struct BackupOptions {
     /// Threads that read and chunk files, and threads that compress and seal.
     pub readers: usize,
     pub compressors: usize,
+    /// Count the files and bytes to back up in a parallel scan, for a progress estimate. It
+    /// costs a second `stat` of every entry, so front ends that show no progress turn it off.
+    pub count_totals: bool,
 }
 
 impl BackupOptions {
@@ -77,6 +80,7 @@ impl BackupOptions {
             compression: None,
             readers: cores.max(2),
             compressors: cores,
+            count_totals: true,
         }
     }
 }
@@ -265,8 +269,7 @@ fn run_pipeline(
             let blob_tx = blob_tx.clone();
             scope.spawn(move || finisher::run(repo, saver, event_rx, blob_tx, progress))
         };
-        drop(blob_tx);
-        if stdin.is_none() {
+        if stdin.is_none() && options.count_totals {
             let (paths, excludes, one_fs) = (
                 plan.paths.clone(),
                 plan.excludes.clone(),
@@ -277,7 +280,17 @@ fn run_pipeline(
         } else {
             progress.scan_finished.store(true, Ordering::Relaxed);
         }
-        let walker = source::Walker::new(repo, index, &plan, options.force, file_tx, event_tx);
+        let walker = source::Walker::new(
+            repo,
+            index,
+            saver,
+            blob_tx,
+            progress,
+            &plan,
+            options.force,
+            file_tx,
+            event_tx,
+        );
         let walk_result = match stdin {
             Some((name, reader)) => walker.walk_stdin(name, reader),
             None => walker.walk(),

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::finisher::{Change, Event};
+use super::finisher::{Change, Content, Event};
 use super::metadata::{node_from_metadata, OwnerNames};
 use super::saver::{BlobJob, BlobSaver};
 use super::{BackupProgress, SourceError};
@@ -237,9 +237,16 @@ impl PathTrie {
     }
 }
 
+/// Files up to this size are read by the walker itself: for them, handing the read to a
+/// worker and waiting for the answer costs more than the read.
+const INLINE_READ_MAX: u64 = 128 * 1024;
+
 pub struct Walker<'a> {
     repo: &'a Repository,
     index: &'a Index,
+    saver: &'a BlobSaver<'a>,
+    blobs: Sender<BlobJob>,
+    progress: &'a BackupProgress,
     plan: &'a WalkPlan,
     force: bool,
     files: Sender<FileJob>,
@@ -254,9 +261,13 @@ struct Stopped;
 type Step = std::result::Result<(), Stopped>;
 
 impl<'a> Walker<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         repo: &'a Repository,
         index: &'a Index,
+        saver: &'a BlobSaver<'a>,
+        blobs: Sender<BlobJob>,
+        progress: &'a BackupProgress,
         plan: &'a WalkPlan,
         force: bool,
         files: Sender<FileJob>,
@@ -265,6 +276,9 @@ impl<'a> Walker<'a> {
         Walker {
             repo,
             index,
+            saver,
+            blobs,
+            progress,
             plan,
             force,
             files,
@@ -329,7 +343,7 @@ impl<'a> Walker<'a> {
         let _ = self.send(Event::Entry {
             path,
             node,
-            content: Some(content),
+            content: Content::Pending(content),
             change: Change::New,
         });
         Ok(())
@@ -349,7 +363,7 @@ impl<'a> Walker<'a> {
                 };
                 self.top_device
                     .set(std::os::unix::fs::MetadataExt::dev(&meta));
-                self.walk_entry(&path, name, parent_node)?;
+                self.walk_entry(&path, name, Ok(meta), parent_node)?;
                 continue;
             }
             let meta = match std::fs::metadata(&path) {
@@ -368,8 +382,14 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    fn walk_entry(&self, path: &Path, name: &[u8], parent_node: Option<&Node>) -> Step {
-        let meta = match std::fs::symlink_metadata(path) {
+    fn walk_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        meta: std::io::Result<std::fs::Metadata>,
+        parent_node: Option<&Node>,
+    ) -> Step {
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => return self.error(path, e),
         };
@@ -380,7 +400,7 @@ impl<'a> Walker<'a> {
             _ => self.send(Event::Entry {
                 path: path.to_path_buf(),
                 node,
-                content: None,
+                content: Content::None,
                 change: Change::Other,
             }),
         }
@@ -405,15 +425,15 @@ impl<'a> Walker<'a> {
             Ok(e) => e,
             Err(e) => return self.error(path, format!("cannot list directory: {e}")),
         };
-        let mut names = Vec::new();
+        let mut children = Vec::new();
         for entry in entries {
             match entry {
-                Ok(e) => names.push(e.file_name()),
+                Ok(e) => children.push((e.file_name(), e)),
                 Err(e) => self.error(path, format!("cannot list directory: {e}"))?,
             }
         }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
+        children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (name, entry) in children {
             let child = path.join(&name);
             if self
                 .plan
@@ -423,7 +443,8 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
-            self.walk_entry(&child, name.as_bytes(), parent_node)?;
+            // The entry's `stat` is relative to the open directory: no walk of the full path.
+            self.walk_entry(&child, name.as_bytes(), entry.metadata(), parent_node)?;
         }
         Ok(())
     }
@@ -436,7 +457,7 @@ impl<'a> Walker<'a> {
                 return self.send(Event::Entry {
                     path,
                     node,
-                    content: None,
+                    content: Content::None,
                     change: Change::Unmodified,
                 });
             }
@@ -446,6 +467,27 @@ impl<'a> Walker<'a> {
         } else {
             Change::New
         };
+        if node.size <= INLINE_READ_MAX {
+            let result = File::open(path)
+                .map_err(|e| e.to_string())
+                .and_then(|mut file| {
+                    let (repo, saver) = (self.repo, self.saver);
+                    chunk_stream(
+                        repo,
+                        saver,
+                        &self.blobs,
+                        &mut file,
+                        node.size,
+                        self.progress,
+                    )
+                });
+            return self.send(Event::Entry {
+                path: path.to_path_buf(),
+                node,
+                content: Content::Ready(result),
+                change,
+            });
+        }
         let (reply, content) = bounded(1);
         self.files
             .send(FileJob {
@@ -458,7 +500,7 @@ impl<'a> Walker<'a> {
         self.send(Event::Entry {
             path: path.to_path_buf(),
             node,
-            content: Some(content),
+            content: Content::Pending(content),
             change,
         })
     }
