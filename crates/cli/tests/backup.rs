@@ -553,3 +553,36 @@ fn verbose_lists_each_file_with_what_happened_to_it() {
         101
     );
 }
+
+/// Unchanged files take their xattrs from the parent snapshot without listing them again;
+/// changing an xattr changes the ctime, so the next backup sees it.
+#[test]
+fn xattrs_carry_over_for_unchanged_files_and_changes_are_seen() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("tagged.txt");
+    std::fs::write(&file, b"content stays the same").unwrap();
+    xattr::set(&file, "user.colour", b"blue").expect("user xattrs on the test filesystem");
+    env.backup(&src, &[]);
+    let second = env.backup(&src, &[]);
+    let target = env.path("t2");
+    env.restore(&second, &target, &[]).ok();
+    let restored = target.join(file.strip_prefix("/").unwrap());
+    assert_eq!(
+        xattr::get(&restored, "user.colour").unwrap().as_deref(),
+        Some(&b"blue"[..]),
+        "an unchanged file keeps its xattrs"
+    );
+
+    xattr::set(&file, "user.colour", b"green").unwrap();
+    let third = env.backup(&src, &[]);
+    let target = env.path("t3");
+    env.restore(&third, &target, &[]).ok();
+    let restored = target.join(file.strip_prefix("/").unwrap());
+    assert_eq!(
+        xattr::get(&restored, "user.colour").unwrap().as_deref(),
+        Some(&b"green"[..]),
+        "a changed xattr is backed up"
+    );
+}

@@ -50,7 +50,7 @@ impl OwnerNames {
 }
 
 /// Only the `user.` namespace: the others need privileges or belong to the filesystem.
-fn user_xattrs(path: &Path) -> Vec<Xattr> {
+pub fn user_xattrs(path: &Path) -> Vec<Xattr> {
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
     };
@@ -68,7 +68,21 @@ fn user_xattrs(path: &Path) -> Vec<Xattr> {
     out
 }
 
+/// The node `lstat` describes, with its extended attributes read.
 pub fn node_from_metadata(
+    name: &[u8],
+    path: &Path,
+    meta: &Metadata,
+    owners: &mut OwnerNames,
+) -> Node {
+    let mut node = node_without_xattrs(name, path, meta, owners);
+    node.xattrs = user_xattrs(path);
+    node
+}
+
+/// The node `lstat` describes, extended attributes left empty: an unchanged file takes them
+/// from its previous node (changing an attribute changes the ctime), saving a syscall per file.
+pub fn node_without_xattrs(
     name: &[u8],
     path: &Path,
     meta: &Metadata,
@@ -100,6 +114,5 @@ pub fn node_from_metadata(
             node.link_target = target.as_os_str().as_bytes().to_vec();
         }
     }
-    node.xattrs = user_xattrs(path);
     node
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::finisher::{Change, Content, Event};
-use super::metadata::{node_from_metadata, OwnerNames};
+use super::metadata::{node_from_metadata, node_without_xattrs, user_xattrs, OwnerNames};
 use super::saver::{BlobJob, BlobSaver};
 use super::{BackupProgress, SourceError};
 use crate::blob::{BlobId, BlobKind};
@@ -393,7 +393,10 @@ impl<'a> Walker<'a> {
             Ok(m) => m,
             Err(e) => return self.error(path, e),
         };
-        let node = node_from_metadata(name, path, &meta, &mut self.owners.borrow_mut());
+        let mut node = node_without_xattrs(name, path, &meta, &mut self.owners.borrow_mut());
+        if node.kind != NodeKind::File {
+            node.xattrs = user_xattrs(path);
+        }
         match node.kind {
             NodeKind::Dir => self.walk_dir(path, node, parent_node),
             NodeKind::File => self.walk_file(path, node, parent_node),
@@ -453,6 +456,7 @@ impl<'a> Walker<'a> {
         if let Some(previous) = parent_node.filter(|p| !self.force && p.unchanged(&node)) {
             if previous.content.iter().all(|id| self.index.contains(id)) {
                 node.content = previous.content.clone();
+                node.xattrs = previous.xattrs.clone();
                 let path = path.to_path_buf();
                 return self.send(Event::Entry {
                     path,
@@ -462,6 +466,7 @@ impl<'a> Walker<'a> {
                 });
             }
         }
+        node.xattrs = user_xattrs(path);
         let change = if parent_node.is_some() {
             Change::Changed
         } else {
