@@ -79,14 +79,14 @@ fn save_tree(
 pub fn run(
     repo: &Repository,
     saver: &BlobSaver,
-    events: Receiver<Event>,
+    events: Receiver<Vec<Event>>,
     blobs: Sender<BlobJob>,
     progress: &BackupProgress,
 ) -> Result<(BlobId, Summary, Vec<SourceError>)> {
     let mut stack: Vec<Vec<Node>> = vec![Vec::new()];
     let mut summary = Summary::default();
     let mut errors = Vec::new();
-    for event in events {
+    for event in events.into_iter().flatten() {
         match event {
             Event::EnterDir => stack.push(Vec::new()),
             Event::LeaveDir { mut node } => {

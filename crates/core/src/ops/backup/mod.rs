@@ -247,7 +247,7 @@ fn run_pipeline(
     let (file_tx, file_rx) = bounded::<source::FileJob>(options.readers * 4);
     let (blob_tx, blob_rx) = bounded(options.compressors * 2);
     let (pack_tx, pack_rx) = bounded(2);
-    let (event_tx, event_rx) = bounded(4096);
+    let (event_tx, event_rx) = bounded(16);
     let scan_stop = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<Walked> {
         let uploader = scope.spawn(|| saver.run_uploader(pack_rx));

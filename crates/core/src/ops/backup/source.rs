@@ -241,6 +241,9 @@ impl PathTrie {
 /// worker and waiting for the answer costs more than the read.
 const INLINE_READ_MAX: u64 = 128 * 1024;
 
+/// Events per hand-off from the walker to the tree finisher.
+const EVENT_BATCH: usize = 256;
+
 pub struct Walker<'a> {
     repo: &'a Repository,
     index: &'a Index,
@@ -250,7 +253,8 @@ pub struct Walker<'a> {
     plan: &'a WalkPlan,
     force: bool,
     files: Sender<FileJob>,
-    events: Sender<Event>,
+    events: Sender<Vec<Event>>,
+    batch: std::cell::RefCell<Vec<Event>>,
     owners: std::cell::RefCell<OwnerNames>,
     top_device: std::cell::Cell<u64>,
 }
@@ -271,7 +275,7 @@ impl<'a> Walker<'a> {
         plan: &'a WalkPlan,
         force: bool,
         files: Sender<FileJob>,
-        events: Sender<Event>,
+        events: Sender<Vec<Event>>,
     ) -> Self {
         Walker {
             repo,
@@ -283,13 +287,30 @@ impl<'a> Walker<'a> {
             force,
             files,
             events,
+            batch: Default::default(),
             owners: Default::default(),
             top_device: Default::default(),
         }
     }
 
+    /// Queues an event; they travel to the finisher in batches, because one channel hand-off
+    /// per entry costs more than stat-ing an unchanged file.
     fn send(&self, event: Event) -> Step {
-        self.events.send(event).map_err(|_| Stopped)
+        let mut batch = self.batch.borrow_mut();
+        batch.push(event);
+        if batch.len() < EVENT_BATCH {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut *batch, Vec::with_capacity(EVENT_BATCH));
+        drop(batch);
+        self.events.send(full).map_err(|_| Stopped)
+    }
+
+    fn flush(&self) {
+        let rest = std::mem::take(&mut *self.batch.borrow_mut());
+        if !rest.is_empty() {
+            let _ = self.events.send(rest);
+        }
     }
 
     fn error(&self, path: &Path, message: impl ToString) -> Step {
@@ -317,6 +338,7 @@ impl<'a> Walker<'a> {
         } else {
             self.walk_virtual(Path::new("/"), &trie, parent.as_ref())
         };
+        self.flush();
         Ok(())
     }
 
@@ -346,6 +368,7 @@ impl<'a> Walker<'a> {
             content: Content::Pending(content),
             change: Change::New,
         });
+        self.flush();
         Ok(())
     }
 
