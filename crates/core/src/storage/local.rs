@@ -8,6 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{
     validate_name, Capabilities, ObjectInfo, ObjectKind, Storage, StorageError, StorageResult,
@@ -16,14 +17,71 @@ use super::{
 const NAMESPACES: [&str; 5] = ["keys", "data", "index", "snapshots", "locks"];
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// Packs kept open for ranged reads: a restore reads many blobs from each pack, and opening
+/// the file for every blob cost as much as reading it.
+const OPEN_PACKS: usize = 32;
+
+/// Reads up to `length` bytes at `offset` with positioned reads (the handle is shared between
+/// threads). The length may come from a damaged index, so the buffer grows with what arrives.
+fn read_at_most(file: &File, offset: u64, length: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    const STEP: u64 = 16 * 1024 * 1024;
+    let mut buf = Vec::new();
+    while (buf.len() as u64) < length {
+        let have = buf.len();
+        let want = (length - have as u64).min(STEP) as usize;
+        buf.resize(have + want, 0);
+        let n = loop {
+            match file.read_at(&mut buf[have..], offset + have as u64) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        buf.truncate(have + n);
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf)
+}
+
+/// Pack name and open handle, most recently used last.
+type OpenPacks = Vec<(String, Arc<File>)>;
+
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Most recently used last. Packs are immutable, so a cached handle never reads stale data.
+    open_packs: Arc<Mutex<OpenPacks>>,
 }
 
 impl LocalStorage {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+        LocalStorage {
+            root: root.into(),
+            open_packs: Arc::default(),
+        }
+    }
+
+    fn open_pack(&self, name: &str, path: &Path) -> StorageResult<Arc<File>> {
+        if let Ok(mut cache) = self.open_packs.lock() {
+            if let Some(at) = cache.iter().position(|(n, _)| n == name) {
+                let entry = cache.remove(at);
+                let file = entry.1.clone();
+                cache.push(entry);
+                return Ok(file);
+            }
+        }
+        let file = Arc::new(
+            File::open(path).map_err(|e| self.map_error(ObjectKind::Pack, name, path, e))?,
+        );
+        if let Ok(mut cache) = self.open_packs.lock() {
+            if cache.len() >= OPEN_PACKS {
+                cache.remove(0);
+            }
+            cache.push((name.to_string(), file.clone()));
+        }
+        Ok(file)
     }
 
     pub fn root(&self) -> &Path {
@@ -170,14 +228,20 @@ impl Storage for LocalStorage {
         length: u64,
     ) -> StorageResult<Vec<u8>> {
         let path = self.path_of(kind, name)?;
-        let mut file = File::open(&path).map_err(|e| self.map_error(kind, name, &path, e))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| self.io_error(&path, e))?;
-        // The length may come from a damaged index: let the buffer grow with what is read.
-        let mut buf = Vec::with_capacity(length.min(16 * 1024 * 1024) as usize);
-        file.take(length)
-            .read_to_end(&mut buf)
-            .map_err(|e| self.io_error(&path, e))?;
+        let buf = if kind == ObjectKind::Pack {
+            let file = self.open_pack(name, &path)?;
+            read_at_most(&file, offset, length).map_err(|e| self.io_error(&path, e))?
+        } else {
+            let mut file = File::open(&path).map_err(|e| self.map_error(kind, name, &path, e))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| self.io_error(&path, e))?;
+            // The length may come from a damaged index: let the buffer grow with what is read.
+            let mut buf = Vec::with_capacity(length.min(16 * 1024 * 1024) as usize);
+            file.take(length)
+                .read_to_end(&mut buf)
+                .map_err(|e| self.io_error(&path, e))?;
+            buf
+        };
         if (buf.len() as u64) < length {
             return Err(self.io_error(
                 &path,

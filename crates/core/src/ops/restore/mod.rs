@@ -107,6 +107,8 @@ struct FileJob {
     path: PathBuf,
     display: String,
     node: Node,
+    /// Its directory was created by this restore, so `path` does not exist yet.
+    fresh: bool,
 }
 
 struct Restorer<'a> {
@@ -128,6 +130,8 @@ struct PendingDir {
     path: PathBuf,
     node: Option<Node>,
     created: bool,
+    /// Created by this restore: nothing in it can exist yet, so no need to look.
+    fresh: bool,
 }
 
 impl<'a> Restorer<'a> {
@@ -145,27 +149,32 @@ impl<'a> Restorer<'a> {
         self.record(|s| s.errors.push(e));
     }
 
-    /// Makes sure `path` is a real directory (not a symlink to somewhere else).
-    fn ensure_dir(&self, path: &Path) -> std::result::Result<(), String> {
+    /// Makes sure `path` is a real directory (not a symlink to somewhere else). True when
+    /// this call created it, i.e. it is empty.
+    fn ensure_dir(&self, path: &Path) -> std::result::Result<bool, String> {
+        let create = |path: &Path| std::fs::create_dir(path).map(|()| true);
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => Ok(()),
+            Ok(m) if m.is_dir() => Ok(false),
             Ok(_) if self.options.overwrite == Overwrite::Never => {
                 Err("exists and is not a directory (--overwrite never)".into())
             }
             Ok(_) => {
                 std::fs::remove_file(path)
                     .map_err(|e| format!("cannot replace with a directory: {e}"))?;
-                std::fs::create_dir(path).map_err(|e| e.to_string())
+                create(path).map_err(|e| e.to_string())
             }
-            Err(_) => std::fs::create_dir(path).map_err(|e| e.to_string()),
+            Err(_) => create(path).map_err(|e| e.to_string()),
         }
     }
 
     fn create_pending(&self, stack: &mut [PendingDir]) -> bool {
         for dir in stack.iter_mut().filter(|d| !d.created) {
-            if let Err(e) = self.ensure_dir(&dir.path) {
-                self.error(&dir.path, e);
-                return false;
+            match self.ensure_dir(&dir.path) {
+                Ok(fresh) => dir.fresh = fresh,
+                Err(e) => {
+                    self.error(&dir.path, e);
+                    return false;
+                }
             }
             dir.created = true;
         }
@@ -180,7 +189,7 @@ impl<'a> Restorer<'a> {
         snap_dir: &[u8],
         stack: &mut Vec<PendingDir>,
         included_above: bool,
-        jobs: &crossbeam_channel::Sender<FileJob>,
+        jobs: &crossbeam_channel::Sender<Vec<FileJob>>,
         dirs_done: &mut Vec<(PathBuf, Node)>,
         links: &mut HashMap<(u64, u64), PathBuf>,
         deferred_links: &mut Vec<DeferredLink>,
@@ -200,6 +209,9 @@ impl<'a> Restorer<'a> {
             .last()
             .map(|d| d.path.clone())
             .unwrap_or_else(|| self.options.target.clone());
+        // One directory's files go to one worker: entries of a directory created or renamed
+        // in parallel wait on the directory's lock (measured: a third of the CPU spinning).
+        let mut batch = Vec::new();
         for node in tree.nodes {
             let snap_path = join(snap_dir, &node.name);
             if self.exclude.matches(&snap_path, &node.name) {
@@ -214,6 +226,7 @@ impl<'a> Restorer<'a> {
                     path: path.clone(),
                     node: Some(node.clone()),
                     created: false,
+                    fresh: false,
                 });
                 if included && !self.create_pending(stack) {
                     stack.pop();
@@ -254,6 +267,7 @@ impl<'a> Restorer<'a> {
                             path,
                             display,
                             node,
+                            fresh: false,
                         },
                     });
                     continue;
@@ -261,16 +275,17 @@ impl<'a> Restorer<'a> {
                 links.insert(key, path.clone());
             }
             let display = String::from_utf8_lossy(&snap_path).into_owned();
-            if jobs
-                .send(FileJob {
-                    path,
-                    display,
-                    node,
-                })
-                .is_err()
-            {
-                break;
-            }
+            let fresh = stack.last().is_some_and(|d| d.fresh);
+            batch.push(FileJob {
+                path,
+                display,
+                node,
+                fresh,
+            });
+        }
+        if !batch.is_empty() {
+            // A closed channel means the workers are gone; the error is reported by the caller.
+            let _ = jobs.send(batch);
         }
         Ok(())
     }
@@ -284,8 +299,9 @@ impl<'a> Restorer<'a> {
             path,
             display,
             node,
+            fresh,
         } = job;
-        if Self::exists(&path) {
+        if !fresh && Self::exists(&path) {
             let skip = match self.options.overwrite {
                 Overwrite::Always => false,
                 Overwrite::Never => true,
@@ -299,11 +315,13 @@ impl<'a> Restorer<'a> {
                 return;
             }
         }
-        let temp = match node.kind {
-            NodeKind::File => match write::write_content(self.repo, self.index, &node, &path) {
-                Ok(t) => t,
-                Err(e) => return self.error(&path, format!("{display}: {e}")),
-            },
+        let (temp, metadata_set) = match node.kind {
+            NodeKind::File => {
+                match write::write_content(self.repo, self.index, &node, &path, self.as_root) {
+                    Ok((temp, warning)) => (temp, Some(warning)),
+                    Err(e) => return self.error(&path, format!("{display}: {e}")),
+                }
+            }
             NodeKind::Symlink => {
                 let temp = write::temp_path(&path);
                 if let Err(e) =
@@ -311,18 +329,22 @@ impl<'a> Restorer<'a> {
                 {
                     return self.error(&path, format!("symlink: {e}"));
                 }
-                temp
+                (temp, None)
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
                 let temp = write::temp_path(&path);
                 if let Err(e) = make_special(&temp, &node) {
                     return self.error(&path, format!("{}: {e}", node.kind.as_str()));
                 }
-                temp
+                (temp, None)
             }
             NodeKind::Socket | NodeKind::Dir => return,
         };
-        if let Err(e) = metadata::apply(&temp, &node, self.as_root) {
+        let warning = match metadata_set {
+            Some(warning) => warning,
+            None => metadata::apply(&temp, &node, self.as_root).err(),
+        };
+        if let Some(e) = warning {
             let w = RestoreError {
                 path: path.display().to_string(),
                 message: e,
@@ -414,8 +436,8 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn run_worker(&self, jobs: Receiver<FileJob>) {
-        for job in jobs {
+    fn run_worker(&self, jobs: Receiver<Vec<FileJob>>) {
+        for job in jobs.into_iter().flatten() {
             self.restore_entry(job);
         }
     }
@@ -465,7 +487,7 @@ pub fn restore(
         progress,
         written: Mutex::new(HashSet::new()),
     };
-    let (job_tx, job_rx) = bounded::<FileJob>(256);
+    let (job_tx, job_rx) = bounded::<Vec<FileJob>>(16);
     let mut dirs_done = Vec::new();
     let mut deferred_links = Vec::new();
     std::thread::scope(|scope| -> Result<()> {
@@ -510,11 +532,12 @@ pub fn restore(
             Located::Node { path, node } => {
                 let display = String::from_utf8_lossy(path).into_owned();
                 let file_path = options.target.join(OsStr::from_bytes(&node.name));
-                let _ = job_tx.send(FileJob {
+                let _ = job_tx.send(vec![FileJob {
                     path: file_path,
                     display,
                     node: (**node).clone(),
-                });
+                    fresh: false,
+                }]);
                 Ok(())
             }
         };

@@ -19,31 +19,47 @@ pub fn temp_path(final_path: &Path) -> PathBuf {
 }
 
 /// Writes `data` at `offset`, skipping 4 KiB blocks (aligned to the file) that are all zero.
-fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+/// Runs of non-zero blocks go out in one write. Returns the end of the last byte written.
+fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<u64> {
     let mut pos = 0usize;
+    let mut run_start: Option<usize> = None;
+    let mut written_end = 0u64;
     while pos < data.len() {
         let file_pos = offset + pos as u64;
         let block_end = ((file_pos / BLOCK) + 1) * BLOCK;
         let len = ((block_end - file_pos) as usize).min(data.len() - pos);
-        let piece = &data[pos..pos + len];
-        if piece.iter().any(|b| *b != 0) {
-            file.write_all_at(piece, file_pos)?;
+        let zero = data[pos..pos + len].iter().all(|b| *b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(pos),
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..pos], offset + start as u64)?;
+                written_end = offset + pos as u64;
+                run_start = None;
+            }
+            _ => {}
         }
         pos += len;
     }
-    Ok(())
+    if let Some(start) = run_start {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+        written_end = offset + data.len() as u64;
+    }
+    Ok(written_end)
 }
 
 /// Restores the content of `node` into a new temporary file; returns its path. On error the
 /// temporary file is removed and the message names the blob.
+/// The file's metadata is set through the open descriptor before it is closed; problems with
+/// it come back as the warning in the second value.
 pub fn write_content(
     repo: &Repository,
     index: &Index,
     node: &Node,
     final_path: &Path,
-) -> Result<PathBuf, String> {
+    as_root: bool,
+) -> Result<(PathBuf, Option<String>), String> {
     let temp = temp_path(final_path);
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<Option<String>, String> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -51,18 +67,23 @@ pub fn write_content(
             .open(&temp)
             .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
         let mut offset = 0u64;
+        let mut written_end = 0u64;
         for id in &node.content {
             let data = repo
                 .read_blob(index, id)
                 .map_err(|e| format!("blob {id}: {e}"))?;
-            write_sparse(&file, offset, &data).map_err(|e| format!("write: {e}"))?;
+            let end = write_sparse(&file, offset, &data).map_err(|e| format!("write: {e}"))?;
+            written_end = written_end.max(end);
             offset += data.len() as u64;
         }
-        file.set_len(offset).map_err(|e| format!("write: {e}"))?;
-        Ok(())
+        if written_end < offset {
+            // The file ends in a hole: give it its length.
+            file.set_len(offset).map_err(|e| format!("write: {e}"))?;
+        }
+        Ok(super::metadata::apply_to_file(&file, node, as_root).err())
     })();
     match result {
-        Ok(()) => Ok(temp),
+        Ok(warning) => Ok((temp, warning)),
         Err(e) => {
             let _ = std::fs::remove_file(&temp);
             Err(e)
