@@ -246,7 +246,8 @@ fn run_pipeline(
 ) -> Result<Walked> {
     let (file_tx, file_rx) = bounded::<source::FileJob>(options.readers * 4);
     let (blob_tx, blob_rx) = bounded(options.compressors * 2);
-    let (pack_tx, pack_rx) = bounded(2);
+    // One finished pack waits while the uploader writes another: more only holds memory.
+    let (pack_tx, pack_rx) = bounded(1);
     let (event_tx, event_rx) = bounded(16);
     let scan_stop = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<Walked> {

@@ -101,8 +101,12 @@ impl<'a> BlobSaver<'a> {
                 };
                 let slot = &mut packers[job.kind.as_byte() as usize];
                 let writer = slot.get_or_insert_with(|| {
-                    let capacity =
-                        pack_size + self.repo.config().chunker.max_size as usize + 64 * 1024;
+                    // Room for a full pack of data; only a pack closed by an unusually large
+                    // last blob grows beyond it.
+                    let capacity = match job.kind {
+                        BlobKind::Data => pack_size + 64 * 1024,
+                        BlobKind::Tree => 1 << 20,
+                    };
                     PackWriter::with_capacity(&self.repo.keys().seal, capacity)
                 });
                 writer.add(
