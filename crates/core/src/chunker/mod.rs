@@ -92,22 +92,21 @@ impl Chunker {
         }
         let max = n.min(self.params.max_size as usize);
         let normal = n.min(self.params.avg_size as usize);
-        let gear = &*self.gear;
+        let gear: &[u64; 256] = &self.gear;
         let mut hash = 0u64;
-        let mut i = min;
-        while i < normal {
-            hash = (hash << 1).wrapping_add(gear[data[i] as usize]);
+        // Iterators over exact sub-slices: no bounds check per byte in the hot loop.
+        for (i, &byte) in data[min..normal.max(min)].iter().enumerate() {
+            hash = (hash << 1).wrapping_add(gear[byte as usize]);
             if hash & self.mask_small == 0 {
-                return i + 1;
+                return min + i + 1;
             }
-            i += 1;
         }
-        while i < max {
-            hash = (hash << 1).wrapping_add(gear[data[i] as usize]);
+        let from = normal.max(min);
+        for (i, &byte) in data[from..max].iter().enumerate() {
+            hash = (hash << 1).wrapping_add(gear[byte as usize]);
             if hash & self.mask_large == 0 {
-                return i + 1;
+                return from + i + 1;
             }
-            i += 1;
         }
         max
     }

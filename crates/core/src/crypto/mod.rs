@@ -9,10 +9,9 @@
 pub mod kdf;
 pub mod keys;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use hkdf::Hkdf;
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
@@ -39,9 +38,10 @@ pub fn random_salt() -> Salt {
     salt
 }
 
-/// The AES key of one sealed unit.
+/// The AES key of one sealed unit. AES-256-GCM as specified (ciphertext || 16-byte tag);
+/// ring's implementation, about three times the throughput of the pure-Rust one here.
 pub struct UnitCipher {
-    cipher: Aes256Gcm,
+    key: LessSafeKey,
 }
 
 impl UnitCipher {
@@ -51,29 +51,50 @@ impl UnitCipher {
         // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
         hk.expand(HKDF_INFO, &mut okm)
             .expect("HKDF output length is valid");
+        let key = UnboundKey::new(&AES_256_GCM, &okm).expect("a 32-byte key is valid for AES-256");
         UnitCipher {
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&okm)),
+            key: LessSafeKey::new(key),
         }
     }
 
-    fn nonce(domain: NonceDomain, counter: u64) -> [u8; 12] {
+    fn nonce_bytes(domain: NonceDomain, counter: u64) -> [u8; 12] {
         let mut nonce = [0u8; 12];
         nonce[..4].copy_from_slice(&(domain as u32).to_be_bytes());
         nonce[4..].copy_from_slice(&counter.to_be_bytes());
         nonce
     }
 
-    pub fn seal(&self, domain: NonceDomain, counter: u64, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let nonce = Self::nonce(domain, counter);
-        self.cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
+    fn nonce(domain: NonceDomain, counter: u64) -> Nonce {
+        Nonce::assume_unique_for_key(Self::nonce_bytes(domain, counter))
+    }
+
+    /// Appends the sealed form of `plaintext` (ciphertext || tag) to `out`, encrypting in
+    /// place there: no intermediate buffer.
+    pub fn seal_append(
+        &self,
+        domain: NonceDomain,
+        counter: u64,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Self::nonce(domain, counter),
+                Aad::from(aad),
+                &mut out[start..],
             )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail")
+            .expect("AES-GCM accepts any in-memory message below 64 GiB");
+        out.extend_from_slice(tag.as_ref());
+    }
+
+    pub fn seal(&self, domain: NonceDomain, counter: u64, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        self.seal_append(domain, counter, aad, plaintext, &mut out);
+        out
     }
 
     pub fn open(
@@ -84,21 +105,19 @@ impl UnitCipher {
         ciphertext: &[u8],
         object: &str,
     ) -> Result<Vec<u8>> {
-        let nonce = Self::nonce(domain, counter);
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
+        let mut buf = ciphertext.to_vec();
+        let len = self
+            .key
+            .open_in_place(Self::nonce(domain, counter), Aad::from(aad), &mut buf)
             .map_err(|_| {
                 Error::integrity(
                     object,
                     "authentication failed (data was altered or belongs to another repository)",
                 )
-            })
+            })?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
     }
 }
 
@@ -167,8 +186,40 @@ mod tests {
     #[test]
     fn nonces_of_domains_differ() {
         assert_ne!(
-            UnitCipher::nonce(NonceDomain::Blob, 5),
-            UnitCipher::nonce(NonceDomain::PackHeader, 5)
+            UnitCipher::nonce_bytes(NonceDomain::Blob, 5),
+            UnitCipher::nonce_bytes(NonceDomain::PackHeader, 5)
         );
+    }
+
+    /// Repositories written with the pure-Rust aes-gcm crate stay readable and vice versa:
+    /// both are AES-256-GCM with the same nonce, additional data and tag layout.
+    #[test]
+    fn sealing_matches_the_reference_aes_gcm() {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let master = [3u8; 32];
+        let salt = [9u8; SALT_LEN];
+        let cipher = UnitCipher::new(&master, &salt);
+        let sealed = cipher.seal(NonceDomain::Blob, 4096, b"aad", b"some plaintext");
+        let hk = Hkdf::<Sha256>::new(Some(&salt), &master);
+        let mut okm = [0u8; 32];
+        hk.expand(HKDF_INFO, &mut okm).unwrap();
+        let reference =
+            aes_gcm::Aes256Gcm::new(aes_gcm::Key::<aes_gcm::Aes256Gcm>::from_slice(&okm));
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&4096u64.to_be_bytes());
+        let expected = reference
+            .encrypt(
+                aes_gcm::Nonce::from_slice(&nonce),
+                Payload {
+                    msg: b"some plaintext",
+                    aad: b"aad",
+                },
+            )
+            .unwrap();
+        assert_eq!(sealed, expected);
+        let opened = cipher
+            .open(NonceDomain::Blob, 4096, b"aad", &expected, "t")
+            .unwrap();
+        assert_eq!(opened, b"some plaintext");
     }
 }

@@ -59,15 +59,18 @@ impl PackWriter {
         payload: &[u8],
     ) {
         let offset = self.buf.len();
-        let sealed = self
-            .cipher
-            .seal(NonceDomain::Blob, offset as u64, &blob_aad(kind), payload);
-        self.buf.extend_from_slice(&sealed);
+        self.cipher.seal_append(
+            NonceDomain::Blob,
+            offset as u64,
+            &blob_aad(kind),
+            payload,
+            &mut self.buf,
+        );
         self.entries.push(PackEntry {
             kind,
             id,
             offset: offset as u32,
-            length: sealed.len() as u32,
+            length: (self.buf.len() - offset) as u32,
             raw_length: raw_length as u32,
             compressed,
         });
