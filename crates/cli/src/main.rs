@@ -51,6 +51,17 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(exit::FATAL)
 }
 
+/// glibc raises its mmap threshold each time a large block is freed, after which chunk and
+/// pack buffers (1-16 MiB) come from the heap and are never given back: peak RSS of a backup
+/// was 180 MiB with the dynamic threshold and 94 MiB with a fixed one (generated bench tree).
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, stop quietly when the reader of our output goes away
     // (`lifeboat ls latest | head`) instead of panicking on a write error.
@@ -58,6 +69,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    return_large_buffers_to_the_system();
     let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -69,7 +69,7 @@ thread_local! {
         const { RefCell::new(Vec::new()) };
 }
 
-fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+fn zstd_compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Option<()> {
     COMPRESSORS.with(|cell| {
         let mut compressors = cell.borrow_mut();
         let at = match compressors.iter().position(|(l, _)| *l == level) {
@@ -79,28 +79,56 @@ fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
                 compressors.len() - 1
             }
         };
-        compressors[at].1.compress(data).ok()
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        compressors[at].1.compress_to_buffer(data, out).ok()?;
+        Some(())
     })
+}
+
+thread_local! {
+    /// Where [`compress_with`] puts its output: reused, since the caller copies it on.
+    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Like [`compress`], but lends the compressed bytes to `f` from a reused per-thread buffer
+/// instead of allocating one per blob (`None` when the data is stored raw).
+pub fn compress_with<T>(data: &[u8], mode: Compression, f: impl FnOnce(Option<&[u8]>) -> T) -> T {
+    OUTPUT.with(|cell| {
+        let mut out = cell.borrow_mut();
+        let kept = compress_to(data, mode, &mut out);
+        f(kept.then_some(out.as_slice()))
+    })
+}
+
+/// Compresses into `out`; false when storing the data raw is as good.
+fn compress_to(data: &[u8], mode: Compression, out: &mut Vec<u8>) -> bool {
+    let Some(level) = mode.level() else {
+        return false;
+    };
+    if data.len() < 64 {
+        return false;
+    }
+    if mode == Compression::Auto && data.len() > 4 * PROBE {
+        let mid = data.len() / 2;
+        let probe = &data[mid - PROBE / 2..mid + PROBE / 2];
+        match zstd_compress_into(probe, 1, out) {
+            Some(()) if out.len() * 100 < probe.len() * 97 => {}
+            _ => return false,
+        }
+    }
+    if zstd_compress_into(data, level, out).is_none() {
+        return false;
+    }
+    // Keep the compressed form only when it saves at least 1/64 of the size.
+    out.len() < data.len() - data.len() / 64
 }
 
 /// Compresses `data`, or returns `None` when storing it raw is as good (already compressed,
 /// random, or tiny).
 pub fn compress(data: &[u8], mode: Compression) -> Option<Vec<u8>> {
-    let level = mode.level()?;
-    if data.len() < 64 {
-        return None;
-    }
-    if mode == Compression::Auto && data.len() > 4 * PROBE {
-        let mid = data.len() / 2;
-        let probe = &data[mid - PROBE / 2..mid + PROBE / 2];
-        match zstd_compress(probe, 1) {
-            Some(c) if c.len() * 100 < probe.len() * 97 => {}
-            _ => return None,
-        }
-    }
-    let out = zstd_compress(data, level)?;
-    // Keep the compressed form only when it saves at least 1/64 of the size.
-    (out.len() < data.len() - data.len() / 64).then_some(out)
+    let mut out = Vec::new();
+    compress_to(data, mode, &mut out).then_some(out)
 }
 
 /// Above this, decompression streams so that memory follows the real output; below it, one

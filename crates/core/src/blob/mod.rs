@@ -3,7 +3,7 @@
 
 mod compression;
 
-pub use compression::{compress, decompress, Compression};
+pub use compression::{compress, compress_with, decompress, Compression};
 
 use std::fmt;
 use std::str::FromStr;

@@ -53,6 +53,12 @@ impl<'c, R: Read> ChunkReader<'c, R> {
 
     /// The next chunk, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.next_chunk_into(Vec::new())
+    }
+
+    /// Like [`next_chunk`](Self::next_chunk), copying the chunk into `buf` (a recycled
+    /// buffer) rather than a new allocation.
+    pub fn next_chunk_into(&mut self, mut buf: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
         self.fill()?;
         let rest = &self.buf[self.start..];
         if rest.is_empty() {
@@ -64,8 +70,9 @@ impl<'c, R: Read> ChunkReader<'c, R> {
             let chunk = std::mem::take(&mut self.buf);
             return Ok(Some(chunk));
         }
-        let chunk = rest[..len].to_vec();
+        buf.clear();
+        buf.extend_from_slice(&rest[..len]);
         self.start += len;
-        Ok(Some(chunk))
+        Ok(Some(buf))
     }
 }

@@ -28,8 +28,14 @@ impl PackWriter {
     /// A writer whose buffer never reallocates below `capacity` bytes: growing a 16 MiB pack by
     /// doubling copies it several times while the packer lock is held.
     pub fn with_capacity(seal_key: &[u8; 32], capacity: usize) -> Self {
+        Self::with_buffer(seal_key, Vec::with_capacity(capacity))
+    }
+
+    /// A writer that fills `buf` (cleared first): a finished pack's buffer, handed back after
+    /// its upload, so 16 MiB buffers are reused instead of allocated and faulted in per pack.
+    pub fn with_buffer(seal_key: &[u8; 32], mut buf: Vec<u8>) -> Self {
         let salt = random_salt();
-        let mut buf = Vec::with_capacity(capacity);
+        buf.clear();
         buf.extend_from_slice(PACK_MAGIC);
         buf.extend_from_slice(&[PACK_VERSION, 0, 0, 0]);
         PackWriter {

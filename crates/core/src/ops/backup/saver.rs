@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::blob::{compress, BlobId, BlobKind, Compression};
+use crate::blob::{compress_with, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
 use crate::index::{IdHasher, Index, IndexFile, IndexPack};
 use crate::pack::{PackWriter, SealedPack};
@@ -40,6 +40,41 @@ pub struct BlobSaver<'a> {
     pub stats: SaverStats,
     failure: Mutex<Option<Error>>,
     pub aborted: AtomicBool,
+    pack_buffers: BufferPool,
+    chunk_buffers: BufferPool,
+}
+
+/// Large buffers handed back for reuse: allocating and faulting in fresh megabytes for every
+/// chunk and pack cost more CPU than the copying they hold.
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    fn new(keep: usize) -> Self {
+        BufferPool {
+            free: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        self.free.lock().ok()?.pop()
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        // Tiny buffers are cheap to allocate; huge ones (a rare 8 MiB chunk) not worth keeping.
+        if !(64 * 1024..=32 * 1024 * 1024).contains(&buf.capacity()) {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < self.keep {
+                free.push(buf);
+            }
+        }
+    }
 }
 
 impl<'a> BlobSaver<'a> {
@@ -53,6 +88,8 @@ impl<'a> BlobSaver<'a> {
             stats: SaverStats::default(),
             failure: Mutex::new(None),
             aborted: AtomicBool::new(false),
+            pack_buffers: BufferPool::new(2),
+            chunk_buffers: BufferPool::new(8),
         }
     }
 
@@ -90,25 +127,17 @@ impl<'a> BlobSaver<'a> {
             if self.is_aborted() {
                 continue;
             }
-            let compressed = match job.kind {
-                BlobKind::Data => compress(&job.data, self.compression),
-                BlobKind::Tree => compress(&job.data, Compression::Auto),
+            let mode = match job.kind {
+                BlobKind::Data => self.compression,
+                BlobKind::Tree => Compression::Auto,
             };
-            let payload = compressed.as_deref().unwrap_or(&job.data);
-            let full = {
+            let full = compress_with(&job.data, mode, |compressed| {
+                let payload = compressed.unwrap_or(&job.data);
                 let Ok(mut packers) = self.packers.lock() else {
-                    return;
+                    return Err(());
                 };
                 let slot = &mut packers[job.kind.as_byte() as usize];
-                let writer = slot.get_or_insert_with(|| {
-                    // Room for a full pack of data; only a pack closed by an unusually large
-                    // last blob grows beyond it.
-                    let capacity = match job.kind {
-                        BlobKind::Data => pack_size + 64 * 1024,
-                        BlobKind::Tree => 1 << 20,
-                    };
-                    PackWriter::with_capacity(&self.repo.keys().seal, capacity)
-                });
+                let writer = slot.get_or_insert_with(|| self.new_pack(job.kind, pack_size));
                 writer.add(
                     job.kind,
                     job.id,
@@ -119,22 +148,42 @@ impl<'a> BlobSaver<'a> {
                 self.stats
                     .bytes_added_packed
                     .fetch_add(payload.len() as u64 + 16, Ordering::Relaxed);
-                if writer.size() >= pack_size {
+                Ok(if writer.size() >= pack_size {
                     slot.take()
                 } else {
                     None
-                }
+                })
+            });
+            let Ok(full) = full else {
+                return;
             };
             self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .bytes_added
                 .fetch_add(job.data.len() as u64, Ordering::Relaxed);
+            self.chunk_buffers.put(job.data);
             if let Some(writer) = full {
                 if packs.send(writer.finish()).is_err() {
                     return;
                 }
             }
         }
+    }
+
+    /// A pack writer, on a recycled buffer when one is free. Data packs get room for a full
+    /// pack; only a pack closed by an unusually large last blob grows beyond it.
+    fn new_pack(&self, kind: BlobKind, pack_size: usize) -> PackWriter {
+        let seal = &self.repo.keys().seal;
+        match (kind, self.pack_buffers.take()) {
+            (BlobKind::Data, Some(buf)) => PackWriter::with_buffer(seal, buf),
+            (BlobKind::Data, None) => PackWriter::with_capacity(seal, pack_size + 64 * 1024),
+            (BlobKind::Tree, _) => PackWriter::with_capacity(seal, 1 << 20),
+        }
+    }
+
+    /// An empty buffer for the next chunk, recycled when one is free.
+    pub fn chunk_buffer(&self) -> Vec<u8> {
+        self.chunk_buffers.take().unwrap_or_default()
     }
 
     /// The packs still open when every blob has been sent.
@@ -175,6 +224,7 @@ impl<'a> BlobSaver<'a> {
                 salt: pack.salt,
                 blobs: pack.entries,
             });
+            self.pack_buffers.put(pack.bytes);
             if pending.packs.len() >= PACKS_PER_INDEX_FILE {
                 if let Err(e) = self.flush_index(&mut pending) {
                     self.fail(e);
