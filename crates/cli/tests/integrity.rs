@@ -309,3 +309,49 @@ fn truncated_pack_fails_only_the_files_past_the_cut() {
         .ok();
     assert!(run.raw_stdout == std::fs::read(&kept[0]).unwrap());
 }
+
+/// `dump` reads a file's blobs on several threads; a damaged blob at the end still fails the
+/// command (naming the blob) instead of hanging or writing a silently short file, and the
+/// blobs before it come out in order.
+#[test]
+fn dump_of_a_file_with_a_damaged_last_blob_fails_cleanly() {
+    let fx = fixture();
+    let file = fx.big_files()[4].clone();
+    let blobs = fx.content(&file);
+    assert!(
+        blobs.len() >= 3,
+        "{} has {} blobs",
+        file.display(),
+        blobs.len()
+    );
+    let whole = fx
+        .env
+        .lb_os(&["dump".as_ref(), "latest".as_ref(), file.as_os_str()]);
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    assert!(
+        whole.raw_stdout == std::fs::read(&file).unwrap(),
+        "dump differs from the file"
+    );
+
+    let bad = *blobs.last().unwrap();
+    let loc = fx.location(&bad);
+    let pack = fx.pack_path(&loc);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[loc.offset as usize + 7] ^= 0x01;
+    std::fs::write(&pack, &bytes).unwrap();
+    let run = fx
+        .env
+        .lb_os(&["dump".as_ref(), "latest".as_ref(), file.as_os_str()]);
+    assert_ne!(run.code, 0, "a damaged blob must fail the dump");
+    assert!(
+        run.stderr.contains(&bad.to_hex()[..8]) || run.stderr.contains("authentic"),
+        "{}",
+        run.stderr
+    );
+    let want = std::fs::read(&file).unwrap();
+    assert!(
+        want.starts_with(&run.raw_stdout) && run.raw_stdout.len() < want.len(),
+        "what came out ({} bytes) is a prefix of the file, in order",
+        run.raw_stdout.len()
+    );
+}

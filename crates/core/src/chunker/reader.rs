@@ -53,12 +53,16 @@ impl<'c, R: Read> ChunkReader<'c, R> {
 
     /// The next chunk, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        self.next_chunk_into(Vec::new())
+        self.next_chunk_into(Vec::new)
     }
 
-    /// Like [`next_chunk`](Self::next_chunk), copying the chunk into `buf` (a recycled
-    /// buffer) rather than a new allocation.
-    pub fn next_chunk_into(&mut self, mut buf: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    /// Like [`next_chunk`](Self::next_chunk), copying the chunk into a buffer from
+    /// `buffer` (a recycled one) rather than a new allocation. `buffer` is called only when a
+    /// copy is needed: a stream that is one chunk hands over the read buffer itself.
+    pub fn next_chunk_into(
+        &mut self,
+        buffer: impl FnOnce() -> Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
         self.fill()?;
         let rest = &self.buf[self.start..];
         if rest.is_empty() {
@@ -70,6 +74,7 @@ impl<'c, R: Read> ChunkReader<'c, R> {
             let chunk = std::mem::take(&mut self.buf);
             return Ok(Some(chunk));
         }
+        let mut buf = buffer();
         buf.clear();
         buf.extend_from_slice(&rest[..len]);
         self.start += len;

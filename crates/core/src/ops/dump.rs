@@ -42,11 +42,55 @@ impl Read for ContentReader<'_> {
 }
 
 fn write_file(repo: &Repository, index: &Index, node: &Node, out: &mut dyn Write) -> Result<()> {
-    for id in &node.content {
-        let data = repo.read_blob(index, id)?;
-        out.write_all(&data).map_err(|e| Error::io("<output>", e))?;
+    for_each_blob_in_order(repo, index, &node.content, |data| {
+        out.write_all(&data).map_err(|e| Error::io("<output>", e))
+    })
+}
+
+/// Reads, authenticates and decompresses `ids` on every core, handing the contents to `f` in
+/// order. Blob `k` is read by worker `k % n`, which keeps at most one finished blob waiting,
+/// so memory stays at a few blobs however long the file.
+pub fn for_each_blob_in_order(
+    repo: &Repository,
+    index: &Index,
+    ids: &[BlobId],
+    mut f: impl FnMut(Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(ids.len());
+    if workers <= 1 {
+        for id in ids {
+            f(repo.read_blob(index, id)?)?;
+        }
+        return Ok(());
     }
-    Ok(())
+    std::thread::scope(|scope| {
+        let receivers: Vec<_> = (0..workers)
+            .map(|w| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                scope.spawn(move || {
+                    for id in ids.iter().skip(w).step_by(workers) {
+                        let blob = repo.read_blob(index, id);
+                        let failed = blob.is_err();
+                        // A closed channel means the consumer stopped: stop too.
+                        if tx.send(blob).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+                rx
+            })
+            .collect();
+        for k in 0..ids.len() {
+            let blob = receivers[k % workers]
+                .recv()
+                .map_err(|_| Error::InvalidInput("blob reader stopped".into()))??;
+            f(blob)?;
+        }
+        Ok(())
+    })
 }
 
 fn tar_header(node: &Node, entry_type: tar::EntryType, size: u64) -> tar::Header {

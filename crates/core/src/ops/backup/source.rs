@@ -125,7 +125,7 @@ pub fn chunk_stream(
         size: 0,
     };
     loop {
-        let chunk = match chunks.next_chunk_into(saver.chunk_buffer()) {
+        let chunk = match chunks.next_chunk_into(|| saver.chunk_buffer()) {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => return Err(format!("read error after {} bytes: {e}", content.size)),
