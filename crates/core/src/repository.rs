@@ -219,6 +219,7 @@ impl Repository {
             let file = IndexFile::open(&self.keys.seal, &data, &format!("index {}", info.name))?;
             index.merge_file(&file);
         }
+        index.finish();
         Ok(index)
     }
 

@@ -61,11 +61,25 @@ impl Location {
     }
 }
 
+/// Every indexed blob, in memory as one array sorted by id: 56 bytes per blob (32-byte id,
+/// 24-byte location) plus a fixed 256 KiB prefix table, built without the doubling transient
+/// of a growing hash table. A lookup is a binary search within one 16-bit prefix bucket.
 #[derive(Default)]
 pub struct Index {
     packs: Vec<PackInfo>,
     pack_numbers: HashMap<String, u32>,
-    blobs: IdMap<Location>,
+    blobs: Vec<(BlobId, Location)>,
+    /// Entries appended since the last sort; `finish` sorts them in.
+    unsorted: bool,
+    /// `buckets[p]..buckets[p + 1]` is the range of blobs whose id starts with the 16-bit
+    /// prefix `p`: ids are uniformly random, so a lookup searches a handful of entries.
+    buckets: Vec<u32>,
+}
+
+const PREFIX_BUCKETS: usize = 1 << 16;
+
+fn prefix(id: &BlobId) -> usize {
+    u16::from_be_bytes([id.0[0], id.0[1]]) as usize
 }
 
 impl Index {
@@ -82,16 +96,50 @@ impl Index {
                 n
             }
         };
-        for e in entries {
-            self.blobs.entry(e.id).or_insert(Location {
+        self.blobs.extend(entries.iter().map(|e| {
+            let location = Location {
                 pack: number,
                 offset: e.offset,
                 length: e.length,
                 raw_length: e.raw_length,
                 kind: e.kind,
                 compressed: e.compressed,
-            });
+            };
+            (e.id, location)
+        }));
+        self.unsorted = true;
+    }
+
+    /// Sorts what was added; of a blob stored in several packs, the first pack added wins
+    /// (packs are numbered in the order they were added). Lookups need this to have run.
+    pub fn finish(&mut self) {
+        if !self.unsorted {
+            return;
         }
+        self.blobs
+            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.pack.cmp(&b.1.pack)));
+        self.blobs.dedup_by(|later, first| later.0 == first.0);
+        self.blobs.shrink_to_fit();
+        self.buckets = vec![0; PREFIX_BUCKETS + 1];
+        for (id, _) in &self.blobs {
+            self.buckets[prefix(id) + 1] += 1;
+        }
+        for p in 0..PREFIX_BUCKETS {
+            self.buckets[p + 1] += self.buckets[p];
+        }
+        self.unsorted = false;
+    }
+
+    fn position(&self, id: &BlobId) -> Option<usize> {
+        debug_assert!(!self.unsorted, "Index::finish must run before lookups");
+        let (start, end) = match self.buckets.get(prefix(id)..prefix(id) + 2) {
+            Some(&[start, end]) => (start as usize, end as usize),
+            _ => (0, self.blobs.len()),
+        };
+        self.blobs[start..end]
+            .binary_search_by(|(k, _)| k.cmp(id))
+            .ok()
+            .map(|at| start + at)
     }
 
     pub fn merge_file(&mut self, file: &IndexFile) {
@@ -101,11 +149,11 @@ impl Index {
     }
 
     pub fn get(&self, id: &BlobId) -> Option<&Location> {
-        self.blobs.get(id)
+        self.position(id).map(|at| &self.blobs[at].1)
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        self.position(id).is_some()
     }
 
     pub fn pack(&self, number: u32) -> &PackInfo {
@@ -121,6 +169,6 @@ impl Index {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &Location)> {
-        self.blobs.iter()
+        self.blobs.iter().map(|(id, loc)| (id, loc))
     }
 }
