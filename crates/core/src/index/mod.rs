@@ -172,3 +172,46 @@ impl Index {
         self.blobs.iter().map(|(id, loc)| (id, loc))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(first: u8, last: u8, offset: u32) -> PackEntry {
+        let mut id = [0u8; 32];
+        id[0] = first;
+        id[31] = last;
+        PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId(id),
+            offset,
+            length: 10,
+            raw_length: 10,
+            compressed: false,
+        }
+    }
+
+    #[test]
+    fn lookups_find_every_blob_and_the_first_pack_wins() {
+        let mut index = Index::default();
+        assert!(!index.contains(&entry(1, 1, 0).id), "empty index");
+        let first: Vec<PackEntry> = (0..=255u8).map(|b| entry(b, b, b as u32)).collect();
+        index.add_pack("p1", [0; 32], &first);
+        // A duplicate of blob (7,7) in a later pack, and new blobs sharing prefixes.
+        index.add_pack(
+            "p2",
+            [0; 32],
+            &[entry(7, 7, 999), entry(7, 8, 5), entry(255, 0, 6)],
+        );
+        index.finish();
+        assert_eq!(index.blob_count(), 258);
+        for e in &first {
+            let loc = index.get(&e.id).expect("indexed");
+            assert_eq!((loc.pack, loc.offset), (0, e.offset), "first pack wins");
+        }
+        assert_eq!(index.get(&entry(7, 8, 0).id).map(|l| l.pack), Some(1));
+        assert!(index.contains(&entry(255, 0, 0).id));
+        assert!(!index.contains(&entry(7, 9, 0).id));
+        assert!(!index.contains(&entry(0, 1, 0).id));
+    }
+}
