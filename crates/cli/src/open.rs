@@ -133,11 +133,19 @@ pub fn kdf_params(args: &KdfArgs) -> KdfParams {
     kdf
 }
 
-/// Writes a fresh random key file (0600) for the default repository and returns its password.
+/// Writes a fresh random key file (0600) and returns its secret. A directory made for it is
+/// private (0700); a directory that already existed keeps its permissions.
 fn create_key_file(path: &Path) -> Result<Vec<u8>> {
     let dir = path.parent().context("key file path has no directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).ok();
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if !dir.exists() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).ok();
+    }
     let password = hex::encode(rand::random::<[u8; 32]>());
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -203,7 +211,9 @@ fn init_with_key_file(
     } else {
         read_password_file(key_file)?
     };
-    if looks_generated(&secret) {
+    // Only a key this call generated is known to be random: a file the user brought (a
+    // hashed passphrase looks just as hex) keeps Argon2id.
+    if created && looks_generated(&secret) {
         options.kdf = KdfParams::generated_key();
     }
     let repo = Repository::init(storage, &secret, options).inspect_err(|_| {

@@ -477,3 +477,48 @@ fn key_file_repositories_open_without_password_stretching() {
     let both = keyed(&["--password-file", key_arg, "snapshots"]);
     assert_eq!(both.status.code(), Some(1));
 }
+
+/// A key file the user brings (here a hashed passphrase: 64 hex digits, like a generated key)
+/// is not known to be random, so its slot keeps Argon2id; and the key file's existing
+/// directory keeps its permissions.
+#[test]
+fn a_supplied_key_file_keeps_stretching_and_its_directory_keeps_its_mode() {
+    let env = Env::empty();
+    let shared = env.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let brought = shared.join("brought.key");
+    std::fs::write(&brought, format!("{}\n", "ab".repeat(32))).unwrap();
+    let mut cmd = env.command();
+    cmd.env_remove("LIFEBOAT_PASSWORD")
+        .arg("--key-file")
+        .arg(&brought)
+        .args(["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slot = std::fs::read_dir(env.repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let slot = std::fs::read_to_string(slot.path()).unwrap();
+    assert!(
+        slot.contains("argon2id"),
+        "a brought key is stretched: {slot}"
+    );
+
+    let generated = shared.join("new.key");
+    let env2 = Env::empty();
+    let mut cmd = env2.command();
+    cmd.env_remove("LIFEBOAT_PASSWORD")
+        .arg("--key-file")
+        .arg(&generated)
+        .arg("init");
+    assert!(cmd.output().unwrap().status.success());
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "an existing directory is left as it was");
+}

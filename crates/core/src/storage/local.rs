@@ -296,6 +296,12 @@ impl Storage for LocalStorage {
 
     fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
         let path = self.path_of(kind, name)?;
+        if kind == ObjectKind::Pack {
+            // A deleted pack must not stay readable through a cached handle.
+            if let Ok(mut cache) = self.open_packs.lock() {
+                cache.retain(|(n, _)| n != name);
+            }
+        }
         fs::remove_file(&path).map_err(|e| self.map_error(kind, name, &path, e))
     }
 
@@ -342,6 +348,13 @@ mod tests {
             .read(ObjectKind::Pack, "abcdef")
             .unwrap_err()
             .is_not_found());
+        assert!(
+            store
+                .read_range(ObjectKind::Pack, "abcdef", 1, 3)
+                .unwrap_err()
+                .is_not_found(),
+            "a deleted pack is not readable through the cached handle"
+        );
     }
 
     #[test]

@@ -174,10 +174,12 @@ impl<'a> BlobSaver<'a> {
     /// pack; only a pack closed by an unusually large last blob grows beyond it.
     fn new_pack(&self, kind: BlobKind, pack_size: usize) -> PackWriter {
         let seal = &self.repo.keys().seal;
-        match (kind, self.pack_buffers.take()) {
-            (BlobKind::Data, Some(buf)) => PackWriter::with_buffer(seal, buf),
-            (BlobKind::Data, None) => PackWriter::with_capacity(seal, pack_size + 64 * 1024),
-            (BlobKind::Tree, _) => PackWriter::with_capacity(seal, 1 << 20),
+        match kind {
+            BlobKind::Data => match self.pack_buffers.take() {
+                Some(buf) => PackWriter::with_buffer(seal, buf),
+                None => PackWriter::with_capacity(seal, pack_size + 64 * 1024),
+            },
+            BlobKind::Tree => PackWriter::with_capacity(seal, 1 << 20),
         }
     }
 

@@ -495,7 +495,7 @@ impl<'a> Walker<'a> {
         } else {
             Change::New
         };
-        if node.size <= INLINE_READ_MAX {
+        if node.size <= INLINE_READ_MAX && !self.saver.is_aborted() {
             let result = File::open(path)
                 .map_err(|e| e.to_string())
                 .and_then(|mut file| {

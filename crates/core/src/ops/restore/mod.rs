@@ -111,6 +111,9 @@ struct FileJob {
     fresh: bool,
 }
 
+/// A directory's files go to one worker until they add up to this many bytes.
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
 struct Restorer<'a> {
     repo: &'a Repository,
     index: &'a Index,
@@ -212,6 +215,7 @@ impl<'a> Restorer<'a> {
         // One directory's files go to one worker: entries of a directory created or renamed
         // in parallel wait on the directory's lock (measured: a third of the CPU spinning).
         let mut batch = Vec::new();
+        let mut batch_bytes = 0u64;
         for node in tree.nodes {
             let snap_path = join(snap_dir, &node.name);
             if self.exclude.matches(&snap_path, &node.name) {
@@ -276,12 +280,18 @@ impl<'a> Restorer<'a> {
             }
             let display = String::from_utf8_lossy(&snap_path).into_owned();
             let fresh = stack.last().is_some_and(|d| d.fresh);
+            batch_bytes += node.size;
             batch.push(FileJob {
                 path,
                 display,
                 node,
                 fresh,
             });
+            // Large files are worth spreading over workers despite the directory lock.
+            if batch_bytes >= BATCH_BYTES {
+                let _ = jobs.send(std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
         }
         if !batch.is_empty() {
             // A closed channel means the workers are gone; the error is reported by the caller.
