@@ -5,7 +5,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{random_bytes, repo_files, Env};
+use common::{random_bytes, repo_files, restored, Env};
 
 fn make_tree(root: &Path, seed: u64) {
     for d in 0..5 {
@@ -564,24 +564,23 @@ fn xattrs_carry_over_for_unchanged_files_and_changes_are_seen() {
     let file = src.join("tagged.txt");
     std::fs::write(&file, b"content stays the same").unwrap();
     xattr::set(&file, "user.colour", b"blue").expect("user xattrs on the test filesystem");
+    let colour_after_restore = |snapshot: &str, dir: &str| {
+        let target = env.path(dir);
+        env.restore(snapshot, &target, &[]).ok();
+        xattr::get(restored(&target, &file), "user.colour").unwrap()
+    };
     env.backup(&src, &[]);
     let second = env.backup(&src, &[]);
-    let target = env.path("t2");
-    env.restore(&second, &target, &[]).ok();
-    let restored = target.join(file.strip_prefix("/").unwrap());
     assert_eq!(
-        xattr::get(&restored, "user.colour").unwrap().as_deref(),
+        colour_after_restore(&second, "t2").as_deref(),
         Some(&b"blue"[..]),
         "an unchanged file keeps its xattrs"
     );
 
     xattr::set(&file, "user.colour", b"green").unwrap();
     let third = env.backup(&src, &[]);
-    let target = env.path("t3");
-    env.restore(&third, &target, &[]).ok();
-    let restored = target.join(file.strip_prefix("/").unwrap());
     assert_eq!(
-        xattr::get(&restored, "user.colour").unwrap().as_deref(),
+        colour_after_restore(&third, "t3").as_deref(),
         Some(&b"green"[..]),
         "a changed xattr is backed up"
     );

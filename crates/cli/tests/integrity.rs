@@ -49,19 +49,26 @@ fn fixture() -> Fixture {
         files.push(path);
     }
     env.backup(&src, &[]);
-    let repo = Repository::open(
-        Arc::new(LocalStorage::new(&env.repo)),
-        common::PASSWORD.as_bytes(),
-    )
-    .unwrap();
-    let index = repo.load_index().unwrap();
-    let tree = repo.snapshots().unwrap().last().unwrap().snapshot.tree;
-    Fixture {
-        env,
-        files,
-        repo,
-        index,
-        tree,
+    Fixture::open(env, files)
+}
+
+impl Fixture {
+    /// The repository of `env` opened in-process, with its index and newest snapshot's tree.
+    fn open(env: Env, files: Vec<PathBuf>) -> Fixture {
+        let repo = Repository::open(
+            Arc::new(LocalStorage::new(&env.repo)),
+            common::PASSWORD.as_bytes(),
+        )
+        .unwrap();
+        let index = repo.load_index().unwrap();
+        let tree = repo.snapshots().unwrap().last().unwrap().snapshot.tree;
+        Fixture {
+            env,
+            files,
+            repo,
+            index,
+            tree,
+        }
     }
 }
 
@@ -328,19 +335,12 @@ fn dump_of_a_file_with_a_damaged_last_blob_fails_cleanly() {
     // Over three maximum-size chunks (8 MiB): at least four blobs whatever the chunker key.
     std::fs::write(&file, random_bytes(25 * 1024 * 1024, 77)).unwrap();
     env.backup(&src, &[]);
-    let repo = Repository::open(
-        Arc::new(LocalStorage::new(&env.repo)),
-        common::PASSWORD.as_bytes(),
-    )
-    .unwrap();
-    let index = repo.load_index().unwrap();
-    let tree = repo.snapshots().unwrap().last().unwrap().snapshot.tree;
-    let blobs = match locate(&repo, &index, tree, file.as_os_str().as_bytes(), "x").unwrap() {
-        Located::Node { node, .. } => node.content.clone(),
-        Located::Root(_) => panic!("root"),
-    };
+    let fx = Fixture::open(env, vec![file.clone()]);
+    let blobs = fx.content(&file);
     assert!(blobs.len() >= 4, "{} blobs", blobs.len());
-    let whole = env.lb_os(&["dump".as_ref(), "latest".as_ref(), file.as_os_str()]);
+    let whole = fx
+        .env
+        .lb_os(&["dump".as_ref(), "latest".as_ref(), file.as_os_str()]);
     assert_eq!(whole.code, 0, "{}", whole.stderr);
     assert!(
         whole.raw_stdout == std::fs::read(&file).unwrap(),
@@ -348,13 +348,14 @@ fn dump_of_a_file_with_a_damaged_last_blob_fails_cleanly() {
     );
 
     let bad = *blobs.last().unwrap();
-    let loc = *index.get(&bad).unwrap();
-    let name = &index.pack(loc.pack).name;
-    let pack = env.repo.join("data").join(&name[..2]).join(name);
+    let loc = fx.location(&bad);
+    let pack = fx.pack_path(&loc);
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[loc.offset as usize + 7] ^= 0x01;
     std::fs::write(&pack, &bytes).unwrap();
-    let run = env.lb_os(&["dump".as_ref(), "latest".as_ref(), file.as_os_str()]);
+    let run = fx
+        .env
+        .lb_os(&["dump".as_ref(), "latest".as_ref(), file.as_os_str()]);
     assert_ne!(run.code, 0, "a damaged blob must fail the dump");
     assert!(
         run.stderr.contains(&bad.to_hex()[..8]) || run.stderr.contains("authentic"),

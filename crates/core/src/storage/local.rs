@@ -6,7 +6,7 @@
 //! fails if the name exists, so an object is never replaced and never seen half-written.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -228,20 +228,12 @@ impl Storage for LocalStorage {
         length: u64,
     ) -> StorageResult<Vec<u8>> {
         let path = self.path_of(kind, name)?;
-        let buf = if kind == ObjectKind::Pack {
-            let file = self.open_pack(name, &path)?;
-            read_at_most(&file, offset, length).map_err(|e| self.io_error(&path, e))?
+        let file = if kind == ObjectKind::Pack {
+            self.open_pack(name, &path)?
         } else {
-            let mut file = File::open(&path).map_err(|e| self.map_error(kind, name, &path, e))?;
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| self.io_error(&path, e))?;
-            // The length may come from a damaged index: let the buffer grow with what is read.
-            let mut buf = Vec::with_capacity(length.min(16 * 1024 * 1024) as usize);
-            file.take(length)
-                .read_to_end(&mut buf)
-                .map_err(|e| self.io_error(&path, e))?;
-            buf
+            Arc::new(File::open(&path).map_err(|e| self.map_error(kind, name, &path, e))?)
         };
+        let buf = read_at_most(&file, offset, length).map_err(|e| self.io_error(&path, e))?;
         if (buf.len() as u64) < length {
             return Err(self.io_error(
                 &path,
