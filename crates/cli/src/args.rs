@@ -103,6 +103,11 @@ pub struct InitArgs {
     /// Default compression for this repository: off, auto, fast, max or a zstd level
     #[arg(long, default_value = "auto")]
     pub compression: String,
+    /// Repository format version: 2 (default) groups small files into shared compressed
+    /// frames; 1 is readable by lifeboat 0.1
+    #[arg(long, default_value_t = lifeboat_core::repository::FORMAT_VERSION,
+          value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub format_version: u32,
 }
 
 #[derive(Args, Debug)]

@@ -1,5 +1,6 @@
 //! One flipped byte in a pack, or a truncated pack, costs exactly the files whose blobs it
-//! held: restore and dump name the damaged file and blob, and everything else comes back.
+//! held (with every file that shares the damaged frame of small blobs): restore and dump name
+//! the damaged file and blob, and everything else comes back.
 
 mod common;
 
@@ -42,10 +43,18 @@ fn fixture() -> Fixture {
     let env = Env::new();
     let src = env.path("src");
     let mut files = Vec::new();
-    for (i, (name, len)) in BIG.iter().chain(SMALL.iter()).enumerate() {
+    // Thirty more small files, walked first: they fill (and close) a shared frame of their
+    // own before the large files' chunks are sealed, whose tails share the last frame.
+    let many_small = (0..30).map(|i| (format!("a-small/s{i:02}.bin"), 100_000));
+    let named = BIG
+        .iter()
+        .chain(SMALL.iter())
+        .map(|(name, len)| (name.to_string(), *len))
+        .chain(many_small);
+    for (i, (name, len)) in named.enumerate() {
         let path = src.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, random_bytes(*len, 1000 + i as u64)).unwrap();
+        std::fs::write(&path, random_bytes(len, 1000 + i as u64)).unwrap();
         files.push(path);
     }
     env.backup(&src, &[]);
@@ -142,7 +151,14 @@ fn one_flipped_byte_costs_exactly_one_file() {
         damaged.display(),
         blobs.len()
     );
-    let bad = blobs[blobs.len() / 2];
+    // A blob with a frame of its own (a chunk of at least the minimum size; the file's first
+    // always is): damage to a shared frame is the next test's subject.
+    let own: Vec<BlobId> = blobs
+        .iter()
+        .copied()
+        .filter(|id| !fx.location(id).is_shared_frame())
+        .collect();
+    let bad = own[own.len() / 2];
     let loc = fx.location(&bad);
     // The other large files have blobs in the same pack, so the test shows they survive.
     let sharing: Vec<&PathBuf> = fx
@@ -247,23 +263,99 @@ fn one_flipped_byte_costs_exactly_one_file() {
     );
 }
 
+/// A flipped byte in a frame of small files costs exactly the files with a blob in that frame;
+/// the rest, including small files in other frames of the same pack, restore.
+#[test]
+fn a_flipped_byte_in_a_shared_frame_costs_the_files_sharing_it() {
+    let fx = fixture();
+    let first_small = fx
+        .files
+        .iter()
+        .find(|f| f.to_string_lossy().contains("a-small/s00"))
+        .unwrap();
+    let loc = fx.location(&fx.content(first_small)[0]);
+    assert!(loc.is_shared_frame());
+    let frame = (loc.pack, loc.offset);
+    let (lost, kept): (Vec<PathBuf>, Vec<PathBuf>) = fx.files.iter().cloned().partition(|f| {
+        fx.content(f).iter().any(|id| {
+            let l = fx.location(id);
+            (l.pack, l.offset) == frame
+        })
+    });
+    // 30 files of 100 kB: a 2 MiB frame holds about 20 of them, the rest go on.
+    assert!(lost.len() >= 10, "{} files in the frame", lost.len());
+    let kept_small = kept
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("a-small/"))
+        .count();
+    assert!(kept_small >= 1, "every small file is in the damaged frame");
+
+    let pack = fx.pack_path(&loc);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[loc.offset as usize + loc.length as usize / 3] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let env = &fx.env;
+    let target = env.path("restore");
+    let run = env.restore("latest", &target, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let error_lines: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(error_lines.len(), lost.len(), "{}", run.stderr);
+    for f in &lost {
+        let name = f.display().to_string();
+        assert!(
+            error_lines.iter().any(|l| l.contains(&name)),
+            "{name} not reported:\n{}",
+            run.stderr
+        );
+        assert!(!restored(&target, f).exists());
+    }
+    for f in &kept {
+        assert_restored_same(f, &target);
+    }
+    assert_eq!(temp_leftovers(&target), Vec::<PathBuf>::new());
+}
+
+/// Files split by a cut at `cut` bytes into `pack`: those with a frame reaching past it (lost),
+/// and the others.
+fn split_at_cut(fx: &Fixture, pack: u32, cut: u64) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    fx.files.iter().cloned().partition(|f| {
+        fx.content(f).iter().any(|id| {
+            let l = fx.location(id);
+            l.pack == pack && l.offset as u64 + l.length as u64 > cut
+        })
+    })
+}
+
 #[test]
 fn truncated_pack_fails_only_the_files_past_the_cut() {
     let fx = fixture();
-    let probe = fx.content(&fx.big_files()[0])[0];
-    let loc = fx.location(&probe);
-    let pack_no = loc.pack;
-    // Every data blob of the pack, by offset; cut in the middle of the pack body.
-    let mut in_pack: Vec<(BlobId, Location)> = fx
+    // A cut through the middle of a frame that loses some files of the pack and keeps others
+    // of the same pack: the latest such frame of any data pack.
+    let mut frames: Vec<Location> = fx
         .index
         .iter()
-        .filter(|(_, l)| l.pack == pack_no)
-        .map(|(id, l)| (*id, *l))
+        .filter(|(_, l)| l.kind == lifeboat_core::blob::BlobKind::Data)
+        .map(|(_, l)| *l)
         .collect();
-    in_pack.sort_by_key(|(_, l)| l.offset);
-    assert!(in_pack.len() >= 6, "pack holds {} blobs", in_pack.len());
-    let (_, mid) = in_pack[in_pack.len() / 2];
-    let cut = mid.offset as u64 + mid.length as u64 / 2;
+    frames.sort_by_key(|l| std::cmp::Reverse((l.pack, l.offset)));
+    frames.dedup_by_key(|l| (l.pack, l.offset));
+    let in_pack =
+        |f: &PathBuf, pack: u32| fx.content(f).iter().any(|id| fx.location(id).pack == pack);
+    let (loc, cut, lost, kept) = frames
+        .iter()
+        .find_map(|l| {
+            let cut = l.offset as u64 + l.length as u64 / 2;
+            let (lost, kept) = split_at_cut(&fx, l.pack, cut);
+            let survivor = kept.iter().any(|f| in_pack(f, l.pack));
+            (!lost.is_empty() && survivor).then_some((*l, cut, lost, kept))
+        })
+        .expect("a frame whose truncation spares files of the same pack");
     let pack = fx.pack_path(&loc);
     std::fs::OpenOptions::new()
         .write(true)
@@ -271,23 +363,6 @@ fn truncated_pack_fails_only_the_files_past_the_cut() {
         .unwrap()
         .set_len(cut)
         .unwrap();
-
-    let (mut lost, mut kept) = (Vec::new(), Vec::new());
-    for f in &fx.files {
-        let past_cut = fx.content(f).iter().any(|id| {
-            let l = fx.location(id);
-            l.pack == pack_no && l.offset as u64 + l.length as u64 > cut
-        });
-        if past_cut {
-            lost.push(f.clone());
-        } else {
-            kept.push(f.clone());
-        }
-    }
-    assert!(
-        !lost.is_empty() && kept.iter().filter(|f| fx.big_files().contains(f)).count() >= 1,
-        "lost {lost:?}, kept {kept:?}"
-    );
 
     let env = &fx.env;
     let target = env.path("restore");

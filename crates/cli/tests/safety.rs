@@ -91,7 +91,7 @@ impl Forge {
 
     /// Writes one pack with every blob added so far, an index file for it and a snapshot.
     fn commit(&mut self, root: BlobId) -> String {
-        let mut writer = PackWriter::new(&self.repo.keys().seal);
+        let mut writer = PackWriter::new(&self.repo.keys().seal, self.repo.pack_version());
         for (kind, id, raw_len, compressed, payload) in self.blobs.drain(..) {
             writer.add(kind, id, raw_len, compressed, &payload);
         }
@@ -100,7 +100,7 @@ impl Forge {
             .storage()
             .write(ObjectKind::Pack, &pack.name, &pack.bytes)
             .expect("write pack");
-        let mut index = IndexFile::new();
+        let mut index = IndexFile::new(self.repo.pack_version());
         index.packs.push(IndexPack {
             name: pack.name,
             salt: pack.salt,

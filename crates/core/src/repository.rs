@@ -11,13 +11,17 @@ use crate::crypto::kdf::KdfParams;
 use crate::crypto::keys::{KeyFile, MasterKeys};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
-use crate::pack::open_blob;
+use crate::pack::{blob_in_frame, open_frame, FrameCache};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::storage::{ObjectKind, Storage, StorageError};
 use crate::tree::Tree;
 
-/// The repository format this program writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format this program creates and the newest it reads. Version 2 groups small
+/// blobs into shared frames; version 1 repositories stay version 1 (readable by older
+/// programs): this program writes them in the version 1 layout.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest repository format this program reads and writes.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// The `config` object: plaintext JSON, because it holds nothing secret and says what a
 /// directory is before any password is asked for.
@@ -34,6 +38,8 @@ pub struct Config {
 
 #[derive(Clone, Debug)]
 pub struct InitOptions {
+    /// The repository format version to create (`OLDEST_FORMAT_VERSION..=FORMAT_VERSION`).
+    pub version: u32,
     pub kdf: KdfParams,
     pub chunker: ChunkerParams,
     pub compression: Compression,
@@ -43,6 +49,7 @@ pub struct InitOptions {
 impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
+            version: FORMAT_VERSION,
             kdf: KdfParams::default(),
             chunker: ChunkerParams::default(),
             compression: Compression::Auto,
@@ -58,6 +65,7 @@ pub struct Repository {
     key_name: String,
     chunker: Chunker,
     ids: IdKeys,
+    frames: FrameCache,
 }
 
 fn key_name(bytes: &[u8]) -> String {
@@ -76,9 +84,15 @@ impl Repository {
             });
         }
         options.chunker.validate().map_err(Error::InvalidInput)?;
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&options.version) {
+            return Err(Error::InvalidInput(format!(
+                "format version {} is not one this lifeboat writes ({OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})",
+                options.version
+            )));
+        }
         storage.create()?;
         let config = Config {
-            version: FORMAT_VERSION,
+            version: options.version,
             id: hex::encode(rand::random::<[u8; 16]>()),
             created: Utc::now(),
             chunker: options.chunker,
@@ -110,6 +124,7 @@ impl Repository {
             key_name,
             chunker,
             ids,
+            frames: FrameCache::default(),
         }
     }
 
@@ -126,7 +141,7 @@ impl Repository {
         };
         let config: Config =
             serde_json::from_slice(&data).map_err(|e| Error::format("config", e))?;
-        if config.version > FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&config.version) {
             return Err(Error::UnsupportedVersion {
                 found: config.version,
                 supported: FORMAT_VERSION,
@@ -199,6 +214,16 @@ impl Repository {
             key_name: self.key_name.clone(),
             chunker: self.chunker.clone(),
             ids: self.ids.clone(),
+            frames: FrameCache::default(),
+        }
+    }
+
+    /// The pack (and index file) format this repository's packs are written in.
+    pub fn pack_version(&self) -> u8 {
+        if self.config.version <= 1 {
+            crate::pack::PACK_VERSION_1
+        } else {
+            crate::pack::PACK_VERSION_2
         }
     }
 
@@ -224,6 +249,7 @@ impl Repository {
     }
 
     pub fn save_index_file(&self, file: &IndexFile) -> Result<String> {
+        debug_assert_eq!(file.version, self.pack_version() as u32);
         let bytes = file.seal(&self.keys.seal);
         let name = blake3::hash(&bytes).to_hex().to_string();
         self.storage.write(ObjectKind::Index, &name, &bytes)?;
@@ -253,25 +279,43 @@ impl Repository {
         Ok(name)
     }
 
+    /// Reads, authenticates and id-checks one blob. A blob that shares its frame with others
+    /// is cut from the frame, which stays cached for the next blob of it.
     pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
         let loc = index
             .get(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         let pack = index.pack(loc.pack);
+        let entry = loc.entry(*id);
+        if !loc.is_shared_frame() {
+            let frame = self.open_frame(&pack.name, &pack.salt, &entry)?;
+            blob_in_frame(&self.ids, &pack.name, &entry, &frame)?;
+            return Ok(frame);
+        }
+        let frame = match self.frames.get(&pack.name, loc.offset) {
+            Some(frame) => frame,
+            None => {
+                let frame = Arc::new(self.open_frame(&pack.name, &pack.salt, &entry)?);
+                self.frames.insert(&pack.name, loc.offset, frame.clone());
+                frame
+            }
+        };
+        Ok(blob_in_frame(&self.ids, &pack.name, &entry, &frame)?.to_vec())
+    }
+
+    fn open_frame(
+        &self,
+        pack: &str,
+        salt: &crate::crypto::Salt,
+        entry: &crate::pack::PackEntry,
+    ) -> Result<Vec<u8>> {
         let sealed = self.storage.read_range(
             ObjectKind::Pack,
-            &pack.name,
-            loc.offset as u64,
-            loc.length as u64,
+            pack,
+            entry.offset as u64,
+            entry.length as u64,
         )?;
-        open_blob(
-            &self.keys.seal,
-            &self.ids,
-            &pack.name,
-            &pack.salt,
-            &loc.entry(*id),
-            &sealed,
-        )
+        open_frame(&self.keys.seal, pack, salt, entry, &sealed)
     }
 
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {

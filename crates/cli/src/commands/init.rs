@@ -5,6 +5,7 @@ use crate::args::{Cli, InitArgs};
 
 pub fn run(cli: &Cli, args: &InitArgs) -> Result<u8> {
     let options = InitOptions {
+        version: args.format_version,
         kdf: crate::open::kdf_params(&args.kdf),
         compression: args.compression.parse().map_err(anyhow::Error::msg)?,
         ..InitOptions::default()

@@ -1,17 +1,20 @@
 //! Index files: sealed, zstd-compressed postcard lists of packs and their blobs.
+//!
+//! The layout follows the pack format: version 1 index files carry version 1 header entries
+//! (one blob per frame), version 2 files the entries with frame fields.
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{open_object, seal_object, Salt};
 use crate::error::{Error, Result};
-use crate::pack::PackEntry;
+use crate::pack::{PackEntry, PackEntryV1, PACK_VERSION_1, PACK_VERSION_2};
 
 const INDEX_AAD: &[u8] = b"lifeboat index v1";
-const INDEX_VERSION: u32 = 1;
 const MAX_INDEX_BYTES: usize = 1 << 30;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct IndexFile {
+    /// 1 or 2, the same as the pack format of the repository.
     pub version: u32,
     pub packs: Vec<IndexPack>,
 }
@@ -23,16 +26,94 @@ pub struct IndexPack {
     pub blobs: Vec<PackEntry>,
 }
 
+/// The serialized form; `version` comes first in both layouts, so it can be read before the
+/// rest is decoded.
+#[derive(Serialize, Deserialize)]
+struct Encoded<P> {
+    version: u32,
+    packs: Vec<P>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexPackV1 {
+    name: String,
+    salt: Salt,
+    blobs: Vec<PackEntryV1>,
+}
+
 impl IndexFile {
-    pub fn new() -> Self {
+    /// An empty index file of format `version` (the repository's pack format).
+    pub fn new(version: u8) -> Self {
         IndexFile {
-            version: INDEX_VERSION,
+            version: version as u32,
             packs: Vec::new(),
         }
     }
 
+    fn encode(&self) -> Vec<u8> {
+        let encoded = if self.version == PACK_VERSION_1 as u32 {
+            let packs = self
+                .packs
+                .iter()
+                .map(|p| IndexPackV1 {
+                    name: p.name.clone(),
+                    salt: p.salt,
+                    blobs: p
+                        .blobs
+                        .iter()
+                        .map(|e| {
+                            PackEntryV1::try_from(e)
+                                .expect("version 1 packs hold single-blob frames")
+                        })
+                        .collect(),
+                })
+                .collect();
+            postcard::to_allocvec(&Encoded::<IndexPackV1> {
+                version: self.version,
+                packs,
+            })
+        } else {
+            postcard::to_allocvec(&Encoded::<&IndexPack> {
+                version: self.version,
+                packs: self.packs.iter().collect(),
+            })
+        };
+        encoded.expect("index serializes")
+    }
+
+    fn decode(plain: &[u8], object: &str) -> Result<IndexFile> {
+        let (version, _) =
+            postcard::take_from_bytes::<u32>(plain).map_err(|e| Error::format(object, e))?;
+        let packs = match version {
+            v if v == PACK_VERSION_1 as u32 => {
+                let file: Encoded<IndexPackV1> =
+                    postcard::from_bytes(plain).map_err(|e| Error::format(object, e))?;
+                file.packs
+                    .into_iter()
+                    .map(|p| IndexPack {
+                        name: p.name,
+                        salt: p.salt,
+                        blobs: p.blobs.into_iter().map(PackEntry::from).collect(),
+                    })
+                    .collect()
+            }
+            v if v == PACK_VERSION_2 as u32 => {
+                let file: Encoded<IndexPack> =
+                    postcard::from_bytes(plain).map_err(|e| Error::format(object, e))?;
+                file.packs
+            }
+            other => {
+                return Err(Error::format(
+                    object,
+                    format!("unknown index version {other}"),
+                ))
+            }
+        };
+        Ok(IndexFile { version, packs })
+    }
+
     pub fn seal(&self, key: &[u8; 32]) -> Vec<u8> {
-        let plain = postcard::to_allocvec(self).expect("index serializes");
+        let plain = self.encode();
         let compressed = zstd::bulk::compress(&plain, 3).expect("zstd of a buffer cannot fail");
         let mut body = (plain.len() as u64).to_le_bytes().to_vec();
         body.extend_from_slice(&compressed);
@@ -50,13 +131,6 @@ impl IndexFile {
         }
         let plain = crate::blob::decompress(&body[8..], raw_len)
             .map_err(|e| Error::format(object, format!("decompression: {e}")))?;
-        let file: IndexFile = postcard::from_bytes(&plain).map_err(|e| Error::format(object, e))?;
-        if file.version != INDEX_VERSION {
-            return Err(Error::format(
-                object,
-                format!("unknown index version {}", file.version),
-            ));
-        }
-        Ok(file)
+        Self::decode(&plain, object)
     }
 }

@@ -37,13 +37,16 @@ pub struct PackInfo {
     pub salt: Salt,
 }
 
-/// A blob's location: 24 bytes next to its 32-byte key.
+/// A blob's location: 28 bytes next to its 32-byte key. `offset` and `length` are those of
+/// the blob's frame; `frame_offset` and `frame_length` place the blob in the frame's plaintext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
     pub pack: u32,
     pub offset: u32,
     pub length: u32,
     pub raw_length: u32,
+    pub frame_offset: u32,
+    pub frame_length: u32,
     pub kind: BlobKind,
     pub compressed: bool,
 }
@@ -57,12 +60,19 @@ impl Location {
             length: self.length,
             raw_length: self.raw_length,
             compressed: self.compressed,
+            frame_offset: self.frame_offset,
+            frame_length: self.frame_length,
         }
+    }
+
+    /// Whether other blobs share this blob's frame (so reading it decompresses them too).
+    pub fn is_shared_frame(&self) -> bool {
+        !(self.frame_offset == 0 && self.frame_length == self.raw_length)
     }
 }
 
-/// Every indexed blob, in memory as one array sorted by id: 56 bytes per blob (32-byte id,
-/// 24-byte location) plus a fixed 256 KiB prefix table, built without the doubling transient
+/// Every indexed blob, in memory as one array sorted by id: 60 bytes per blob (32-byte id,
+/// 28-byte location) plus a fixed 256 KiB prefix table, built without the doubling transient
 /// of a growing hash table. A lookup is a binary search within one 16-bit prefix bucket.
 #[derive(Default)]
 pub struct Index {
@@ -102,6 +112,8 @@ impl Index {
                 offset: e.offset,
                 length: e.length,
                 raw_length: e.raw_length,
+                frame_offset: e.frame_offset,
+                frame_length: e.frame_length,
                 kind: e.kind,
                 compressed: e.compressed,
             };
@@ -181,14 +193,7 @@ mod tests {
         let mut id = [0u8; 32];
         id[0] = first;
         id[31] = last;
-        PackEntry {
-            kind: BlobKind::Data,
-            id: BlobId(id),
-            offset,
-            length: 10,
-            raw_length: 10,
-            compressed: false,
-        }
+        PackEntry::single(BlobKind::Data, BlobId(id), offset, 10, 10, false)
     }
 
     #[test]

@@ -5,13 +5,17 @@ use crate::crypto::{NonceDomain, Salt, UnitCipher, SALT_LEN};
 use crate::error::{Error, Result};
 use crate::storage::{ObjectKind, Storage};
 
-use super::{blob_aad, PackEntry, HEADER_AAD, PACK_MAGIC, TRAILER_LEN, TRAILER_MAGIC};
+use super::{
+    blob_aad, decode_entries, PackEntry, HEADER_AAD, PACK_MAGIC, PACK_VERSION_1, PACK_VERSION_2,
+    TRAILER_LEN, TRAILER_MAGIC,
+};
 
 /// Largest header we accept: a hostile pack must not make us allocate without bound.
 const MAX_HEADER: u64 = 64 * 1024 * 1024;
 
-/// Data blobs are chunks (at most 64 MiB by the chunker's limits); trees are directory
-/// listings, allowed to be much larger but not without bound.
+/// Data blobs are chunks (at most 64 MiB by the chunker's limits), and frames of grouped small
+/// blobs are far smaller; trees are directory listings, allowed to be much larger but not
+/// without bound. A frame of either kind is held to the same limit.
 pub fn max_raw_length(kind: BlobKind) -> usize {
     match kind {
         BlobKind::Data => 64 * 1024 * 1024,
@@ -19,23 +23,27 @@ pub fn max_raw_length(kind: BlobKind) -> usize {
     }
 }
 
-/// Decrypts, decompresses and id-checks one blob read from its pack.
-pub fn open_blob(
+fn blob_object(entry: &PackEntry, pack: &str) -> String {
+    format!("blob {} in pack {pack}", entry.id)
+}
+
+/// Decrypts and decompresses the frame `entry` lies in, read from its pack as `sealed`. The
+/// frame may hold other blobs too; [`blob_in_frame`] takes this one out.
+pub fn open_frame(
     seal_key: &[u8; 32],
-    ids: &IdKeys,
     pack: &str,
     salt: &Salt,
     entry: &PackEntry,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let object = format!("blob {} in pack {pack}", entry.id);
+    let object = blob_object(entry, pack);
     let limit = max_raw_length(entry.kind);
-    if entry.raw_length as usize > limit {
+    if entry.frame_length as usize > limit {
         return Err(Error::integrity(
             &object,
             format!(
-                "claims {} bytes, more than a blob may hold ({limit})",
-                entry.raw_length
+                "claims a frame of {} bytes, more than a frame may hold ({limit})",
+                entry.frame_length
             ),
         ));
     }
@@ -47,17 +55,35 @@ pub fn open_blob(
         sealed,
         &object,
     )?;
-    let plain = if entry.compressed {
-        decompress(&payload, entry.raw_length as usize)
+    let frame = if entry.compressed {
+        decompress(&payload, entry.frame_length as usize)
             .map_err(|e| Error::integrity(&object, format!("decompression failed: {e}")))?
     } else {
         payload
     };
-    if plain.len() != entry.raw_length as usize {
+    if frame.len() != entry.frame_length as usize {
         return Err(Error::integrity(&object, "length differs from the index"));
     }
-    if ids.id(entry.kind, &plain) != entry.id {
-        return Err(Error::integrity(&object, "content does not match its id"));
+    Ok(frame)
+}
+
+/// The blob `entry` names, out of its opened frame, checked against its id.
+pub fn blob_in_frame<'f>(
+    ids: &IdKeys,
+    pack: &str,
+    entry: &PackEntry,
+    frame: &'f [u8],
+) -> Result<&'f [u8]> {
+    let start = entry.frame_offset as usize;
+    let plain = start
+        .checked_add(entry.raw_length as usize)
+        .and_then(|end| frame.get(start..end))
+        .ok_or_else(|| Error::integrity(blob_object(entry, pack), "lies outside its frame"))?;
+    if ids.id(entry.kind, plain) != entry.id {
+        return Err(Error::integrity(
+            blob_object(entry, pack),
+            "content does not match its id",
+        ));
     }
     Ok(plain)
 }
@@ -76,9 +102,16 @@ pub fn read_header(
             format!("too short ({size} bytes)"),
         ));
     }
-    let head = storage.read_range(ObjectKind::Pack, pack, 0, 4)?;
-    if head != PACK_MAGIC {
+    let head = storage.read_range(ObjectKind::Pack, pack, 0, super::HEADER_LEN as u64)?;
+    if head.get(..4) != Some(PACK_MAGIC.as_slice()) {
         return Err(Error::integrity(&object, "bad magic"));
+    }
+    let version = head[4];
+    if !(PACK_VERSION_1..=PACK_VERSION_2).contains(&version) {
+        return Err(Error::format(
+            &object,
+            format!("unknown pack version {version}"),
+        ));
     }
     let trailer = storage.read_range(
         ObjectKind::Pack,
@@ -102,14 +135,20 @@ pub fn read_header(
     let sealed = storage.read_range(ObjectKind::Pack, pack, body_end - header_len, header_len)?;
     let cipher = UnitCipher::new(seal_key, &salt);
     let plain = cipher.open(NonceDomain::PackHeader, 0, HEADER_AAD, &sealed, &object)?;
-    let entries: Vec<PackEntry> =
-        postcard::from_bytes(&plain).map_err(|e| Error::format(&object, format!("header: {e}")))?;
+    let entries = decode_entries(version, &plain)
+        .map_err(|e| Error::format(&object, format!("header: {e}")))?;
     let header_start = body_end - header_len;
     for e in &entries {
         if e.offset as u64 + e.length as u64 > header_start {
             return Err(Error::format(
                 &object,
                 format!("blob {} lies outside the pack body", e.id),
+            ));
+        }
+        if e.frame_offset as u64 + e.raw_length as u64 > e.frame_length as u64 {
+            return Err(Error::format(
+                &object,
+                format!("blob {} lies outside its frame", e.id),
             ));
         }
     }

@@ -252,11 +252,13 @@ impl Storage for LocalStorage {
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
         let path = self.path_of(kind, name)?;
         let dir = self.dir_of(kind, name);
-        if kind == ObjectKind::Pack && !dir.is_dir() {
+        if !dir.is_dir() {
+            // Pack fan-out directories are made on demand; so is a namespace directory that a
+            // copy of the repository dropped for being empty (git, object-store syncs).
             fs::create_dir_all(&dir).map_err(|e| self.io_error(&dir, e))?;
-            // The new fan-out directory's own entry must be durable before anything names it.
-            let data = self.root.join("data");
-            sync_dir(&data).map_err(|e| self.io_error(&data, e))?;
+            // The new directory's own entry must be durable before anything names it.
+            let parent = dir.parent().unwrap_or(&self.root);
+            sync_dir(parent).map_err(|e| self.io_error(parent, e))?;
         }
         let temp = dir.join(format!(
             "{TEMP_PREFIX}{name}-{:016x}",
@@ -310,6 +312,16 @@ impl Storage for LocalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_recreate_a_missing_namespace_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(dir.path());
+        store.create().unwrap();
+        std::fs::remove_dir(dir.path().join("locks")).unwrap();
+        store.write(ObjectKind::Lock, "abc", b"held").unwrap();
+        assert_eq!(store.read(ObjectKind::Lock, "abc").unwrap(), b"held");
+    }
 
     #[test]
     fn write_once_refuses_overwrite_and_reads_back() {

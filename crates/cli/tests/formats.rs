@@ -1,0 +1,229 @@
+//! Repository format versions: a version 1 repository written by lifeboat 0.1 still opens,
+//! restores and takes new backups (in the version 1 layout, so 0.1 can still read it), and new
+//! repositories are version 2 with small files grouped into shared frames.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use lifeboat_core::blob::BlobKind;
+use lifeboat_core::storage::LocalStorage;
+use lifeboat_core::Repository;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1")
+}
+
+/// The fixture repository, copied so the test never changes the checked-in bytes.
+fn v1_env() -> Env {
+    let env = Env::empty();
+    copy_tree(&fixture().join("repo"), &env.repo);
+    env
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+fn config_version(repo: &Path) -> u64 {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("config")).unwrap()).unwrap();
+    config["version"].as_u64().expect("version")
+}
+
+/// The format byte of every pack in the repository.
+fn pack_versions(repo: &Path) -> Vec<u8> {
+    repo_files(&repo.join("data"))
+        .iter()
+        .map(|p| std::fs::read(p).unwrap()[4])
+        .collect()
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut names: Vec<_> = std::fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    let mut other: Vec<_> = std::fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    other.sort();
+    assert_eq!(
+        names,
+        other,
+        "{} and {} list different names",
+        a.display(),
+        b.display()
+    );
+    for name in names {
+        let (x, y) = (a.join(&name), b.join(&name));
+        let kind = std::fs::symlink_metadata(&x).unwrap().file_type();
+        if kind.is_symlink() {
+            assert_eq!(
+                std::fs::read_link(&x).unwrap(),
+                std::fs::read_link(&y).unwrap()
+            );
+        } else if kind.is_dir() {
+            assert_same_tree(&x, &y);
+        } else {
+            assert_eq!(
+                std::fs::read(&x).unwrap(),
+                std::fs::read(&y).unwrap(),
+                "{}",
+                x.display()
+            );
+        }
+    }
+}
+
+const SOURCE_PATH: &str = "/tmp/lifeboat-v1-fixture-source";
+
+#[test]
+fn a_version_1_repository_restores_and_stays_version_1() {
+    let env = v1_env();
+    assert_eq!(config_version(&env.repo), 1);
+    let snaps = env.lb(&["snapshots", "--json"]).ok().json();
+    let snaps = snaps.as_array().expect("snapshot list");
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+
+    // The newest snapshot is the checked-in source tree; the first lacks the appended row.
+    let target = env.path("latest");
+    env.restore("latest", &target, &[]).ok();
+    let restored_source = restored(&target, Path::new(SOURCE_PATH));
+    assert_same_tree(&fixture().join("source"), &restored_source);
+    let first = env
+        .lb(&["dump", "1122e897", &format!("{SOURCE_PATH}/data/5.csv")])
+        .ok();
+    let now = std::fs::read(fixture().join("source/data/5.csv")).unwrap();
+    assert_eq!(
+        [first.raw_stdout.as_slice(), b"row 6, appended\n"].concat(),
+        now,
+        "the first snapshot holds the file before the append"
+    );
+
+    // A new backup into it: many small files, which version 2 would group into frames.
+    let src = env.path("more");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            src.join(format!("f{i}.txt")),
+            format!("small file {i}\n").repeat(20),
+        )
+        .unwrap();
+    }
+    env.backup(&src, &[]);
+    assert_eq!(
+        config_version(&env.repo),
+        1,
+        "the repository stays version 1"
+    );
+    let versions = pack_versions(&env.repo);
+    assert!(versions.len() > 4, "new packs were written");
+    assert!(
+        versions.iter().all(|v| *v == 1),
+        "pack versions {versions:?}"
+    );
+    let target = env.path("more-restored");
+    env.restore("latest", &target, &[]).ok();
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// Data pack bytes and the number of distinct data frames after backing up `src` into `env`.
+fn data_frames(env: &Env, src: &Path) -> (u64, usize) {
+    env.backup(src, &[]);
+    let bytes = repo_files(&env.repo.join("data"))
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .filter(|b| b.len() > 16 * 1024) // the tree pack of this tiny tree is smaller
+        .map(|b| b.len() as u64)
+        .sum();
+    let repo =
+        Repository::open(Arc::new(LocalStorage::new(&env.repo)), PASSWORD.as_bytes()).unwrap();
+    let index = repo.load_index().unwrap();
+    let frames: HashSet<(u32, u32)> = index
+        .iter()
+        .filter(|(_, l)| l.kind == BlobKind::Data)
+        .map(|(_, l)| (l.pack, l.offset))
+        .collect();
+    (bytes, frames.len())
+}
+
+#[test]
+fn new_repositories_are_version_2_and_share_frames() {
+    let v1 = Env::empty();
+    let src = v1.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 200 small files, alike but not equal (as a source tree's are), 3.5 KiB each. The pack
+    // header (an entry per blob) is the same size in both versions.
+    for i in 0..200 {
+        let text: String = (0..100)
+            .map(|j| format!("let value_{j} = compute({i}, {j});\n"))
+            .collect();
+        std::fs::write(src.join(format!("f{i:03}.rs")), text).unwrap();
+    }
+    let v1 = Env::empty();
+    v1.lb(&[
+        "init",
+        "--format-version",
+        "1",
+        "--kdf-memory-kib",
+        "64",
+        "--kdf-iterations",
+        "1",
+    ])
+    .ok();
+    let (v1_bytes, v1_frames) = data_frames(&v1, &src);
+    let env = Env::new();
+    assert_eq!(config_version(&env.repo), 2);
+    let (v2_bytes, v2_frames) = data_frames(&env, &src);
+    assert_eq!(v1_frames, 200, "version 1: one frame per blob");
+    assert_eq!(v2_frames, 1, "version 2: the small files share one frame");
+    assert!(pack_versions(&env.repo).iter().all(|v| *v == 2));
+    assert!(
+        v2_bytes * 2 < v1_bytes,
+        "shared frames compress better: {v2_bytes} bytes against {v1_bytes}"
+    );
+    let target = env.path("restored");
+    env.restore("latest", &target, &[]).ok();
+    assert_same_tree(&src, &restored(&target, &src));
+    // One file out of the middle of a shared frame.
+    let one = env
+        .lb(&["dump", "latest", src.join("f117.rs").to_str().unwrap()])
+        .ok();
+    assert_eq!(one.raw_stdout, std::fs::read(src.join("f117.rs")).unwrap());
+}
+
+#[test]
+fn init_can_create_version_1_and_refuses_unknown_versions() {
+    let env = Env::empty();
+    env.lb(&[
+        "init",
+        "--format-version",
+        "1",
+        "--kdf-memory-kib",
+        "64",
+        "--kdf-iterations",
+        "1",
+    ])
+    .ok();
+    assert_eq!(config_version(&env.repo), 1);
+    let bad = Env::empty();
+    let run = bad.lb(&["init", "--format-version", "3"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("format-version"), "{}", run.stderr);
+    assert!(!bad.repo.exists(), "nothing was created");
+}
