@@ -93,12 +93,18 @@ impl Forge {
     fn commit(&mut self, root: BlobId) -> String {
         let mut writer = PackWriter::new(&self.repo.keys().seal, self.repo.pack_version());
         for (kind, id, raw_len, compressed, payload) in self.blobs.drain(..) {
-            writer.add(kind, id, raw_len, compressed, &payload);
+            writer
+                .add(kind, id, raw_len, compressed, &payload)
+                .expect("in memory");
         }
-        let pack = writer.finish();
+        let pack = writer.finish().expect("in memory");
         self.repo
             .storage()
-            .write(ObjectKind::Pack, &pack.name, &pack.bytes)
+            .write(
+                ObjectKind::Pack,
+                &pack.name,
+                pack.bytes().expect("in memory"),
+            )
             .expect("write pack");
         let mut index = IndexFile::new(self.repo.pack_version());
         index.packs.push(IndexPack {

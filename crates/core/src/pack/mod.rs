@@ -16,7 +16,7 @@ mod writer;
 pub use frame_cache::FrameCache;
 
 pub use reader::{blob_in_frame, max_raw_length, open_frame, read_header};
-pub use writer::{FrameMember, PackWriter, SealedPack};
+pub use writer::{FrameMember, PackContent, PackWriter, SealedPack};
 
 use serde::{Deserialize, Serialize};
 

@@ -20,7 +20,8 @@ fn read_back(
     entries
         .iter()
         .map(|entry| {
-            let sealed = &pack.bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
+            let sealed = &pack.bytes().unwrap()
+                [entry.offset as usize..(entry.offset + entry.length) as usize];
             let frame = open_frame(seal, &pack.name, &salt, entry, sealed).unwrap();
             blob_in_frame(idk, &pack.name, entry, &frame)
                 .unwrap()
@@ -38,21 +39,21 @@ fn pack_round_trip_and_header() {
         let blobs: Vec<Vec<u8>> = vec![b"alpha".to_vec(), vec![9u8; 5000], b"".to_vec()];
         for b in &blobs {
             let id = idk.id(BlobKind::Data, b);
-            writer.add(BlobKind::Data, id, b.len(), false, b);
+            writer.add(BlobKind::Data, id, b.len(), false, b).unwrap();
         }
-        let pack = writer.finish();
-        assert_eq!(pack.bytes[4], version);
+        let pack = writer.finish().unwrap();
+        assert_eq!(pack.bytes().unwrap()[4], version);
         let (_dir, store) = store();
         store
-            .write(ObjectKind::Pack, &pack.name, &pack.bytes)
+            .write(ObjectKind::Pack, &pack.name, pack.bytes().unwrap())
             .unwrap();
         assert_eq!(read_back(&seal, &idk, &store, &pack), blobs);
         // The kind is authenticated: a data blob cannot be read as a tree.
         let (salt, entries) = read_header(&store, &seal, &pack.name).unwrap();
         let mut as_tree = entries[0];
         as_tree.kind = BlobKind::Tree;
-        let sealed =
-            &pack.bytes[as_tree.offset as usize..(as_tree.offset + as_tree.length) as usize];
+        let sealed = &pack.bytes().unwrap()
+            [as_tree.offset as usize..(as_tree.offset + as_tree.length) as usize];
         assert!(open_frame(&seal, &pack.name, &salt, &as_tree, sealed).is_err());
     }
 }
@@ -81,19 +82,18 @@ fn shared_frames_round_trip() {
     let compressed = crate::blob::compress(&plaintext, crate::blob::Compression::Level(3))
         .expect("repetitive data compresses");
     let mut writer = PackWriter::new(&seal, PACK_VERSION_2);
-    writer.add_frame(BlobKind::Data, &members, plaintext.len(), true, &compressed);
+    writer
+        .add_frame(BlobKind::Data, &members, plaintext.len(), true, &compressed)
+        .unwrap();
     let alone = b"a blob with a frame of its own".to_vec();
-    writer.add(
-        BlobKind::Data,
-        idk.id(BlobKind::Data, &alone),
-        alone.len(),
-        false,
-        &alone,
-    );
-    let pack = writer.finish();
+    let alone_id = idk.id(BlobKind::Data, &alone);
+    writer
+        .add(BlobKind::Data, alone_id, alone.len(), false, &alone)
+        .unwrap();
+    let pack = writer.finish().unwrap();
     let (_dir, store) = store();
     store
-        .write(ObjectKind::Pack, &pack.name, &pack.bytes)
+        .write(ObjectKind::Pack, &pack.name, pack.bytes().unwrap())
         .unwrap();
     let mut want = blobs.clone();
     want.push(alone);
@@ -102,7 +102,7 @@ fn shared_frames_round_trip() {
     assert!(!pack.entries[0].is_single() && pack.entries[3].is_single());
 
     let (salt, entries) = read_header(&store, &seal, &pack.name).unwrap();
-    let sealed = &pack.bytes[entries[0].offset as usize..][..entries[0].length as usize];
+    let sealed = &pack.bytes().unwrap()[entries[0].offset as usize..][..entries[0].length as usize];
     let frame = open_frame(&seal, &pack.name, &salt, &entries[0], sealed).unwrap();
     let mut shifted = entries[0];
     shifted.frame_offset += 1;
@@ -135,18 +135,62 @@ fn version_1_packs_refuse_shared_frames() {
             raw_length: 1,
         },
     ];
-    PackWriter::new(&[0; 32], PACK_VERSION_1).add_frame(BlobKind::Data, &members, 2, false, b"ab");
+    let _ = PackWriter::new(&[0; 32], PACK_VERSION_1).add_frame(
+        BlobKind::Data,
+        &members,
+        2,
+        false,
+        b"ab",
+    );
 }
 
 #[test]
 fn unknown_pack_versions_are_refused() {
     let seal = [3u8; 32];
-    let mut pack = PackWriter::new(&seal, PACK_VERSION_2).finish();
-    pack.bytes[4] = 9;
+    let pack = PackWriter::new(&seal, PACK_VERSION_2).finish().unwrap();
+    let mut bytes = pack.bytes().unwrap().to_vec();
+    bytes[4] = 9;
     let (_dir, store) = store();
-    store
-        .write(ObjectKind::Pack, &pack.name, &pack.bytes)
-        .unwrap();
+    store.write(ObjectKind::Pack, &pack.name, &bytes).unwrap();
     let err = read_header(&store, &seal, &pack.name).unwrap_err();
     assert!(err.to_string().contains("unknown pack version 9"), "{err}");
+}
+
+/// A pack written frame by frame into a staged object stores under the hash of its bytes and
+/// reads back like one built in memory; the temporary file is gone afterwards.
+#[test]
+fn staged_packs_store_under_their_hash() {
+    let seal = [8u8; 32];
+    let idk = IdKeys::new(&[9u8; 32]);
+    let (dir, store) = store();
+    let staged = store.stage(ObjectKind::Pack).unwrap();
+    let mut writer = PackWriter::staged(&seal, PACK_VERSION_2, staged).unwrap();
+    let blobs: Vec<Vec<u8>> = vec![vec![1u8; 70_000], b"second".to_vec()];
+    for b in &blobs {
+        writer
+            .add(BlobKind::Data, idk.id(BlobKind::Data, b), b.len(), false, b)
+            .unwrap();
+    }
+    let pack = writer.finish().unwrap();
+    let PackContent::Staged(staged) = pack.content else {
+        panic!("a staged writer gives a staged pack");
+    };
+    let temp = staged.path().unwrap().to_path_buf();
+    store
+        .write_staged(ObjectKind::Pack, &pack.name, staged)
+        .unwrap();
+    assert!(!temp.exists(), "the temporary file is gone");
+    let bytes = store.read(ObjectKind::Pack, &pack.name).unwrap();
+    assert_eq!(pack_name(&bytes), pack.name);
+    let (salt, entries) = read_header(&store, &seal, &pack.name).unwrap();
+    assert_eq!(entries, pack.entries);
+    for (entry, want) in entries.iter().zip(&blobs) {
+        let sealed = &bytes[entry.offset as usize..][..entry.length as usize];
+        let frame = open_frame(&seal, &pack.name, &salt, entry, sealed).unwrap();
+        assert_eq!(
+            blob_in_frame(&idk, &pack.name, entry, &frame).unwrap(),
+            &want[..]
+        );
+    }
+    drop(dir);
 }

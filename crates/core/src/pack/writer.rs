@@ -1,19 +1,33 @@
-//! Building one pack in memory.
+//! Building one pack, in memory or frame by frame into a staged (temporary) object.
 
 use crate::blob::{BlobId, BlobKind};
 use crate::crypto::{random_salt, NonceDomain, Salt, UnitCipher};
+use crate::storage::StagedObject;
 
 use super::{
-    blob_aad, encode_entries, pack_name, PackEntry, HEADER_AAD, PACK_MAGIC, PACK_VERSION_1,
-    TRAILER_MAGIC,
+    blob_aad, encode_entries, PackEntry, HEADER_AAD, PACK_MAGIC, PACK_VERSION_1, TRAILER_MAGIC,
 };
 
 pub struct PackWriter {
     cipher: UnitCipher,
     salt: Salt,
     version: u8,
-    buf: Vec<u8>,
+    sink: Sink,
+    /// Bytes written so far: the offset of the next frame.
+    len: usize,
     entries: Vec<PackEntry>,
+}
+
+/// Where a pack's bytes go.
+enum Sink {
+    Memory(Vec<u8>),
+    /// Sealed frame by frame into `scratch`, then written out: a backup holds one frame per
+    /// open pack in memory, not the whole pack.
+    Staged {
+        staged: StagedObject,
+        hasher: Box<blake3::Hasher>,
+        scratch: Vec<u8>,
+    },
 }
 
 /// One blob of a frame: its id, where it starts in the frame's plaintext, and its length.
@@ -24,44 +38,74 @@ pub struct FrameMember {
     pub raw_length: u32,
 }
 
-/// A finished pack, ready to be written under `name`.
+/// A finished pack's bytes: in memory, or in a staged object for `Storage::write_staged`.
+pub enum PackContent {
+    Bytes(Vec<u8>),
+    Staged(StagedObject),
+}
+
+/// A finished pack, ready to be stored under `name` (the BLAKE3 of its bytes).
 pub struct SealedPack {
     pub name: String,
     pub salt: Salt,
-    pub bytes: Vec<u8>,
+    pub content: PackContent,
     pub entries: Vec<PackEntry>,
 }
 
+impl SealedPack {
+    /// The bytes of a pack built in memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.content {
+            PackContent::Bytes(bytes) => Some(bytes),
+            PackContent::Staged(_) => None,
+        }
+    }
+}
+
 impl PackWriter {
+    /// A pack built in memory. `version` is the pack format (1 or 2) the repository's format
+    /// version calls for.
     pub fn new(seal_key: &[u8; 32], version: u8) -> Self {
-        Self::with_capacity(seal_key, version, 1 << 20)
+        Self::with_sink(seal_key, version, Sink::Memory(Vec::with_capacity(1 << 20)))
     }
 
-    /// A writer whose buffer never reallocates below `capacity` bytes: growing a 16 MiB pack by
-    /// doubling copies it several times while the packer lock is held.
-    pub fn with_capacity(seal_key: &[u8; 32], version: u8, capacity: usize) -> Self {
-        Self::with_buffer(seal_key, version, Vec::with_capacity(capacity))
+    /// A pack written into `staged` as it fills.
+    pub fn staged(seal_key: &[u8; 32], version: u8, staged: StagedObject) -> std::io::Result<Self> {
+        let mut writer = Self::with_sink(
+            seal_key,
+            version,
+            Sink::Staged {
+                staged,
+                hasher: Box::default(),
+                scratch: Vec::new(),
+            },
+        );
+        writer.write_out()?;
+        Ok(writer)
     }
 
-    /// A writer that fills `buf` (cleared first): a finished pack's buffer, handed back after
-    /// its upload, so 16 MiB buffers are reused instead of allocated and faulted in per pack.
-    /// `version` is the pack format (1 or 2) the repository's format version calls for.
-    pub fn with_buffer(seal_key: &[u8; 32], version: u8, mut buf: Vec<u8>) -> Self {
+    fn with_sink(seal_key: &[u8; 32], version: u8, mut sink: Sink) -> Self {
         let salt = random_salt();
-        buf.clear();
-        buf.extend_from_slice(PACK_MAGIC);
-        buf.extend_from_slice(&[version, 0, 0, 0]);
+        let head = sink.buffer();
+        head.extend_from_slice(PACK_MAGIC);
+        head.extend_from_slice(&[version, 0, 0, 0]);
+        // A staged sink counts its bytes when they are written out.
+        let len = match &sink {
+            Sink::Memory(buf) => buf.len(),
+            Sink::Staged { .. } => 0,
+        };
         PackWriter {
             cipher: UnitCipher::new(seal_key, &salt),
             salt,
             version,
-            buf,
+            sink,
+            len,
             entries: Vec::new(),
         }
     }
 
     pub fn size(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,13 +125,13 @@ impl PackWriter {
         raw_length: usize,
         compressed: bool,
         payload: &[u8],
-    ) {
+    ) -> std::io::Result<()> {
         let member = FrameMember {
             id,
             frame_offset: 0,
             raw_length: raw_length as u32,
         };
-        self.add_frame(kind, &[member], raw_length, compressed, payload);
+        self.add_frame(kind, &[member], raw_length, compressed, payload)
     }
 
     /// Seals `payload`, the (compressed when `compressed`) plaintext of `frame_length` bytes
@@ -100,20 +144,21 @@ impl PackWriter {
         frame_length: usize,
         compressed: bool,
         payload: &[u8],
-    ) {
+    ) -> std::io::Result<()> {
         assert!(
             members.len() == 1 || self.groups_blobs(),
             "a version 1 pack holds one blob per frame"
         );
-        let offset = self.buf.len();
+        let offset = self.len;
         self.cipher.seal_append(
             NonceDomain::Blob,
             offset as u64,
             &blob_aad(kind),
             payload,
-            &mut self.buf,
+            self.sink.buffer(),
         );
-        let length = (self.buf.len() - offset) as u32;
+        self.write_out()?;
+        let length = (self.len - offset) as u32;
         self.entries.extend(members.iter().map(|m| PackEntry {
             kind,
             id: m.id,
@@ -124,23 +169,60 @@ impl PackWriter {
             frame_offset: m.frame_offset,
             frame_length: frame_length as u32,
         }));
+        Ok(())
     }
 
-    pub fn finish(mut self) -> SealedPack {
+    /// Accounts for what was just put in the sink's buffer; a staged sink hashes and writes it.
+    fn write_out(&mut self) -> std::io::Result<()> {
+        match &mut self.sink {
+            Sink::Memory(buf) => self.len = buf.len(),
+            Sink::Staged {
+                staged,
+                hasher,
+                scratch,
+            } => {
+                hasher.update(scratch);
+                staged.write_all(scratch)?;
+                self.len += scratch.len();
+                scratch.clear();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> std::io::Result<SealedPack> {
         let header = encode_entries(self.version, &self.entries);
         let sealed = self
             .cipher
             .seal(NonceDomain::PackHeader, 0, HEADER_AAD, &header);
-        self.buf.extend_from_slice(&sealed);
-        self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&self.salt);
-        self.buf.extend_from_slice(TRAILER_MAGIC);
-        SealedPack {
-            name: pack_name(&self.buf),
+        let tail = self.sink.buffer();
+        tail.extend_from_slice(&sealed);
+        tail.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&self.salt);
+        tail.extend_from_slice(TRAILER_MAGIC);
+        self.write_out()?;
+        let (name, content) = match self.sink {
+            Sink::Memory(bytes) => (super::pack_name(&bytes), PackContent::Bytes(bytes)),
+            Sink::Staged { staged, hasher, .. } => (
+                hasher.finalize().to_hex().to_string(),
+                PackContent::Staged(staged),
+            ),
+        };
+        Ok(SealedPack {
+            name,
             salt: self.salt,
-            bytes: self.buf,
+            content,
             entries: self.entries,
+        })
+    }
+}
+
+impl Sink {
+    /// Where the next bytes are put: the pack itself, or the scratch buffer of a staged sink.
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        match self {
+            Sink::Memory(buf) => buf,
+            Sink::Staged { scratch, .. } => scratch,
         }
     }
 }

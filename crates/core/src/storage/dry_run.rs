@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Capabilities, ObjectInfo, ObjectKind, Storage, StorageResult};
+use super::{Capabilities, ObjectInfo, ObjectKind, StagedObject, Storage, StorageResult};
 
 #[derive(Debug)]
 pub struct DryRunStorage {
@@ -44,6 +44,12 @@ impl Storage for DryRunStorage {
         self.inner.read_range(kind, name, offset, length)
     }
     fn write(&self, _kind: ObjectKind, _name: &str, _data: &[u8]) -> StorageResult<()> {
+        Ok(())
+    }
+    fn stage(&self, _kind: ObjectKind) -> StorageResult<StagedObject> {
+        Ok(StagedObject::discarding())
+    }
+    fn write_staged(&self, _kind: ObjectKind, _name: &str, _: StagedObject) -> StorageResult<()> {
         Ok(())
     }
     fn delete(&self, _kind: ObjectKind, _name: &str) -> StorageResult<()> {

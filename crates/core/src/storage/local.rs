@@ -1,21 +1,22 @@
 //! A repository in a local directory.
 //!
 //! Layout: `config`, `keys/ID`, `data/XX/ID` (packs, fanned out by the first two hex digits),
-//! `index/ID`, `snapshots/ID`, `locks/ID`. Writes go to a hidden temporary file in the
-//! destination directory, are fsynced, and are then hard-linked to their final name: the link
-//! fails if the name exists, so an object is never replaced and never seen half-written.
+//! `index/ID`, `snapshots/ID`, `locks/ID`. Writes go to a hidden temporary file (in the
+//! namespace directory, or `data/` for packs), are fsynced, and are then hard-linked to their
+//! final name: the link fails if the name exists, so an object is never replaced and never seen
+//! half-written.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    validate_name, Capabilities, ObjectInfo, ObjectKind, Storage, StorageError, StorageResult,
+    validate_name, Capabilities, ObjectInfo, ObjectKind, StagedObject, Storage, StorageError,
+    StorageResult,
 };
 
 const NAMESPACES: [&str; 5] = ["keys", "data", "index", "snapshots", "locks"];
-const TEMP_PREFIX: &str = ".tmp-";
 
 /// Packs kept open for ranged reads: a restore reads many blobs from each pack, and opening
 /// the file for every blob cost as much as reading it.
@@ -155,6 +156,27 @@ impl LocalStorage {
     }
 }
 
+impl LocalStorage {
+    /// Creates `dir` if missing: pack fan-out directories are made on demand, and so is a
+    /// namespace directory that a copy of the repository dropped for being empty (git,
+    /// object-store syncs). Its entry is made durable before anything names it.
+    fn ensure_dir(&self, dir: &Path) -> StorageResult<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).map_err(|e| self.io_error(dir, e))?;
+        let parent = dir.parent().unwrap_or(&self.root);
+        sync_dir(parent).map_err(|e| self.io_error(parent, e))
+    }
+
+    fn staged_error(&self, staged: &StagedObject, e: io::Error) -> StorageError {
+        match staged.path() {
+            Some(path) => self.io_error(path, e),
+            None => self.io_error(&self.root, e),
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -250,32 +272,47 @@ impl Storage for LocalStorage {
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
+        validate_name(kind, name)?;
+        let mut staged = self.stage(kind)?;
+        staged
+            .write_all(data)
+            .map_err(|e| self.staged_error(&staged, e))?;
+        self.write_staged(kind, name, staged)
+    }
+
+    /// Stages in the repository itself (`data/` for packs, the namespace directory otherwise),
+    /// so that storing is a hard link on the same file system.
+    fn stage(&self, kind: ObjectKind) -> StorageResult<StagedObject> {
+        let dir = match kind {
+            ObjectKind::Pack => self.root.join("data"),
+            _ => self.dir_of(kind, ""),
+        };
+        self.ensure_dir(&dir)?;
+        StagedObject::in_dir(&dir).map_err(|e| self.io_error(&dir, e))
+    }
+
+    fn write_staged(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        staged: StagedObject,
+    ) -> StorageResult<()> {
         let path = self.path_of(kind, name)?;
         let dir = self.dir_of(kind, name);
-        if !dir.is_dir() {
-            // Pack fan-out directories are made on demand; so is a namespace directory that a
-            // copy of the repository dropped for being empty (git, object-store syncs).
-            fs::create_dir_all(&dir).map_err(|e| self.io_error(&dir, e))?;
-            // The new directory's own entry must be durable before anything names it.
-            let parent = dir.parent().unwrap_or(&self.root);
-            sync_dir(parent).map_err(|e| self.io_error(parent, e))?;
-        }
-        let temp = dir.join(format!(
-            "{TEMP_PREFIX}{name}-{:016x}",
-            rand::random::<u64>()
-        ));
-        let result = (|| -> io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
-            file.write_all(data)?;
-            file.sync_all()?;
-            drop(file);
-            fs::hard_link(&temp, &path)
-        })();
-        let _ = fs::remove_file(&temp);
-        match result {
+        self.ensure_dir(&dir)?;
+        staged.sync().map_err(|e| self.staged_error(&staged, e))?;
+        let Some(temp) = staged.path() else {
+            return Err(self.staged_error(
+                &staged,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a discarding object cannot be stored",
+                ),
+            ));
+        };
+        // The link fails if the name exists: an object is never replaced. Dropping `staged`
+        // removes the temporary name either way.
+        match fs::hard_link(temp, &path) {
             Ok(()) => sync_dir(&dir).map_err(|e| self.io_error(&dir, e)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 Err(StorageError::AlreadyExists {

@@ -6,11 +6,13 @@
 
 mod dry_run;
 mod local;
+mod staged;
 
 use std::fmt;
 
 pub use dry_run::DryRunStorage;
 pub use local::LocalStorage;
+pub use staged::StagedObject;
 
 /// The kinds of object a repository holds; each lives in its own namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +125,30 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ) -> StorageResult<Vec<u8>>;
     /// Stores an object atomically; fails with `AlreadyExists` if the name is taken.
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()>;
+    /// A temporary object to write piecewise and then store with [`Storage::write_staged`].
+    /// The default stages in the system's temporary directory.
+    fn stage(&self, kind: ObjectKind) -> StorageResult<StagedObject> {
+        let dir = std::env::temp_dir();
+        StagedObject::in_dir(&dir).map_err(|source| StorageError::Io {
+            location: format!("{} (staging a {kind} object)", dir.display()),
+            source,
+            retryable: false,
+        })
+    }
+    /// Stores a staged object under `name`, with the guarantees of [`Storage::write`].
+    fn write_staged(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        mut staged: StagedObject,
+    ) -> StorageResult<()> {
+        let data = staged.read_all().map_err(|source| StorageError::Io {
+            location: format!("{:?}", staged.path()),
+            source,
+            retryable: false,
+        })?;
+        self.write(kind, name, &data)
+    }
     fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()>;
     fn stat(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectInfo>;
 }

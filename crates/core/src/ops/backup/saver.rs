@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::blob::{compress_with, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
 use crate::index::{IdHasher, Index, IndexFile, IndexPack};
-use crate::pack::{FrameMember, PackWriter, SealedPack};
+use crate::pack::{FrameMember, PackContent, PackWriter, SealedPack};
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
 
@@ -26,6 +26,10 @@ const GROUP_BELOW: usize = 512 * 1024;
 /// A shared frame is closed once its plaintext reaches this size. Reading one blob of it
 /// decompresses the whole frame, so frames stay small next to a pack.
 const FRAME_TARGET: usize = 2 * 1024 * 1024;
+
+fn poisoned() -> Error {
+    Error::InvalidInput("a backup worker thread panicked".into())
+}
 
 pub struct BlobJob {
     pub kind: BlobKind,
@@ -52,7 +56,6 @@ pub struct BlobSaver<'a> {
     pub stats: SaverStats,
     failure: Mutex<Option<Error>>,
     pub aborted: AtomicBool,
-    pack_buffers: BufferPool,
     chunk_buffers: BufferPool,
 }
 
@@ -64,7 +67,7 @@ struct OpenFrame {
 }
 
 /// Large buffers handed back for reuse: allocating and faulting in fresh megabytes for every
-/// chunk and pack cost more CPU than the copying they hold.
+/// chunk cost more CPU than the copying they hold.
 struct BufferPool {
     free: Mutex<Vec<Vec<u8>>>,
     keep: usize,
@@ -109,7 +112,6 @@ impl<'a> BlobSaver<'a> {
             stats: SaverStats::default(),
             failure: Mutex::new(None),
             aborted: AtomicBool::new(false),
-            pack_buffers: BufferPool::new(2),
             chunk_buffers: BufferPool::new(8),
         }
     }
@@ -152,8 +154,11 @@ impl<'a> BlobSaver<'a> {
                 .bytes_added
                 .fetch_add(job.data.len() as u64, Ordering::Relaxed);
             let full = if self.groups_blobs && job.data.len() < GROUP_BELOW {
-                self.add_to_frame(&job)
-                    .and_then(|frame| self.seal_frame(job.kind, frame))
+                match self.add_to_frame(&job) {
+                    Ok(Some(frame)) => self.seal_frame(job.kind, frame),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                }
             } else {
                 let member = FrameMember {
                     id: job.id,
@@ -163,13 +168,15 @@ impl<'a> BlobSaver<'a> {
                 self.seal(job.kind, &[member], &job.data, self.mode(job.kind))
             };
             self.chunk_buffers.put(job.data);
-            let Ok(full) = full else {
-                return;
-            };
-            if let Some(writer) = full {
-                if packs.send(writer.finish()).is_err() {
-                    return;
+            match full {
+                Ok(Some(pack)) => {
+                    if packs.send(pack).is_err() {
+                        return;
+                    }
                 }
+                Ok(None) => {}
+                // Later jobs are drained unprocessed (the saver is aborted now).
+                Err(e) => self.fail(e),
             }
         }
     }
@@ -182,8 +189,8 @@ impl<'a> BlobSaver<'a> {
     }
 
     /// Appends a small blob to the open frame of its kind; returns the frame once it is full.
-    fn add_to_frame(&self, job: &BlobJob) -> std::result::Result<Option<OpenFrame>, ()> {
-        let mut frames = self.frames.lock().map_err(|_| ())?;
+    fn add_to_frame(&self, job: &BlobJob) -> Result<Option<OpenFrame>> {
+        let mut frames = self.frames.lock().map_err(|_| poisoned())?;
         let frame = &mut frames[job.kind.as_byte() as usize];
         if frame.plaintext.capacity() == 0 {
             frame.plaintext.reserve(FRAME_TARGET + GROUP_BELOW);
@@ -197,14 +204,7 @@ impl<'a> BlobSaver<'a> {
         Ok((frame.plaintext.len() >= FRAME_TARGET).then(|| std::mem::take(frame)))
     }
 
-    fn seal_frame(
-        &self,
-        kind: BlobKind,
-        frame: Option<OpenFrame>,
-    ) -> std::result::Result<Option<PackWriter>, ()> {
-        let Some(frame) = frame else {
-            return Ok(None);
-        };
+    fn seal_frame(&self, kind: BlobKind, frame: OpenFrame) -> Result<Option<SealedPack>> {
         // A frame mixes files, so a probe of its middle says little: compress it whole (the
         // result is still dropped unless it saves 1/64).
         let mode = match self.mode(kind) {
@@ -215,27 +215,32 @@ impl<'a> BlobSaver<'a> {
     }
 
     /// Compresses `plaintext` (the blobs `members`) and seals it as one frame into the open
-    /// pack of `kind`; returns that pack once it is full.
+    /// pack of `kind`; returns that pack, finished, once it is full.
     fn seal(
         &self,
         kind: BlobKind,
         members: &[FrameMember],
         plaintext: &[u8],
         mode: Compression,
-    ) -> std::result::Result<Option<PackWriter>, ()> {
+    ) -> Result<Option<SealedPack>> {
         let pack_size = self.repo.config().pack_size as usize;
-        compress_with(plaintext, mode, |compressed| {
+        let full = compress_with(plaintext, mode, |compressed| -> Result<_> {
             let payload = compressed.unwrap_or(plaintext);
-            let mut packers = self.packers.lock().map_err(|_| ())?;
+            let mut packers = self.packers.lock().map_err(|_| poisoned())?;
             let slot = &mut packers[kind.as_byte() as usize];
-            let writer = slot.get_or_insert_with(|| self.new_pack(kind, pack_size));
-            writer.add_frame(
-                kind,
-                members,
-                plaintext.len(),
-                compressed.is_some(),
-                payload,
-            );
+            let writer = match slot {
+                Some(writer) => writer,
+                None => slot.insert(self.new_pack()?),
+            };
+            writer
+                .add_frame(
+                    kind,
+                    members,
+                    plaintext.len(),
+                    compressed.is_some(),
+                    payload,
+                )
+                .map_err(|e| self.pack_error(e))?;
             self.stats
                 .bytes_added_packed
                 .fetch_add(payload.len() as u64 + 16, Ordering::Relaxed);
@@ -244,21 +249,26 @@ impl<'a> BlobSaver<'a> {
             } else {
                 None
             })
-        })
+        })?;
+        full.map(|writer| writer.finish().map_err(|e| self.pack_error(e)))
+            .transpose()
     }
 
-    /// A pack writer, on a recycled buffer when one is free. Data packs get room for a full
-    /// pack; only a pack closed by an unusually large last blob grows beyond it.
-    fn new_pack(&self, kind: BlobKind, pack_size: usize) -> PackWriter {
-        let seal = &self.repo.keys().seal;
-        let version = self.repo.pack_version();
-        match kind {
-            BlobKind::Data => match self.pack_buffers.take() {
-                Some(buf) => PackWriter::with_buffer(seal, version, buf),
-                None => PackWriter::with_capacity(seal, version, pack_size + 64 * 1024),
-            },
-            BlobKind::Tree => PackWriter::with_capacity(seal, version, 1 << 20),
+    /// A pack writer that writes into a staged object of the storage as it fills, so a pack
+    /// costs memory for one frame, not 16 MiB.
+    fn new_pack(&self) -> Result<PackWriter> {
+        let staged = self.repo.storage().stage(ObjectKind::Pack)?;
+        PackWriter::staged(&self.repo.keys().seal, self.repo.pack_version(), staged)
+            .map_err(|e| self.pack_error(e))
+    }
+
+    fn pack_error(&self, source: std::io::Error) -> Error {
+        StorageError::Io {
+            location: format!("{} (a pack being written)", self.repo.storage().location()),
+            source,
+            retryable: false,
         }
+        .into()
     }
 
     /// An empty buffer for the next chunk, recycled when one is free.
@@ -268,32 +278,34 @@ impl<'a> BlobSaver<'a> {
 
     /// The packs still open when every blob has been sent, with the last frames sealed in.
     pub fn take_open_packs(&self) -> Vec<SealedPack> {
-        let mut out = Vec::new();
-        for kind in [BlobKind::Data, BlobKind::Tree] {
-            let frame = match self.frames.lock() {
-                Ok(mut frames) => std::mem::take(&mut frames[kind.as_byte() as usize]),
-                Err(_) => return Vec::new(),
-            };
-            if frame.members.is_empty() {
-                continue;
-            }
-            match self.seal_frame(kind, Some(frame)) {
-                Ok(Some(full)) => out.push(full.finish()),
-                Ok(None) => {}
-                Err(()) => return Vec::new(),
+        match self.finish_open_packs() {
+            Ok(packs) => packs,
+            Err(e) => {
+                self.fail(e);
+                Vec::new()
             }
         }
-        let Ok(mut packers) = self.packers.lock() else {
-            return Vec::new();
+    }
+
+    fn finish_open_packs(&self) -> Result<Vec<SealedPack>> {
+        let mut out = Vec::new();
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let frame = {
+                let mut frames = self.frames.lock().map_err(|_| poisoned())?;
+                std::mem::take(&mut frames[kind.as_byte() as usize])
+            };
+            if !frame.members.is_empty() {
+                out.extend(self.seal_frame(kind, frame)?);
+            }
+        }
+        let open: Vec<PackWriter> = {
+            let mut packers = self.packers.lock().map_err(|_| poisoned())?;
+            packers.iter_mut().filter_map(|slot| slot.take()).collect()
         };
-        out.extend(
-            packers
-                .iter_mut()
-                .filter_map(|slot| slot.take())
-                .filter(|w| !w.is_empty())
-                .map(PackWriter::finish),
-        );
-        out
+        for writer in open.into_iter().filter(|w| !w.is_empty()) {
+            out.push(writer.finish().map_err(|e| self.pack_error(e))?);
+        }
+        Ok(out)
     }
 
     /// Uploader stage: write packs, then index files naming them. Returns once `packs` closes,
@@ -304,11 +316,14 @@ impl<'a> BlobSaver<'a> {
             if self.is_aborted() {
                 continue;
             }
-            match self
-                .repo
-                .storage()
-                .write(ObjectKind::Pack, &pack.name, &pack.bytes)
-            {
+            let storage = self.repo.storage();
+            let stored = match pack.content {
+                PackContent::Bytes(bytes) => storage.write(ObjectKind::Pack, &pack.name, &bytes),
+                PackContent::Staged(staged) => {
+                    storage.write_staged(ObjectKind::Pack, &pack.name, staged)
+                }
+            };
+            match stored {
                 // Same name means same bytes: the pack is already there.
                 Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
                 Err(e) => {
@@ -321,7 +336,6 @@ impl<'a> BlobSaver<'a> {
                 salt: pack.salt,
                 blobs: pack.entries,
             });
-            self.pack_buffers.put(pack.bytes);
             if pending.packs.len() >= PACKS_PER_INDEX_FILE {
                 if let Err(e) = self.flush_index(&mut pending) {
                     self.fail(e);
