@@ -109,6 +109,16 @@ impl IndexFile {
                 ))
             }
         };
+        for pack in &packs {
+            for e in &pack.blobs {
+                if e.frame_offset as u64 + e.raw_length as u64 > e.frame_length as u64 {
+                    return Err(Error::format(
+                        object,
+                        format!("blob {} lies outside its frame in pack {}", e.id, pack.name),
+                    ));
+                }
+            }
+        }
         Ok(IndexFile { version, packs })
     }
 

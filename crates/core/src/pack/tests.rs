@@ -6,6 +6,8 @@ fn store() -> (tempfile::TempDir, LocalStorage) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStorage::new(dir.path());
     store.create().unwrap();
+    // Pack fan-out directories are only made in a repository that has its config.
+    store.write(ObjectKind::Config, "config", b"{}").unwrap();
     (dir, store)
 }
 

@@ -112,6 +112,10 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
+    pub fn blob_count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether frames may hold more than one blob (pack format 2 and later).
     pub fn groups_blobs(&self) -> bool {
         self.version > PACK_VERSION_1

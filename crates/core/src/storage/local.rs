@@ -159,14 +159,39 @@ impl LocalStorage {
 impl LocalStorage {
     /// Creates `dir` if missing: pack fan-out directories are made on demand, and so is a
     /// namespace directory that a copy of the repository dropped for being empty (git,
-    /// object-store syncs). Its entry is made durable before anything names it.
+    /// object-store syncs). Each new directory's entry is made durable before anything names
+    /// it. A repository that is gone (unmounted, deleted) is never recreated: that write fails.
     fn ensure_dir(&self, dir: &Path) -> StorageResult<()> {
         if dir.is_dir() {
             return Ok(());
         }
-        fs::create_dir_all(dir).map_err(|e| self.io_error(dir, e))?;
-        let parent = dir.parent().unwrap_or(&self.root);
-        sync_dir(parent).map_err(|e| self.io_error(parent, e))
+        let config = self.root.join("config");
+        if !config.is_file() {
+            return Err(self.io_error(
+                &self.root,
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the repository is gone (no config object); not recreating it",
+                ),
+            ));
+        }
+        let mut missing = Vec::new();
+        let mut at = dir;
+        while !at.is_dir() && at != self.root {
+            missing.push(at);
+            at = at.parent().unwrap_or(&self.root);
+        }
+        for new in missing.into_iter().rev() {
+            match fs::create_dir(new) {
+                Ok(()) => {}
+                // Another writer made it first.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(self.io_error(new, e)),
+            }
+            let parent = new.parent().unwrap_or(&self.root);
+            sync_dir(parent).map_err(|e| self.io_error(parent, e))?;
+        }
+        Ok(())
     }
 
     fn staged_error(&self, staged: &StagedObject, e: io::Error) -> StorageError {
@@ -356,8 +381,28 @@ mod tests {
         let store = LocalStorage::new(dir.path());
         store.create().unwrap();
         std::fs::remove_dir(dir.path().join("locks")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+        // Without a config object nothing is recreated: the repository may be unmounted.
+        assert!(store.write(ObjectKind::Lock, "abc", b"held").is_err());
+        assert!(!dir.path().join("locks").exists());
+        store.write(ObjectKind::Config, "config", b"{}").unwrap();
         store.write(ObjectKind::Lock, "abc", b"held").unwrap();
         assert_eq!(store.read(ObjectKind::Lock, "abc").unwrap(), b"held");
+        store.write(ObjectKind::Pack, "abcdef", b"pack").unwrap();
+        assert_eq!(store.read(ObjectKind::Pack, "abcdef").unwrap(), b"pack");
+    }
+
+    #[test]
+    fn a_vanished_repository_is_not_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let store = LocalStorage::new(&root);
+        store.create().unwrap();
+        store.write(ObjectKind::Config, "config", b"{}").unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let err = store.write(ObjectKind::Index, "abc", b"x").unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
+        assert!(!root.exists());
     }
 
     #[test]
@@ -365,6 +410,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStorage::new(dir.path());
         store.create().unwrap();
+        store.write(ObjectKind::Config, "config", b"{}").unwrap();
         store.write(ObjectKind::Pack, "abcdef", b"hello").unwrap();
         let err = store
             .write(ObjectKind::Pack, "abcdef", b"other")

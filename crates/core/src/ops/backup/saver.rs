@@ -17,6 +17,12 @@ use crate::storage::{ObjectKind, StorageError};
 /// Write an index file after this many packs, so a crashed backup's packs are still found
 /// (and reused) by the next run.
 const PACKS_PER_INDEX_FILE: usize = 64;
+/// ... or after this many blobs: frames of tiny files put many entries in a pack, and an index
+/// file must stay well below the size readers accept.
+const BLOBS_PER_INDEX_FILE: usize = 500_000;
+/// A pack is closed at this many blobs even below its byte size, so that its header (about 50
+/// bytes per blob) stays far below the 64 MiB readers accept.
+const MAX_BLOBS_PER_PACK: usize = 100_000;
 
 /// Blobs smaller than this (whole small files, and the tails of large ones) are grouped into
 /// shared frames, so zstd sees many small files at once; larger blobs are chunks with context
@@ -244,11 +250,13 @@ impl<'a> BlobSaver<'a> {
             self.stats
                 .bytes_added_packed
                 .fetch_add(payload.len() as u64 + 16, Ordering::Relaxed);
-            Ok(if writer.size() >= pack_size {
-                slot.take()
-            } else {
-                None
-            })
+            Ok(
+                if writer.size() >= pack_size || writer.blob_count() >= MAX_BLOBS_PER_PACK {
+                    slot.take()
+                } else {
+                    None
+                },
+            )
         })?;
         full.map(|writer| writer.finish().map_err(|e| self.pack_error(e)))
             .transpose()
@@ -336,7 +344,8 @@ impl<'a> BlobSaver<'a> {
                 salt: pack.salt,
                 blobs: pack.entries,
             });
-            if pending.packs.len() >= PACKS_PER_INDEX_FILE {
+            let blobs: usize = pending.packs.iter().map(|p| p.blobs.len()).sum();
+            if pending.packs.len() >= PACKS_PER_INDEX_FILE || blobs >= BLOBS_PER_INDEX_FILE {
                 if let Err(e) = self.flush_index(&mut pending) {
                     self.fail(e);
                 }
