@@ -9,6 +9,7 @@
 //! on its own threads so that both cores stay busy. The snapshot is written only after every
 //! pack and index file it depends on is durable.
 
+mod claimed;
 mod finisher;
 mod metadata;
 mod saver;

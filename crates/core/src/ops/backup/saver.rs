@@ -1,7 +1,6 @@
 //! The back half of the backup pipeline, shared by file data and trees: deduplicate, compress,
 //! seal into packs, upload packs, and record them in index files.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -9,7 +8,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::blob::{compress_with, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
-use crate::index::{IdHasher, Index, IndexFile, IndexPack};
+use crate::index::{Index, IndexFile, IndexPack};
+
+use super::claimed::ClaimedSet;
 use crate::pack::{FrameMember, PackContent, PackWriter, SealedPack};
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
@@ -53,7 +54,7 @@ pub struct SaverStats {
 pub struct BlobSaver<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    claimed: Mutex<HashSet<BlobId, std::hash::BuildHasherDefault<IdHasher>>>,
+    claimed: Mutex<ClaimedSet>,
     packers: Mutex<[Option<PackWriter>; 2]>,
     /// The shared frame being filled, per blob kind.
     frames: Mutex<[OpenFrame; 2]>,
@@ -110,7 +111,7 @@ impl<'a> BlobSaver<'a> {
         BlobSaver {
             repo,
             index,
-            claimed: Mutex::new(HashSet::default()),
+            claimed: Mutex::new(ClaimedSet::default()),
             packers: Mutex::new([None, None]),
             frames: Mutex::new(Default::default()),
             groups_blobs: repo.pack_version() > crate::pack::PACK_VERSION_1,
