@@ -125,11 +125,10 @@ impl UnitCipher {
 pub fn seal_object(master: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let salt = random_salt();
     let cipher = UnitCipher::new(master, &salt);
-    let sealed = cipher.seal(NonceDomain::Object, 0, aad, plaintext);
-    let mut out = Vec::with_capacity(1 + SALT_LEN + sealed.len());
+    let mut out = Vec::with_capacity(1 + SALT_LEN + plaintext.len() + TAG_LEN);
     out.push(OBJECT_FORMAT);
     out.extend_from_slice(&salt);
-    out.extend_from_slice(&sealed);
+    cipher.seal_append(NonceDomain::Object, 0, aad, plaintext, &mut out);
     out
 }
 

@@ -41,6 +41,23 @@ struct IndexPackV1 {
     blobs: Vec<PackEntryV1>,
 }
 
+/// Counts what passes through to `inner`.
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl IndexFile {
     /// An empty index file of format `version` (the repository's pack format).
     pub fn new(version: u8) -> Self {
@@ -50,7 +67,13 @@ impl IndexFile {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// Serializes into `out` as it goes: a large index file is never held whole in plaintext.
+    /// Returns the plaintext length.
+    fn encode_to<W: std::io::Write>(&self, out: W) -> std::io::Result<u64> {
+        let mut out = CountingWriter {
+            inner: out,
+            count: 0,
+        };
         let encoded = if self.version == PACK_VERSION_1 as u32 {
             let packs = self
                 .packs
@@ -68,17 +91,29 @@ impl IndexFile {
                         .collect(),
                 })
                 .collect();
-            postcard::to_allocvec(&Encoded::<IndexPackV1> {
-                version: self.version,
-                packs,
-            })
+            postcard::to_io(
+                &Encoded::<IndexPackV1> {
+                    version: self.version,
+                    packs,
+                },
+                &mut out,
+            )
         } else {
-            postcard::to_allocvec(&Encoded::<&IndexPack> {
-                version: self.version,
-                packs: self.packs.iter().collect(),
-            })
+            postcard::to_io(
+                &Encoded::<&IndexPack> {
+                    version: self.version,
+                    packs: self.packs.iter().collect(),
+                },
+                &mut out,
+            )
         };
-        encoded.expect("index serializes")
+        encoded.map_err(|e| match e {
+            postcard::Error::SerializeBufferFull => {
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "index serialization")
+            }
+            other => std::io::Error::other(other),
+        })?;
+        Ok(out.count)
     }
 
     fn decode(plain: &[u8], object: &str) -> Result<IndexFile> {
@@ -123,10 +158,15 @@ impl IndexFile {
     }
 
     pub fn seal(&self, key: &[u8; 32]) -> Vec<u8> {
-        let plain = self.encode();
-        let compressed = zstd::bulk::compress(&plain, 3).expect("zstd of a buffer cannot fail");
-        let mut body = (plain.len() as u64).to_le_bytes().to_vec();
-        body.extend_from_slice(&compressed);
+        // The body is `plaintext length || zstd(plaintext)`; the length is patched in once the
+        // plaintext has streamed through the encoder. Writing into memory cannot fail.
+        let mut encoder =
+            zstd::stream::write::Encoder::new(vec![0u8; 8], 3).expect("a zstd encoder at level 3");
+        let raw_len = self
+            .encode_to(&mut encoder)
+            .expect("an index serializes into memory");
+        let mut body = encoder.finish().expect("zstd into memory");
+        body[..8].copy_from_slice(&raw_len.to_le_bytes());
         seal_object(key, INDEX_AAD, &body)
     }
 

@@ -18,9 +18,9 @@ use crate::storage::{ObjectKind, StorageError};
 /// Write an index file after this many packs, so a crashed backup's packs are still found
 /// (and reused) by the next run.
 const PACKS_PER_INDEX_FILE: usize = 64;
-/// ... or after this many blobs: frames of tiny files put many entries in a pack, and an index
-/// file must stay well below the size readers accept.
-const BLOBS_PER_INDEX_FILE: usize = 500_000;
+/// ... or after this many blobs (about 5 MB of index file): frames of small files put thousands
+/// of entries in a pack, and writing an index file briefly holds it in memory twice.
+const BLOBS_PER_INDEX_FILE: usize = 100_000;
 /// A pack is closed at this many blobs even below its byte size, so that its header (about 50
 /// bytes per blob) stays far below the 64 MiB readers accept.
 const MAX_BLOBS_PER_PACK: usize = 100_000;
