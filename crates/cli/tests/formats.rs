@@ -142,6 +142,20 @@ fn a_version_1_repository_restores_and_stays_version_1() {
     assert_same_tree(&src, &restored(&target, &src));
 }
 
+/// Initializes a format version 1 repository in `env` (cheap KDF, as `Env::new`).
+fn init_version_1(env: &Env) {
+    env.lb(&[
+        "init",
+        "--format-version",
+        "1",
+        "--kdf-memory-kib",
+        "64",
+        "--kdf-iterations",
+        "1",
+    ])
+    .ok();
+}
+
 /// Data pack bytes and the number of distinct data frames after backing up `src` into `env`.
 fn data_frames(env: &Env, src: &Path) -> (u64, usize) {
     env.backup(src, &[]);
@@ -176,16 +190,7 @@ fn new_repositories_are_version_2_and_share_frames() {
         std::fs::write(src.join(format!("f{i:03}.rs")), text).unwrap();
     }
     let v1 = Env::empty();
-    v1.lb(&[
-        "init",
-        "--format-version",
-        "1",
-        "--kdf-memory-kib",
-        "64",
-        "--kdf-iterations",
-        "1",
-    ])
-    .ok();
+    init_version_1(&v1);
     let (v1_bytes, v1_frames) = data_frames(&v1, &src);
     let env = Env::new();
     assert_eq!(config_version(&env.repo), 2);
@@ -210,16 +215,7 @@ fn new_repositories_are_version_2_and_share_frames() {
 #[test]
 fn init_can_create_version_1_and_refuses_unknown_versions() {
     let env = Env::empty();
-    env.lb(&[
-        "init",
-        "--format-version",
-        "1",
-        "--kdf-memory-kib",
-        "64",
-        "--kdf-iterations",
-        "1",
-    ])
-    .ok();
+    init_version_1(&env);
     assert_eq!(config_version(&env.repo), 1);
     let bad = Env::empty();
     let run = bad.lb(&["init", "--format-version", "3"]);

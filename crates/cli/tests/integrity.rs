@@ -120,6 +120,35 @@ fn assert_restored_same(src_file: &Path, target: &Path) {
     assert!(got == want, "{} differs after restore", copy.display());
 }
 
+/// A full restore fails (exit 1) reporting exactly the `lost` files, writes none of them, and
+/// restores every `kept` file intact, leaving no temporary files behind.
+#[track_caller]
+fn assert_restore_loses_exactly(env: &Env, lost: &[PathBuf], kept: &[PathBuf]) {
+    let target = env.path("restore");
+    let run = env.restore("latest", &target, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let error_lines: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(error_lines.len(), lost.len(), "{}", run.stderr);
+    for f in lost {
+        let name = f.display().to_string();
+        assert!(
+            error_lines.iter().any(|l| l.contains(&name)),
+            "{name} not reported:\n{}",
+            run.stderr
+        );
+        assert!(!restored(&target, f).exists());
+    }
+    for f in kept {
+        assert_restored_same(f, &target);
+    }
+    assert_eq!(temp_leftovers(&target), Vec::<PathBuf>::new());
+}
+
 fn temp_leftovers(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -295,30 +324,7 @@ fn a_flipped_byte_in_a_shared_frame_costs_the_files_sharing_it() {
     bytes[loc.offset as usize + loc.length as usize / 3] ^= 0x40;
     std::fs::write(&pack, &bytes).unwrap();
 
-    let env = &fx.env;
-    let target = env.path("restore");
-    let run = env.restore("latest", &target, &[]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    let error_lines: Vec<_> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(error_lines.len(), lost.len(), "{}", run.stderr);
-    for f in &lost {
-        let name = f.display().to_string();
-        assert!(
-            error_lines.iter().any(|l| l.contains(&name)),
-            "{name} not reported:\n{}",
-            run.stderr
-        );
-        assert!(!restored(&target, f).exists());
-    }
-    for f in &kept {
-        assert_restored_same(f, &target);
-    }
-    assert_eq!(temp_leftovers(&target), Vec::<PathBuf>::new());
+    assert_restore_loses_exactly(&fx.env, &lost, &kept);
 }
 
 /// Files split by a cut at `cut` bytes into `pack`: those with a frame reaching past it (lost),
@@ -365,29 +371,7 @@ fn truncated_pack_fails_only_the_files_past_the_cut() {
         .unwrap();
 
     let env = &fx.env;
-    let target = env.path("restore");
-    let run = env.restore("latest", &target, &[]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    let error_lines: Vec<_> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(error_lines.len(), lost.len(), "{}", run.stderr);
-    for f in &lost {
-        let name = f.display().to_string();
-        assert!(
-            error_lines.iter().any(|l| l.contains(&name)),
-            "{name} not reported:\n{}",
-            run.stderr
-        );
-        assert!(!restored(&target, f).exists());
-    }
-    for f in &kept {
-        assert_restored_same(f, &target);
-    }
-    assert_eq!(temp_leftovers(&target), Vec::<PathBuf>::new());
+    assert_restore_loses_exactly(env, &lost, &kept);
 
     let run = env.lb(&["dump", "latest", &lost[0].display().to_string()]);
     assert_eq!(run.code, 1, "{}", run.stderr);

@@ -146,7 +146,7 @@ impl IndexFile {
         };
         for pack in &packs {
             for e in &pack.blobs {
-                if e.frame_offset as u64 + e.raw_length as u64 > e.frame_length as u64 {
+                if !e.lies_within_frame() {
                     return Err(Error::format(
                         object,
                         format!("blob {} lies outside its frame in pack {}", e.id, pack.name),

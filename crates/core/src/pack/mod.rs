@@ -76,6 +76,12 @@ impl PackEntry {
     pub fn is_single(&self) -> bool {
         self.frame_offset == 0 && self.frame_length == self.raw_length
     }
+
+    /// Whether the blob's bytes lie inside its frame's plaintext, as declared; readers refuse
+    /// an entry that says otherwise.
+    pub fn lies_within_frame(&self) -> bool {
+        self.frame_offset as u64 + self.raw_length as u64 <= self.frame_length as u64
+    }
 }
 
 /// The header entry of format version 1, where every frame is one blob.

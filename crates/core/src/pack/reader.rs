@@ -145,7 +145,7 @@ pub fn read_header(
                 format!("blob {} lies outside the pack body", e.id),
             ));
         }
-        if e.frame_offset as u64 + e.raw_length as u64 > e.frame_length as u64 {
+        if !e.lies_within_frame() {
             return Err(Error::format(
                 &object,
                 format!("blob {} lies outside its frame", e.id),
