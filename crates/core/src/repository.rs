@@ -292,14 +292,9 @@ impl Repository {
             blob_in_frame(&self.ids, &pack.name, &entry, &frame)?;
             return Ok(frame);
         }
-        let frame = match self.frames.get(&pack.name, loc.offset) {
-            Some(frame) => frame,
-            None => {
-                let frame = Arc::new(self.open_frame(&pack.name, &pack.salt, &entry)?);
-                self.frames.insert(&pack.name, loc.offset, frame.clone());
-                frame
-            }
-        };
+        let frame = self.frames.get_or_open(&pack.name, loc.offset, || {
+            self.open_frame(&pack.name, &pack.salt, &entry)
+        })?;
         Ok(blob_in_frame(&self.ids, &pack.name, &entry, &frame)?.to_vec())
     }
 

@@ -1,5 +1,9 @@
 //! The last few frames opened, so that reading the blobs of a shared frame one after another
 //! (a restore of a directory of small files, a walk over trees) decompresses it once.
+//!
+//! Misses are coalesced: restore workers on neighbouring directories ask for the same frame at
+//! the same moment, and without this each of them read, authenticated and decompressed it
+//! (measured: 1470 frame opens for 253 distinct frames on the generated dataset, 4 workers).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -7,45 +11,120 @@ use std::sync::{Arc, Mutex};
 /// Frames kept, by total plaintext size: a few frames per restore worker.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+pub type Frame = Arc<Vec<u8>>;
+
 #[derive(Default)]
 pub struct FrameCache {
     frames: Mutex<VecDeque<CachedFrame>>,
 }
 
+/// One frame, or the promise of it: the thread opening it holds `value`'s lock until it is
+/// there, so others that want it wait on that lock instead of opening it again.
+#[derive(Default)]
+struct Slot {
+    value: Mutex<Option<Frame>>,
+}
+
 struct CachedFrame {
     pack: String,
     offset: u32,
-    plaintext: Arc<Vec<u8>>,
+    slot: Arc<Slot>,
+    /// Plaintext bytes; 0 while the frame is being opened.
+    size: usize,
 }
 
 impl FrameCache {
-    /// The plaintext of the frame at `offset` in `pack`, if it is still cached.
-    pub fn get(&self, pack: &str, offset: u32) -> Option<Arc<Vec<u8>>> {
-        let mut frames = self.frames.lock().ok()?;
-        let at = frames
-            .iter()
-            .position(|f| f.offset == offset && f.pack == pack)?;
-        let frame = frames.remove(at)?;
-        let plaintext = frame.plaintext.clone();
-        frames.push_front(frame);
-        Some(plaintext)
+    /// The plaintext of the frame at `offset` in `pack`: from the cache, from another thread
+    /// that is opening it right now, or from `open`. A failed `open` caches nothing; a thread
+    /// that waited on it then tries `open` itself, so each caller sees its own error.
+    pub fn get_or_open<E>(
+        &self,
+        pack: &str,
+        offset: u32,
+        open: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Frame, E> {
+        let slot = {
+            let Ok(mut frames) = self.frames.lock() else {
+                return open().map(Arc::new);
+            };
+            match frames
+                .iter()
+                .position(|f| f.offset == offset && f.pack == pack)
+            {
+                Some(at) => {
+                    let slot = frames[at].slot.clone();
+                    if at != 0 {
+                        if let Some(frame) = frames.remove(at) {
+                            frames.push_front(frame);
+                        }
+                    }
+                    Some(slot)
+                }
+                None => None,
+            }
+        };
+        if let Some(slot) = slot {
+            if let Some(frame) = slot.value.lock().ok().and_then(|v| v.clone()) {
+                return Ok(frame);
+            }
+        }
+        self.open_into_new_slot(pack, offset, open)
     }
 
-    /// Keeps an opened (authenticated, decompressed) frame, evicting the least recently used.
-    pub fn insert(&self, pack: &str, offset: u32, plaintext: Arc<Vec<u8>>) {
+    fn open_into_new_slot<E>(
+        &self,
+        pack: &str,
+        offset: u32,
+        open: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Frame, E> {
+        let slot = Arc::new(Slot::default());
+        let Ok(mut value) = slot.value.lock() else {
+            return open().map(Arc::new);
+        };
+        if let Ok(mut frames) = self.frames.lock() {
+            // A failed or evicted earlier slot for this frame is replaced, not duplicated.
+            frames.retain(|f| !(f.offset == offset && f.pack == pack));
+            frames.push_front(CachedFrame {
+                pack: pack.to_string(),
+                offset,
+                slot: slot.clone(),
+                size: 0,
+            });
+        }
+        let frame = match open() {
+            Ok(plaintext) => Arc::new(plaintext),
+            Err(e) => {
+                drop(value);
+                self.forget(&slot);
+                return Err(e);
+            }
+        };
+        *value = Some(frame.clone());
+        drop(value);
+        self.account(&slot, frame.len());
+        Ok(frame)
+    }
+
+    fn forget(&self, slot: &Arc<Slot>) {
+        if let Ok(mut frames) = self.frames.lock() {
+            frames.retain(|f| !Arc::ptr_eq(&f.slot, slot));
+        }
+    }
+
+    /// Records the size of an opened frame and evicts the least recently used beyond the
+    /// budget (always keeping the newest, however large).
+    fn account(&self, slot: &Arc<Slot>, size: usize) {
         let Ok(mut frames) = self.frames.lock() else {
             return;
         };
-        frames.push_front(CachedFrame {
-            pack: pack.to_string(),
-            offset,
-            plaintext,
-        });
+        if let Some(f) = frames.iter_mut().find(|f| Arc::ptr_eq(&f.slot, slot)) {
+            f.size = size;
+        }
         let mut total = 0;
         let keep = frames
             .iter()
             .take_while(|f| {
-                total += f.plaintext.len();
+                total += f.size;
                 total <= CACHE_BYTES
             })
             .count()
@@ -57,23 +136,74 @@ impl FrameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn get(cache: &FrameCache, pack: &str, offset: u32, fill: u8, size: usize) -> Frame {
+        cache
+            .get_or_open(pack, offset, || Ok::<_, ()>(vec![fill; size]))
+            .expect("open")
+    }
+
+    fn cached(cache: &FrameCache, pack: &str, offset: u32) -> Option<u8> {
+        cache
+            .get_or_open(pack, offset, || Err::<Vec<u8>, _>(()))
+            .ok()
+            .map(|f| f[0])
+    }
 
     #[test]
     fn keeps_recent_frames_within_the_byte_budget() {
         let cache = FrameCache::default();
-        let frame = |fill: u8| Arc::new(vec![fill; 6 * 1024 * 1024]);
-        cache.insert("a", 0, frame(1));
-        cache.insert("a", 100, frame(2));
-        assert_eq!(cache.get("a", 0).map(|f| f[0]), Some(1));
-        assert!(cache.get("b", 0).is_none(), "the pack is part of the key");
+        let mib6 = 6 * 1024 * 1024;
+        get(&cache, "a", 0, 1, mib6);
+        get(&cache, "a", 100, 2, mib6);
+        assert_eq!(cached(&cache, "a", 0), Some(1));
+        assert_eq!(cached(&cache, "b", 0), None, "the pack is part of the key");
         // A third 6 MiB frame exceeds 16 MiB: the least recently used ("a", 100) goes.
-        cache.insert("b", 0, frame(3));
-        assert!(cache.get("a", 100).is_none());
-        assert_eq!(cache.get("a", 0).map(|f| f[0]), Some(1));
-        assert_eq!(cache.get("b", 0).map(|f| f[0]), Some(3));
+        get(&cache, "b", 0, 3, mib6);
+        assert_eq!(cached(&cache, "a", 100), None);
+        assert_eq!(cached(&cache, "a", 0), Some(1));
+        assert_eq!(cached(&cache, "b", 0), Some(3));
         // A frame larger than the budget is still kept, alone.
-        cache.insert("c", 0, Arc::new(vec![4; CACHE_BYTES + 1]));
-        assert_eq!(cache.get("c", 0).map(|f| f[0]), Some(4));
-        assert!(cache.get("b", 0).is_none());
+        get(&cache, "c", 0, 4, CACHE_BYTES + 1);
+        assert_eq!(cached(&cache, "c", 0), Some(4));
+        assert_eq!(cached(&cache, "b", 0), None);
+    }
+
+    #[test]
+    fn concurrent_misses_open_a_frame_once() {
+        let cache = FrameCache::default();
+        let opens = AtomicUsize::new(0);
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let frame = cache
+                        .get_or_open("p", 8, || {
+                            opens.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            Ok::<_, ()>(vec![7; 1024])
+                        })
+                        .expect("open");
+                    assert_eq!(frame[0], 7);
+                });
+            }
+        });
+        assert_eq!(opens.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failed_open_is_not_cached() {
+        let cache = FrameCache::default();
+        assert_eq!(
+            cache.get_or_open("p", 8, || Err::<Vec<u8>, _>("broken")),
+            Err("broken")
+        );
+        assert_eq!(
+            get(&cache, "p", 8, 5, 16)[0],
+            5,
+            "the next reader opens it again"
+        );
     }
 }

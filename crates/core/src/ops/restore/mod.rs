@@ -5,6 +5,7 @@
 //! in them, and files are written through a temporary name and renamed into place, so restore
 //! never writes outside its target and never leaves a half-written file under a real name.
 
+mod batch;
 mod metadata;
 mod write;
 
@@ -19,6 +20,7 @@ use std::sync::Mutex;
 use crossbeam_channel::{bounded, Receiver};
 use serde::Serialize;
 
+use self::batch::FrameBatcher;
 use super::walk::{join, Located};
 use crate::error::{Error, Result};
 use crate::index::Index;
@@ -111,9 +113,6 @@ struct FileJob {
     fresh: bool,
 }
 
-/// A directory's files go to one worker until they add up to this many bytes.
-const BATCH_BYTES: u64 = 32 * 1024 * 1024;
-
 struct Restorer<'a> {
     repo: &'a Repository,
     index: &'a Index,
@@ -192,7 +191,7 @@ impl<'a> Restorer<'a> {
         snap_dir: &[u8],
         stack: &mut Vec<PendingDir>,
         included_above: bool,
-        jobs: &crossbeam_channel::Sender<Vec<FileJob>>,
+        batcher: &mut FrameBatcher,
         dirs_done: &mut Vec<(PathBuf, Node)>,
         links: &mut HashMap<(u64, u64), PathBuf>,
         deferred_links: &mut Vec<DeferredLink>,
@@ -212,10 +211,6 @@ impl<'a> Restorer<'a> {
             .last()
             .map(|d| d.path.clone())
             .unwrap_or_else(|| self.options.target.clone());
-        // One directory's files go to one worker: entries of a directory created or renamed
-        // in parallel wait on the directory's lock (measured: a third of the CPU spinning).
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0u64;
         for node in tree.nodes {
             let snap_path = join(snap_dir, &node.name);
             if self.exclude.matches(&snap_path, &node.name) {
@@ -242,7 +237,7 @@ impl<'a> Restorer<'a> {
                         &snap_path,
                         stack,
                         included,
-                        jobs,
+                        batcher,
                         dirs_done,
                         links,
                         deferred_links,
@@ -280,22 +275,12 @@ impl<'a> Restorer<'a> {
             }
             let display = String::from_utf8_lossy(&snap_path).into_owned();
             let fresh = stack.last().is_some_and(|d| d.fresh);
-            batch_bytes += node.size;
-            batch.push(FileJob {
+            batcher.push(FileJob {
                 path,
                 display,
                 node,
                 fresh,
             });
-            // Large files are worth spreading over workers despite the directory lock.
-            if batch_bytes >= BATCH_BYTES {
-                let _ = jobs.send(std::mem::take(&mut batch));
-                batch_bytes = 0;
-            }
-        }
-        if !batch.is_empty() {
-            // A closed channel means the workers are gone; the error is reported by the caller.
-            let _ = jobs.send(batch);
         }
         Ok(())
     }
@@ -511,13 +496,14 @@ pub fn restore(
         drop(job_rx);
         let mut links = HashMap::new();
         let mut stack = Vec::new();
+        let mut batcher = FrameBatcher::new(index, &job_tx);
         let walked = match located {
             Located::Root(id) => restorer.walk(
                 *id,
                 b"/",
                 &mut stack,
                 false,
-                &job_tx,
+                &mut batcher,
                 &mut dirs_done,
                 &mut links,
                 &mut deferred_links,
@@ -531,7 +517,7 @@ pub fn restore(
                         &snap_dir,
                         &mut stack,
                         root_included,
-                        &job_tx,
+                        &mut batcher,
                         &mut dirs_done,
                         &mut links,
                         &mut deferred_links,
@@ -542,15 +528,17 @@ pub fn restore(
             Located::Node { path, node } => {
                 let display = String::from_utf8_lossy(path).into_owned();
                 let file_path = options.target.join(OsStr::from_bytes(&node.name));
-                let _ = job_tx.send(vec![FileJob {
+                batcher.push(FileJob {
                     path: file_path,
                     display,
                     node: (**node).clone(),
                     fresh: false,
-                }]);
+                });
                 Ok(())
             }
         };
+        batcher.flush();
+        drop(batcher);
         drop(job_tx);
         for w in workers {
             let _ = w.join();
