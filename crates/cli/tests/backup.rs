@@ -585,3 +585,58 @@ fn xattrs_carry_over_for_unchanged_files_and_changes_are_seen() {
         "a changed xattr is backed up"
     );
 }
+
+/// The walker opens small files ahead of reading them (so a cold page cache reads them in
+/// parallel); on a deep tree every level has its own look-ahead window, and without a global
+/// cap the open files would run into the process limit and the backup would fail on them.
+#[test]
+fn a_deep_tree_of_small_files_backs_up_under_a_low_open_file_limit() {
+    let env = Env::new();
+    let src = env.path("deep");
+    let mut dir = src.clone();
+    for level in 0..12 {
+        // "a" sorts before the files: the level's window of opened files stays open while
+        // the walk descends into it.
+        dir = dir.join(format!("a{level}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..150 {
+            let body = format!("level {level} file {f}\n").repeat(1 + f % 7);
+            std::fs::write(dir.join(format!("f{f:03}")), body).unwrap();
+        }
+    }
+    // 12 levels x 128 look-ahead files would be 1536 descriptors: far over the limit of 200.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 200 && exec \"$0\" \"$@\"")
+        .arg(common::binary())
+        .args(env.command().get_args())
+        .envs(env.command().get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("LIFEBOAT_KEY_FILE")
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backup under ulimit -n 200 failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = env.path("out");
+    env.restore("latest", &target, &[]).ok();
+    let back = restored(&target, &src);
+    let mut dir = src.clone();
+    let mut back_dir = back.clone();
+    for level in 0..12 {
+        dir = dir.join(format!("a{level}"));
+        back_dir = back_dir.join(format!("a{level}"));
+        for f in 0..150 {
+            let name = format!("f{f:03}");
+            assert_eq!(
+                std::fs::read(back_dir.join(&name)).unwrap(),
+                std::fs::read(dir.join(&name)).unwrap(),
+                "level {level} {name}"
+            );
+        }
+    }
+}

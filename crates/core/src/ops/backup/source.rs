@@ -241,6 +241,32 @@ impl PathTrie {
 /// worker and waiting for the answer costs more than the read.
 const INLINE_READ_MAX: u64 = 128 * 1024;
 
+/// Entries of a directory stat-ed, and small files opened, ahead of the one being walked.
+const LOOK_AHEAD: usize = 128;
+/// Files held open by the look-ahead at once, over all directories on the walk's path (each
+/// level of a deep tree has its own window).
+const OPEN_AHEAD_MAX: usize = 128;
+
+/// Opens a small file the walker is about to read and asks for all its pages at once
+/// (`posix_fadvise(WILLNEED)` starts the reads and returns). Refuses to follow a symlink
+/// swapped in since the `stat`; a file that cannot be opened here is opened again, with its
+/// error reported, when its turn comes.
+fn open_for_reading(path: &Path, size: u64) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let _ = nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        0,
+        size as i64,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+    );
+    Some(file)
+}
+
 /// Events per hand-off from the walker to the tree finisher.
 const EVENT_BATCH: usize = 256;
 
@@ -257,6 +283,7 @@ pub struct Walker<'a> {
     batch: std::cell::RefCell<Vec<Event>>,
     owners: std::cell::RefCell<OwnerNames>,
     top_device: std::cell::Cell<u64>,
+    open_ahead: std::cell::Cell<usize>,
 }
 
 /// The receiver went away: the finisher stopped, and its error is what the caller reports.
@@ -290,6 +317,7 @@ impl<'a> Walker<'a> {
             batch: Default::default(),
             owners: Default::default(),
             top_device: Default::default(),
+            open_ahead: Default::default(),
         }
     }
 
@@ -412,17 +440,32 @@ impl<'a> Walker<'a> {
         meta: std::io::Result<std::fs::Metadata>,
         parent_node: Option<&Node>,
     ) -> Step {
-        let meta = match meta {
-            Ok(m) => m,
+        let node = meta.map(|m| self.node_of(name, path, &m));
+        self.walk_node(path, node, parent_node, None)
+    }
+
+    fn node_of(&self, name: &[u8], path: &Path, meta: &std::fs::Metadata) -> Node {
+        node_without_xattrs(name, path, meta, &mut self.owners.borrow_mut())
+    }
+
+    /// `opened`: the file, already opened by the look-ahead of `walk_children`.
+    fn walk_node(
+        &self,
+        path: &Path,
+        node: std::io::Result<Node>,
+        parent_node: Option<&Node>,
+        opened: Option<File>,
+    ) -> Step {
+        let mut node = match node {
+            Ok(n) => n,
             Err(e) => return self.error(path, e),
         };
-        let mut node = node_without_xattrs(name, path, &meta, &mut self.owners.borrow_mut());
         if node.kind != NodeKind::File {
             node.xattrs = user_xattrs(path);
         }
         match node.kind {
             NodeKind::Dir => self.walk_dir(path, node, parent_node),
-            NodeKind::File => self.walk_file(path, node, parent_node),
+            NodeKind::File => self.walk_file(path, node, parent_node, opened),
             _ => self.send(Event::Entry {
                 path: path.to_path_buf(),
                 node,
@@ -459,23 +502,75 @@ impl<'a> Walker<'a> {
             }
         }
         children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (name, entry) in children {
-            let child = path.join(&name);
-            if self
-                .plan
-                .excludes
-                .matches(child.as_os_str().as_bytes(), name.as_bytes())
-            {
-                continue;
+        let children: Vec<(PathBuf, std::fs::DirEntry)> = children
+            .into_iter()
+            .map(|(name, entry)| (path.join(&name), entry))
+            .filter(|(child, entry)| {
+                let name = entry.file_name();
+                !self
+                    .plan
+                    .excludes
+                    .matches(child.as_os_str().as_bytes(), name.as_bytes())
+            })
+            .collect();
+        let mut ahead = std::collections::VecDeque::with_capacity(LOOK_AHEAD);
+        for at in 0..children.len() {
+            while ahead.len() < LOOK_AHEAD && at + ahead.len() < children.len() {
+                let (child, entry) = &children[at + ahead.len()];
+                ahead.push_back(self.look_ahead(child, entry, parent));
             }
-            let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
-            // The entry's `stat` is relative to the open directory: no walk of the full path.
-            self.walk_entry(&child, name.as_bytes(), entry.metadata(), parent_node)?;
+            let Some((node, opened)) = ahead.pop_front() else {
+                break;
+            };
+            if opened.is_some() {
+                self.open_ahead.set(self.open_ahead.get() - 1);
+            }
+            let (child, entry) = &children[at];
+            let parent_node = parent.and_then(|t| t.find(entry.file_name().as_bytes()));
+            self.walk_node(child, node, parent_node, opened)?;
         }
         Ok(())
     }
 
-    fn walk_file(&self, path: &Path, mut node: Node, parent_node: Option<&Node>) -> Step {
+    /// Stats an entry ahead of the walk (relative to the open directory: no walk of the full
+    /// path) and, for a small file that will be read, opens it and asks the kernel for its
+    /// pages: the walker reads small files itself, one after another, and on a cold page cache
+    /// that was one disk read at a time (measured: 1M files of 1-8 KiB, 143 s against 71 s
+    /// for bupstash). Requested ahead, the reads queue up in the disk.
+    fn look_ahead(
+        &self,
+        child: &Path,
+        entry: &std::fs::DirEntry,
+        parent: Option<&Tree>,
+    ) -> (std::io::Result<Node>, Option<File>) {
+        let name = entry.file_name();
+        let node = match entry.metadata() {
+            Ok(meta) => self.node_of(name.as_bytes(), child, &meta),
+            Err(e) => return (Err(e), None),
+        };
+        let small_file =
+            node.kind == NodeKind::File && node.size > 0 && node.size <= INLINE_READ_MAX;
+        let unchanged = !self.force
+            && parent
+                .and_then(|t| t.find(name.as_bytes()))
+                .is_some_and(|p| p.unchanged(&node));
+        let room = self.open_ahead.get() < OPEN_AHEAD_MAX;
+        let opened = (small_file && !unchanged && room && !self.saver.is_aborted())
+            .then(|| open_for_reading(child, node.size))
+            .flatten();
+        if opened.is_some() {
+            self.open_ahead.set(self.open_ahead.get() + 1);
+        }
+        (Ok(node), opened)
+    }
+
+    fn walk_file(
+        &self,
+        path: &Path,
+        mut node: Node,
+        parent_node: Option<&Node>,
+        opened: Option<File>,
+    ) -> Step {
         if let Some(previous) = parent_node.filter(|p| !self.force && p.unchanged(&node)) {
             if previous.content.iter().all(|id| self.index.contains(id)) {
                 node.content = previous.content.clone();
@@ -496,19 +591,21 @@ impl<'a> Walker<'a> {
             Change::New
         };
         if node.size <= INLINE_READ_MAX && !self.saver.is_aborted() {
-            let result = File::open(path)
-                .map_err(|e| e.to_string())
-                .and_then(|mut file| {
-                    let (repo, saver) = (self.repo, self.saver);
-                    chunk_stream(
-                        repo,
-                        saver,
-                        &self.blobs,
-                        &mut file,
-                        node.size,
-                        self.progress,
-                    )
-                });
+            let file = match opened {
+                Some(file) => Ok(file),
+                None => File::open(path),
+            };
+            let result = file.map_err(|e| e.to_string()).and_then(|mut file| {
+                let (repo, saver) = (self.repo, self.saver);
+                chunk_stream(
+                    repo,
+                    saver,
+                    &self.blobs,
+                    &mut file,
+                    node.size,
+                    self.progress,
+                )
+            });
             return self.send(Event::Entry {
                 path: path.to_path_buf(),
                 node,
