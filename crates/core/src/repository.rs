@@ -239,13 +239,22 @@ impl Repository {
 
     pub fn load_index(&self) -> Result<Index> {
         let mut index = Index::default();
-        for info in self.storage.list(ObjectKind::Index)? {
-            let data = self.storage.read(ObjectKind::Index, &info.name)?;
-            let file = IndexFile::open(&self.keys.seal, &data, &format!("index {}", info.name))?;
-            index.merge_file(&file);
-        }
+        self.for_each_index_file(|file| index.merge_file(&file))?;
         index.finish();
         Ok(index)
+    }
+
+    /// Opens every index file in turn, holding one at a time.
+    pub fn for_each_index_file(&self, mut each: impl FnMut(IndexFile)) -> Result<()> {
+        for info in self.storage.list(ObjectKind::Index)? {
+            let data = self.storage.read(ObjectKind::Index, &info.name)?;
+            each(IndexFile::open(
+                &self.keys.seal,
+                &data,
+                &format!("index {}", info.name),
+            )?);
+        }
+        Ok(())
     }
 
     pub fn save_index_file(&self, file: &IndexFile) -> Result<String> {

@@ -2,8 +2,10 @@
 //! become one map from blob id to a compact location.
 
 mod file;
+mod fingerprints;
 
 pub use file::{IndexFile, IndexPack};
+pub use fingerprints::IdFingerprints;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -60,7 +60,7 @@ fn save_tree(
         )));
     }
     let id = repo.tree_id(&bytes);
-    if saver.claim(id)
+    if saver.claim(BlobKind::Tree, id)
         && blobs
             .send(BlobJob {
                 kind: BlobKind::Tree,

@@ -11,6 +11,7 @@
 
 mod claimed;
 mod finisher;
+mod known;
 mod metadata;
 mod saver;
 mod source;
@@ -26,7 +27,6 @@ use crossbeam_channel::bounded;
 
 use crate::blob::Compression;
 use crate::error::{Error, Result};
-use crate::index::Index;
 use crate::repository::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry, Summary, SNAPSHOT_VERSION};
 use crate::storage::DryRunStorage;
@@ -151,7 +151,7 @@ pub fn backup(
         .hostname
         .clone()
         .unwrap_or_else(crate::host::hostname);
-    let index = repo.load_index()?;
+    let known = known::KnownBlobs::load(repo)?;
     let (source_label, paths, stdin) =
         match std::mem::replace(&mut options.source, BackupSource::Paths(Vec::new())) {
             BackupSource::Paths(p) => ("files", source::normalize_paths(&p)?, None),
@@ -183,7 +183,7 @@ pub fn backup(
     };
     let excludes = crate::patterns::PathPatterns::new(&options.excludes)?;
     let compression = options.compression.unwrap_or(repo.config().compression);
-    let saver = BlobSaver::new(repo, &index, compression);
+    let saver = BlobSaver::new(repo, known, compression);
 
     let plan = source::WalkPlan {
         paths,
@@ -191,7 +191,7 @@ pub fn backup(
         parent_tree,
         one_file_system: options.one_file_system,
     };
-    let walked = run_pipeline(repo, &index, &saver, &options, plan, stdin, progress)?;
+    let walked = run_pipeline(repo, &saver, &options, plan, stdin, progress)?;
     if let Some(e) = saver.take_failure() {
         return Err(e);
     }
@@ -238,7 +238,6 @@ type StdinSource = (String, Box<dyn Read + Send>);
 
 fn run_pipeline(
     repo: &Repository,
-    index: &Index,
     saver: &BlobSaver,
     options: &BackupOptions,
     plan: source::WalkPlan,
@@ -284,7 +283,6 @@ fn run_pipeline(
         }
         let walker = source::Walker::new(
             repo,
-            index,
             saver,
             blob_tx,
             progress,

@@ -8,9 +8,10 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::blob::{compress_with, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexFile, IndexPack};
+use crate::index::{IndexFile, IndexPack};
 
 use super::claimed::ClaimedSet;
+use super::known::KnownBlobs;
 use crate::pack::{FrameMember, PackContent, PackWriter, SealedPack};
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
@@ -53,7 +54,7 @@ pub struct SaverStats {
 
 pub struct BlobSaver<'a> {
     repo: &'a Repository,
-    index: &'a Index,
+    known: KnownBlobs<'a>,
     claimed: Mutex<ClaimedSet>,
     packers: Mutex<[Option<PackWriter>; 2]>,
     /// The shared frame being filled, per blob kind.
@@ -107,10 +108,10 @@ impl BufferPool {
 }
 
 impl<'a> BlobSaver<'a> {
-    pub fn new(repo: &'a Repository, index: &'a Index, compression: Compression) -> Self {
+    pub fn new(repo: &'a Repository, known: KnownBlobs<'a>, compression: Compression) -> Self {
         BlobSaver {
             repo,
-            index,
+            known,
             claimed: Mutex::new(ClaimedSet::default()),
             packers: Mutex::new([None, None]),
             frames: Mutex::new(Default::default()),
@@ -124,9 +125,15 @@ impl<'a> BlobSaver<'a> {
     }
 
     /// True when the caller is the first to see this blob and must send it to be saved.
-    pub fn claim(&self, id: BlobId) -> bool {
-        if self.index.contains(&id) {
-            return false;
+    /// A failure to answer (the full index could not be loaded) fails the backup.
+    pub fn claim(&self, kind: BlobKind, id: BlobId) -> bool {
+        match self.known.stored(kind, &id) {
+            Ok(false) => {}
+            Ok(true) => return false,
+            Err(e) => {
+                self.fail(e);
+                return false;
+            }
         }
         self.claimed
             .lock()
@@ -143,6 +150,10 @@ impl<'a> BlobSaver<'a> {
 
     pub fn take_failure(&self) -> Option<Error> {
         self.failure.lock().ok().and_then(|mut f| f.take())
+    }
+
+    pub fn known(&self) -> &KnownBlobs<'a> {
+        &self.known
     }
 
     pub fn is_aborted(&self) -> bool {

@@ -18,7 +18,6 @@ use super::{BackupProgress, SourceError};
 use crate::blob::{BlobId, BlobKind};
 use crate::chunker::ChunkReader;
 use crate::error::{Error, Result};
-use crate::index::Index;
 use crate::patterns::PathPatterns;
 use crate::repository::Repository;
 use crate::tree::{Node, NodeKind, Tree};
@@ -136,7 +135,7 @@ pub fn chunk_stream(
             .bytes_done
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         content.ids.push(id);
-        if saver.claim(id)
+        if saver.claim(BlobKind::Data, id)
             && blobs
                 .send(BlobJob {
                     kind: BlobKind::Data,
@@ -272,7 +271,6 @@ const EVENT_BATCH: usize = 256;
 
 pub struct Walker<'a> {
     repo: &'a Repository,
-    index: &'a Index,
     saver: &'a BlobSaver<'a>,
     blobs: Sender<BlobJob>,
     progress: &'a BackupProgress,
@@ -295,7 +293,6 @@ impl<'a> Walker<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         repo: &'a Repository,
-        index: &'a Index,
         saver: &'a BlobSaver<'a>,
         blobs: Sender<BlobJob>,
         progress: &'a BackupProgress,
@@ -306,7 +303,6 @@ impl<'a> Walker<'a> {
     ) -> Self {
         Walker {
             repo,
-            index,
             saver,
             blobs,
             progress,
@@ -350,7 +346,7 @@ impl<'a> Walker<'a> {
 
     fn load_parent(&self, id: Option<BlobId>) -> Option<Tree> {
         // A damaged parent must not stop new backups: without it every file is read again.
-        id.and_then(|id| self.repo.load_tree(self.index, &id).ok())
+        id.and_then(|id| self.repo.load_tree(self.saver.known().trees(), &id).ok())
     }
 
     pub fn walk(self) -> Result<()> {
@@ -572,7 +568,8 @@ impl<'a> Walker<'a> {
         opened: Option<File>,
     ) -> Step {
         if let Some(previous) = parent_node.filter(|p| !self.force && p.unchanged(&node)) {
-            if previous.content.iter().all(|id| self.index.contains(id)) {
+            let known = self.saver.known();
+            if previous.content.iter().all(|id| known.probably_stored(id)) {
                 node.content = previous.content.clone();
                 node.xattrs = previous.xattrs.clone();
                 let path = path.to_path_buf();
