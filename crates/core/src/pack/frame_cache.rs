@@ -36,73 +36,76 @@ struct CachedFrame {
 impl FrameCache {
     /// The plaintext of the frame at `offset` in `pack`: from the cache, from another thread
     /// that is opening it right now, or from `open`. A failed `open` caches nothing; a thread
-    /// that waited on it then tries `open` itself, so each caller sees its own error.
+    /// that waited on it then calls its own `open`, uncached, so each caller sees its own error.
     pub fn get_or_open<E>(
         &self,
         pack: &str,
         offset: u32,
         open: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<Frame, E> {
-        let slot = {
-            let Ok(mut frames) = self.frames.lock() else {
-                return open().map(Arc::new);
-            };
-            match frames
-                .iter()
-                .position(|f| f.offset == offset && f.pack == pack)
-            {
-                Some(at) => {
-                    let slot = frames[at].slot.clone();
-                    if at != 0 {
-                        if let Some(frame) = frames.remove(at) {
-                            frames.push_front(frame);
-                        }
-                    }
-                    Some(slot)
-                }
-                None => None,
-            }
-        };
-        if let Some(slot) = slot {
+        if let Some(slot) = self.find(pack, offset) {
             if let Some(frame) = slot.value.lock().ok().and_then(|v| v.clone()) {
                 return Ok(frame);
             }
         }
-        self.open_into_new_slot(pack, offset, open)
-    }
-
-    fn open_into_new_slot<E>(
-        &self,
-        pack: &str,
-        offset: u32,
-        open: impl FnOnce() -> Result<Vec<u8>, E>,
-    ) -> Result<Frame, E> {
-        let slot = Arc::new(Slot::default());
-        let Ok(mut value) = slot.value.lock() else {
+        // A miss: offer a slot of our own, locked before anyone can see it, and look again
+        // under the same lock that publishes it, so two misses cannot both open the frame.
+        let fresh = Arc::new(Slot::default());
+        let Ok(mut value) = fresh.value.lock() else {
             return open().map(Arc::new);
         };
-        if let Ok(mut frames) = self.frames.lock() {
-            // A failed or evicted earlier slot for this frame is replaced, not duplicated.
-            frames.retain(|f| !(f.offset == offset && f.pack == pack));
-            frames.push_front(CachedFrame {
-                pack: pack.to_string(),
-                offset,
-                slot: slot.clone(),
-                size: 0,
-            });
+        let Ok(mut frames) = self.frames.lock() else {
+            return open().map(Arc::new);
+        };
+        if let Some(at) = Self::position(&frames, pack, offset) {
+            let slot = frames[at].slot.clone();
+            drop(frames);
+            drop(value);
+            return match slot.value.lock().ok().and_then(|v| v.clone()) {
+                Some(frame) => Ok(frame),
+                None => open().map(Arc::new),
+            };
         }
-        let frame = match open() {
-            Ok(plaintext) => Arc::new(plaintext),
+        frames.push_front(CachedFrame {
+            pack: pack.to_string(),
+            offset,
+            slot: fresh.clone(),
+            size: 0,
+        });
+        drop(frames);
+        match open() {
+            Ok(plaintext) => {
+                let frame = Arc::new(plaintext);
+                *value = Some(frame.clone());
+                drop(value);
+                self.account(&fresh, frame.len());
+                Ok(frame)
+            }
             Err(e) => {
                 drop(value);
-                self.forget(&slot);
-                return Err(e);
+                self.forget(&fresh);
+                Err(e)
             }
-        };
-        *value = Some(frame.clone());
-        drop(value);
-        self.account(&slot, frame.len());
-        Ok(frame)
+        }
+    }
+
+    fn position(frames: &VecDeque<CachedFrame>, pack: &str, offset: u32) -> Option<usize> {
+        frames
+            .iter()
+            .position(|f| f.offset == offset && f.pack == pack)
+    }
+
+    /// The slot of a cached (or being opened) frame, made the most recently used.
+    fn find(&self, pack: &str, offset: u32) -> Option<Arc<Slot>> {
+        let mut frames = self.frames.lock().ok()?;
+        let at = Self::position(&frames, pack, offset)?;
+        let slot = frames[at].slot.clone();
+        if at != 0 {
+            if let Some(frame) = frames.remove(at) {
+                frames.push_front(frame);
+            }
+        }
+        Some(slot)
     }
 
     fn forget(&self, slot: &Arc<Slot>) {
@@ -112,23 +115,24 @@ impl FrameCache {
     }
 
     /// Records the size of an opened frame and evicts the least recently used beyond the
-    /// budget (always keeping the newest, however large).
+    /// budget (always keeping the frame just opened, however large).
     fn account(&self, slot: &Arc<Slot>, size: usize) {
         let Ok(mut frames) = self.frames.lock() else {
             return;
         };
-        if let Some(f) = frames.iter_mut().find(|f| Arc::ptr_eq(&f.slot, slot)) {
-            f.size = size;
+        let mine = frames.iter().position(|f| Arc::ptr_eq(&f.slot, slot));
+        if let Some(at) = mine {
+            frames[at].size = size;
         }
         let mut total = 0;
-        let keep = frames
+        let within_budget = frames
             .iter()
             .take_while(|f| {
                 total += f.size;
                 total <= CACHE_BYTES
             })
-            .count()
-            .max(1);
+            .count();
+        let keep = within_budget.max(mine.map_or(1, |at| at + 1));
         frames.truncate(keep);
     }
 }

@@ -7,7 +7,7 @@
 //! the full index is loaded only when a new chunk's fingerprint is already there, the one
 //! question a fingerprint cannot settle.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crate::blob::{BlobId, BlobKind};
 use crate::error::{Error, Result};
@@ -19,7 +19,9 @@ pub struct KnownBlobs<'a> {
     repo: &'a Repository,
     trees: Index,
     fingerprints: IdFingerprints,
-    everything: OnceLock<std::result::Result<Index, String>>,
+    everything: OnceLock<Index>,
+    /// Held while the full index loads, so that it is loaded once.
+    loading: Mutex<()>,
 }
 
 impl<'a> KnownBlobs<'a> {
@@ -46,6 +48,7 @@ impl<'a> KnownBlobs<'a> {
             trees,
             fingerprints: IdFingerprints::new(prints),
             everything: OnceLock::new(),
+            loading: Mutex::new(()),
         })
     }
 
@@ -68,13 +71,23 @@ impl<'a> KnownBlobs<'a> {
         if !self.fingerprints.contains(id) {
             return Ok(false);
         }
-        let everything = self
-            .everything
-            .get_or_init(|| self.repo.load_index().map_err(|e| e.to_string()));
-        match everything {
-            Ok(index) => Ok(index.contains(id)),
-            Err(e) => Err(Error::InvalidInput(format!("cannot load the index: {e}"))),
+        Ok(self.everything()?.contains(id))
+    }
+
+    /// The full index, loaded on first use; a failed load is not remembered, so the caller
+    /// gets the storage's own error and a later call tries again.
+    fn everything(&self) -> Result<&Index> {
+        if let Some(index) = self.everything.get() {
+            return Ok(index);
         }
+        let _loading = self.loading.lock().map_err(|_| {
+            Error::InvalidInput("a backup thread panicked loading the index".into())
+        })?;
+        if let Some(index) = self.everything.get() {
+            return Ok(index);
+        }
+        let index = self.repo.load_index()?;
+        Ok(self.everything.get_or_init(|| index))
     }
 }
 
