@@ -5,17 +5,16 @@
 //! repository (a false yes there costs what trusting the parent snapshot costs), and for a
 //! definite "no" about a new blob; it is never enough to skip storing new data.
 
+use super::prefix_table::{prefix, PrefixTable};
 use crate::blob::BlobId;
 
 #[derive(Default)]
 pub struct IdFingerprints {
     /// Sorted, without duplicates.
     prints: Vec<u64>,
-    /// `buckets[p]..buckets[p + 1]` is the range of fingerprints whose top 16 bits are `p`.
-    buckets: Vec<u32>,
+    /// A fingerprint's top 16 bits are its id's prefix.
+    buckets: PrefixTable,
 }
-
-const PREFIX_BUCKETS: usize = 1 << 16;
 
 impl IdFingerprints {
     pub fn of(id: &BlobId) -> u64 {
@@ -28,24 +27,15 @@ impl IdFingerprints {
         prints.sort_unstable();
         prints.dedup();
         prints.shrink_to_fit();
-        let mut buckets = vec![0u32; PREFIX_BUCKETS + 1];
-        for p in &prints {
-            buckets[(p >> 48) as usize + 1] += 1;
-        }
-        for b in 0..PREFIX_BUCKETS {
-            buckets[b + 1] += buckets[b];
-        }
+        let buckets = PrefixTable::build(prints.iter().map(|p| (p >> 48) as usize));
         IdFingerprints { prints, buckets }
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
-        let print = Self::of(id);
-        let bucket = (print >> 48) as usize;
-        let range = match self.buckets.get(bucket..bucket + 2) {
-            Some(&[start, end]) => start as usize..end as usize,
-            _ => return false,
+        let Some(range) = self.buckets.range(prefix(id)) else {
+            return false;
         };
-        self.prints[range].binary_search(&print).is_ok()
+        self.prints[range].binary_search(&Self::of(id)).is_ok()
     }
 
     pub fn len(&self) -> usize {

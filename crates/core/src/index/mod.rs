@@ -3,9 +3,11 @@
 
 mod file;
 mod fingerprints;
+mod prefix_table;
 
 pub use file::{IndexFile, IndexPack};
 pub use fingerprints::IdFingerprints;
+use prefix_table::{prefix, PrefixTable};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -83,15 +85,7 @@ pub struct Index {
     blobs: Vec<(BlobId, Location)>,
     /// Entries appended since the last sort; `finish` sorts them in.
     unsorted: bool,
-    /// `buckets[p]..buckets[p + 1]` is the range of blobs whose id starts with the 16-bit
-    /// prefix `p`: ids are uniformly random, so a lookup searches a handful of entries.
-    buckets: Vec<u32>,
-}
-
-const PREFIX_BUCKETS: usize = 1 << 16;
-
-fn prefix(id: &BlobId) -> usize {
-    u16::from_be_bytes([id.0[0], id.0[1]]) as usize
+    buckets: PrefixTable,
 }
 
 impl Index {
@@ -134,23 +128,18 @@ impl Index {
             .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.pack.cmp(&b.1.pack)));
         self.blobs.dedup_by(|later, first| later.0 == first.0);
         self.blobs.shrink_to_fit();
-        self.buckets = vec![0; PREFIX_BUCKETS + 1];
-        for (id, _) in &self.blobs {
-            self.buckets[prefix(id) + 1] += 1;
-        }
-        for p in 0..PREFIX_BUCKETS {
-            self.buckets[p + 1] += self.buckets[p];
-        }
+        self.buckets = PrefixTable::build(self.blobs.iter().map(|(id, _)| prefix(id)));
         self.unsorted = false;
     }
 
     fn position(&self, id: &BlobId) -> Option<usize> {
         debug_assert!(!self.unsorted, "Index::finish must run before lookups");
-        let (start, end) = match self.buckets.get(prefix(id)..prefix(id) + 2) {
-            Some(&[start, end]) => (start as usize, end as usize),
-            _ => (0, self.blobs.len()),
-        };
-        self.blobs[start..end]
+        let range = self
+            .buckets
+            .range(prefix(id))
+            .unwrap_or(0..self.blobs.len());
+        let start = range.start;
+        self.blobs[range]
             .binary_search_by(|(k, _)| k.cmp(id))
             .ok()
             .map(|at| start + at)
