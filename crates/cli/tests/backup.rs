@@ -253,13 +253,21 @@ fn held_exclusive_lock_fails_with_12_and_names_holder() {
 }
 
 #[test]
-fn unreadable_file_gives_exit_3_and_the_rest_is_saved() {
+fn unreadable_file_and_directory_give_exit_3_and_the_rest_is_saved() {
     let env = Env::new();
     let src = env.path("src");
     make_tree(&src, 8);
     let locked = src.join("d1/locked.txt");
     std::fs::write(&locked, "you cannot read me").unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // A directory that cannot be listed, between readable ones: its listing is requested
+    // ahead of the walk, and its error must still land on it.
+    let locked_dir = src.join("d2/locked-dir");
+    std::fs::create_dir_all(locked_dir.join("inner")).unwrap();
+    std::fs::write(locked_dir.join("inner/hidden.txt"), "hidden").unwrap();
+    std::fs::create_dir_all(src.join("d2/open-dir")).unwrap();
+    std::fs::write(src.join("d2/open-dir/seen.txt"), "seen").unwrap();
+    std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o000)).unwrap();
     let mut cmd = env.command();
     cmd.args(["backup", "--json"]).arg(&src);
     if nix::unistd::geteuid().is_root() {
@@ -299,14 +307,27 @@ fn unreadable_file_gives_exit_3_and_the_rest_is_saved() {
         stdout.contains("locked.txt"),
         "the error names the file: {stdout}"
     );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("locked-dir") && l.contains("cannot list directory")),
+        "the error names the directory: {stdout}"
+    );
     let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(s["errors"], 1);
-    assert_eq!(s["files_new"], 102, "everything else is in the snapshot");
+    assert_eq!(s["errors"], 2);
+    assert_eq!(s["files_new"], 103, "everything else is in the snapshot");
     let id = s["snapshot_id"].as_str().unwrap().to_string();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let ls = env.lb(&["ls", &id]).ok();
     assert!(ls.stdout.contains("small19.txt"));
+    assert!(ls.stdout.contains("seen.txt"));
+    assert!(
+        ls.stdout.contains("locked-dir"),
+        "the directory itself is kept"
+    );
     assert!(!ls.stdout.contains("locked.txt"));
+    assert!(!ls.stdout.contains("hidden.txt"));
 }
 
 #[test]

@@ -12,6 +12,7 @@
 mod claimed;
 mod finisher;
 mod known;
+mod listing;
 mod metadata;
 mod saver;
 mod source;
@@ -59,6 +60,8 @@ pub struct BackupOptions {
     /// Threads that read and chunk files, and threads that compress and seal.
     pub readers: usize,
     pub compressors: usize,
+    /// Threads that list directories and stat their entries ahead of the walk.
+    pub listers: usize,
     /// Count the files and bytes to back up in a parallel scan, for a progress estimate. It
     /// costs a second `stat` of every entry, so front ends that show no progress turn it off.
     pub count_totals: bool,
@@ -81,6 +84,7 @@ impl BackupOptions {
             compression: None,
             readers: cores.max(2),
             compressors: cores,
+            listers: cores.max(2),
             count_totals: true,
         }
     }
@@ -281,6 +285,20 @@ fn run_pipeline(
         } else {
             progress.scan_finished.store(true, Ordering::Relaxed);
         }
+        // Measured on an unchanged ~/.rustup: one lister is slower than the walker listing
+        // alone (a hand-off per directory), two take a sixth off, more change nothing.
+        let (list_tx, list_rx) = crossbeam_channel::unbounded();
+        for _ in 0..options.listers.max(1) {
+            let lister = listing::Lister {
+                repo,
+                saver,
+                plan: &plan,
+                force: options.force,
+            };
+            let jobs = list_rx.clone();
+            scope.spawn(move || lister.run(jobs));
+        }
+        drop(list_rx);
         let walker = source::Walker::new(
             repo,
             saver,
@@ -289,6 +307,7 @@ fn run_pipeline(
             &plan,
             options.force,
             file_tx,
+            list_tx,
             event_tx,
         );
         let walk_result = match stdin {

@@ -1,0 +1,199 @@
+//! Listing directories ahead of the walk, on threads of their own.
+//!
+//! The walk itself must stay sequential: the tree finisher takes entries in walk order. But
+//! what it does per entry — list the directory, `stat` each entry, load the parent snapshot's
+//! tree and compare — does not depend on the order, and on an unchanged tree it is all the
+//! work there is (one thread did it at 2.4× the time of `find`). So the walker asks these
+//! threads for the listings of the next few subdirectories of each directory it walks, and
+//! finds them ready when it gets there. On a cold page cache the same threads keep several
+//! directories' inode reads in flight at once.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::metadata::{node_without_xattrs, user_xattrs, OwnerNames};
+use super::saver::BlobSaver;
+use super::source::{WalkPlan, INLINE_READ_MAX};
+use crate::blob::BlobId;
+use crate::repository::Repository;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// What the parent snapshot says about an entry.
+pub enum Previous {
+    /// Not in the parent snapshot.
+    New,
+    /// A file whose metadata or blobs differ: it is read again.
+    Changed,
+    /// A file with the same metadata and blobs all stored: its node is complete.
+    Unchanged,
+    /// Anything else (directories, symlinks, ...), with the subtree of a directory of the
+    /// same name.
+    Other { subtree: Option<BlobId> },
+}
+
+pub struct Listed {
+    pub path: PathBuf,
+    /// With extended attributes, except for a changed or new file (read when it is read).
+    pub node: std::io::Result<Node>,
+    pub previous: Previous,
+    /// A small file that will be read: worth opening ahead.
+    pub will_read: bool,
+}
+
+impl Listed {
+    pub fn is_dir(&self) -> bool {
+        matches!(&self.node, Ok(n) if n.kind == NodeKind::Dir)
+    }
+}
+
+#[derive(Default)]
+pub struct Listing {
+    /// Messages about the directory itself (it could not be listed, or not completely).
+    pub errors: Vec<String>,
+    /// Sorted by name, excluded entries left out.
+    pub entries: Vec<Listed>,
+}
+
+pub struct ListJob {
+    pub dir: PathBuf,
+    /// The directory's tree in the parent snapshot.
+    pub parent_tree: Option<BlobId>,
+    pub reply: Sender<Listing>,
+}
+
+impl ListJob {
+    pub fn new(dir: PathBuf, parent_tree: Option<BlobId>) -> (ListJob, Receiver<Listing>) {
+        let (reply, listing) = bounded(1);
+        (
+            ListJob {
+                dir,
+                parent_tree,
+                reply,
+            },
+            listing,
+        )
+    }
+}
+
+/// What a lister needs to judge entries the way the walker would.
+pub struct Lister<'a> {
+    pub repo: &'a Repository,
+    pub saver: &'a BlobSaver<'a>,
+    pub plan: &'a WalkPlan,
+    pub force: bool,
+}
+
+impl Lister<'_> {
+    pub fn run(&self, jobs: Receiver<ListJob>) {
+        let mut owners = OwnerNames::default();
+        for job in jobs {
+            let listing = self.list(&job, &mut owners);
+            // The walker may have stopped and no longer want it.
+            let _ = job.reply.send(listing);
+        }
+    }
+
+    fn list(&self, job: &ListJob, owners: &mut OwnerNames) -> Listing {
+        let mut listing = Listing::default();
+        let entries = match std::fs::read_dir(&job.dir) {
+            Ok(e) => e,
+            Err(e) => {
+                listing.errors.push(format!("cannot list directory: {e}"));
+                return listing;
+            }
+        };
+        let mut children: Vec<(OsString, std::fs::DirEntry)> = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(e) => children.push((e.file_name(), e)),
+                Err(e) => listing.errors.push(format!("cannot list directory: {e}")),
+            }
+        }
+        children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        // A damaged parent must not stop new backups: without it every file is read again.
+        let parent: Option<Tree> = job
+            .parent_tree
+            .and_then(|id| self.repo.load_tree(self.saver.known().trees(), &id).ok());
+        listing.entries = children
+            .into_iter()
+            .filter_map(|(name, entry)| {
+                let path = job.dir.join(&name);
+                if self
+                    .plan
+                    .excludes
+                    .matches(path.as_os_str().as_bytes(), name.as_bytes())
+                {
+                    return None;
+                }
+                let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
+                Some(self.judge(path, name.as_bytes(), &entry, parent_node, owners))
+            })
+            .collect();
+        listing
+    }
+
+    fn judge(
+        &self,
+        path: PathBuf,
+        name: &[u8],
+        entry: &std::fs::DirEntry,
+        parent_node: Option<&Node>,
+        owners: &mut OwnerNames,
+    ) -> Listed {
+        let mut node = match entry.metadata() {
+            Ok(meta) => node_without_xattrs(name, &path, &meta, owners),
+            Err(e) => {
+                return Listed {
+                    path,
+                    node: Err(e),
+                    previous: Previous::New,
+                    will_read: false,
+                }
+            }
+        };
+        let previous = judge_node(&mut node, &path, parent_node, self.force, |id| {
+            self.saver.known().probably_stored(id)
+        });
+        let will_read = matches!(previous, Previous::New | Previous::Changed)
+            && node.size > 0
+            && node.size <= INLINE_READ_MAX;
+        Listed {
+            path,
+            node: Ok(node),
+            previous,
+            will_read,
+        }
+    }
+}
+
+/// Compares a freshly stat-ed node with the parent snapshot's node of the same name, and
+/// completes it as far as that allows: an unchanged file takes its blobs and extended
+/// attributes from the parent (changing an attribute moves the ctime); entries other than
+/// files get theirs read now.
+pub fn judge_node(
+    node: &mut Node,
+    path: &std::path::Path,
+    parent_node: Option<&Node>,
+    force: bool,
+    probably_stored: impl Fn(&BlobId) -> bool,
+) -> Previous {
+    if node.kind != NodeKind::File {
+        node.xattrs = user_xattrs(path);
+        let subtree = parent_node
+            .filter(|p| p.kind == NodeKind::Dir)
+            .and_then(|p| p.subtree);
+        return Previous::Other { subtree };
+    }
+    let Some(previous) = parent_node else {
+        return Previous::New;
+    };
+    if !force && previous.unchanged(node) && previous.content.iter().all(probably_stored) {
+        node.content = previous.content.clone();
+        node.xattrs = previous.xattrs.clone();
+        return Previous::Unchanged;
+    }
+    Previous::Changed
+}
