@@ -11,7 +11,7 @@ use crate::crypto::kdf::KdfParams;
 use crate::crypto::keys::{KeyFile, MasterKeys};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
-use crate::pack::{blob_in_frame, open_frame, FrameCache};
+use crate::pack::{blob_in_frame, open_frame, open_frame_into, FrameCache};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::storage::{ObjectKind, Storage, StorageError};
 use crate::tree::Tree;
@@ -291,20 +291,52 @@ impl Repository {
     /// Reads, authenticates and id-checks one blob. A blob that shares its frame with others
     /// is cut from the frame, which stays cached for the next blob of it.
     pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let mut blob = Vec::new();
+        self.read_blob_into(index, id, &mut Vec::new(), &mut blob)?;
+        Ok(blob)
+    }
+
+    /// [`Repository::read_blob`] into `blob`, with `scratch` for the sealed bytes: a reader of
+    /// many blobs keeps both, rather than faulting in fresh multi-MiB buffers for each.
+    pub fn read_blob_into(
+        &self,
+        index: &Index,
+        id: &BlobId,
+        scratch: &mut Vec<u8>,
+        blob: &mut Vec<u8>,
+    ) -> Result<()> {
         let loc = index
             .get(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         let pack = index.pack(loc.pack);
         let entry = loc.entry(*id);
         if !loc.is_shared_frame() {
-            let frame = self.open_frame(&pack.name, &pack.salt, &entry)?;
-            blob_in_frame(&self.ids, &pack.name, &entry, &frame)?;
-            return Ok(frame);
+            self.storage.read_range_into(
+                ObjectKind::Pack,
+                &pack.name,
+                entry.offset as u64,
+                entry.length as u64,
+                scratch,
+            )?;
+            open_frame_into(
+                &self.keys.seal,
+                &pack.name,
+                &pack.salt,
+                &entry,
+                scratch,
+                blob,
+            )?;
+            blob_in_frame(&self.ids, &pack.name, &entry, blob)?;
+            return Ok(());
         }
         let frame = self.frames.get_or_open(&pack.name, loc.offset, || {
             self.open_frame(&pack.name, &pack.salt, &entry)
         })?;
-        Ok(blob_in_frame(&self.ids, &pack.name, &entry, &frame)?.to_vec())
+        let plain = blob_in_frame(&self.ids, &pack.name, &entry, &frame)?;
+        blob.clear();
+        blob.reserve_exact(plain.len());
+        blob.extend_from_slice(plain);
+        Ok(())
     }
 
     fn open_frame(

@@ -3,7 +3,7 @@
 
 mod compression;
 
-pub use compression::{compress, compress_with, decompress, Compression};
+pub use compression::{compress, compress_with, decompress, decompress_into, Compression};
 
 use std::fmt;
 use std::str::FromStr;

@@ -106,9 +106,22 @@ impl UnitCipher {
         object: &str,
     ) -> Result<Vec<u8>> {
         let mut buf = ciphertext.to_vec();
+        self.open_in_place(domain, counter, aad, &mut buf, object)?;
+        Ok(buf)
+    }
+
+    /// Authenticates and decrypts `buf` where it lies, leaving the plaintext in it.
+    pub fn open_in_place(
+        &self,
+        domain: NonceDomain,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        object: &str,
+    ) -> Result<()> {
         let len = self
             .key
-            .open_in_place(Self::nonce(domain, counter), Aad::from(aad), &mut buf)
+            .open_in_place(Self::nonce(domain, counter), Aad::from(aad), buf)
             .map_err(|_| {
                 Error::integrity(
                     object,
@@ -117,7 +130,7 @@ impl UnitCipher {
             })?
             .len();
         buf.truncate(len);
-        Ok(buf)
+        Ok(())
     }
 }
 

@@ -43,51 +43,62 @@ impl Read for ContentReader<'_> {
 
 fn write_file(repo: &Repository, index: &Index, node: &Node, out: &mut dyn Write) -> Result<()> {
     for_each_blob_in_order(repo, index, &node.content, |data| {
-        out.write_all(&data).map_err(|e| Error::io("<output>", e))
+        out.write_all(data).map_err(|e| Error::io("<output>", e))
     })
 }
 
 /// Reads, authenticates and decompresses `ids` on every core, handing the contents to `f` in
-/// order. Blob `k` is read by worker `k % n`, which keeps at most one finished blob waiting,
-/// so memory stays at a few blobs however long the file.
+/// order. Blob `k` is read by worker `k % n`, which keeps at most one finished blob waiting
+/// and gets its buffers back once `f` is done with them, so memory stays at a few blobs
+/// however long the file, and no blob pays for a fresh buffer.
 pub fn for_each_blob_in_order(
     repo: &Repository,
     index: &Index,
     ids: &[BlobId],
-    mut f: impl FnMut(Vec<u8>) -> Result<()>,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .min(ids.len());
     if workers <= 1 {
+        let (mut scratch, mut blob) = (Vec::new(), Vec::new());
         for id in ids {
-            f(repo.read_blob(index, id)?)?;
+            repo.read_blob_into(index, id, &mut scratch, &mut blob)?;
+            f(&blob)?;
         }
         return Ok(());
     }
     std::thread::scope(|scope| {
-        let receivers: Vec<_> = (0..workers)
+        let workers: Vec<_> = (0..workers)
             .map(|w| {
                 let (tx, rx) = crossbeam_channel::bounded(1);
+                // Two buffers circulate per worker: one being filled, one waiting or in `f`.
+                let (give_back, returned) = crossbeam_channel::bounded::<Vec<u8>>(2);
                 scope.spawn(move || {
+                    let mut scratch = Vec::new();
                     for id in ids.iter().skip(w).step_by(workers) {
-                        let blob = repo.read_blob(index, id);
-                        let failed = blob.is_err();
+                        let mut blob = returned.try_recv().unwrap_or_default();
+                        let read = repo
+                            .read_blob_into(index, id, &mut scratch, &mut blob)
+                            .map(|()| blob);
+                        let failed = read.is_err();
                         // A closed channel means the consumer stopped: stop too.
-                        if tx.send(blob).is_err() || failed {
+                        if tx.send(read).is_err() || failed {
                             return;
                         }
                     }
                 });
-                rx
+                (rx, give_back)
             })
             .collect();
         for k in 0..ids.len() {
-            let blob = receivers[k % workers]
+            let (blobs, give_back) = &workers[k % workers.len()];
+            let blob = blobs
                 .recv()
                 .map_err(|_| Error::InvalidInput("blob reader stopped".into()))??;
-            f(blob)?;
+            f(&blob)?;
+            let _ = give_back.try_send(blob);
         }
         Ok(())
     })

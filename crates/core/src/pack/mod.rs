@@ -15,7 +15,7 @@ mod writer;
 
 pub use frame_cache::FrameCache;
 
-pub use reader::{blob_in_frame, max_raw_length, open_frame, read_header};
+pub use reader::{blob_in_frame, max_raw_length, open_frame, open_frame_into, read_header};
 pub use writer::{FrameMember, PackContent, PackWriter, SealedPack};
 
 use serde::{Deserialize, Serialize};

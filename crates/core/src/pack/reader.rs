@@ -1,6 +1,6 @@
 //! Reading blobs and headers back, authenticating everything.
 
-use crate::blob::{decompress, BlobKind, IdKeys};
+use crate::blob::{decompress_into, BlobKind, IdKeys};
 use crate::crypto::{NonceDomain, Salt, UnitCipher, SALT_LEN};
 use crate::error::{Error, Result};
 use crate::storage::{ObjectKind, Storage};
@@ -36,6 +36,22 @@ pub fn open_frame(
     entry: &PackEntry,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
+    let mut sealed = sealed.to_vec();
+    let mut frame = Vec::new();
+    open_frame_into(seal_key, pack, salt, entry, &mut sealed, &mut frame)?;
+    Ok(frame)
+}
+
+/// [`open_frame`] with buffers the caller reuses: `sealed` is decrypted in place (and left
+/// holding the compressed frame), the frame lands in `frame`.
+pub fn open_frame_into(
+    seal_key: &[u8; 32],
+    pack: &str,
+    salt: &Salt,
+    entry: &PackEntry,
+    sealed: &mut Vec<u8>,
+    frame: &mut Vec<u8>,
+) -> Result<()> {
     let object = blob_object(entry, pack);
     let limit = max_raw_length(entry.kind);
     if entry.frame_length as usize > limit {
@@ -48,23 +64,23 @@ pub fn open_frame(
         ));
     }
     let cipher = UnitCipher::new(seal_key, salt);
-    let payload = cipher.open(
+    cipher.open_in_place(
         NonceDomain::Blob,
         entry.offset as u64,
         &blob_aad(entry.kind),
         sealed,
         &object,
     )?;
-    let frame = if entry.compressed {
-        decompress(&payload, entry.frame_length as usize)
-            .map_err(|e| Error::integrity(&object, format!("decompression failed: {e}")))?
+    if entry.compressed {
+        decompress_into(sealed, entry.frame_length as usize, frame)
+            .map_err(|e| Error::integrity(&object, format!("decompression failed: {e}")))?;
     } else {
-        payload
-    };
+        std::mem::swap(sealed, frame);
+    }
     if frame.len() != entry.frame_length as usize {
         return Err(Error::integrity(&object, "length differs from the index"));
     }
-    Ok(frame)
+    Ok(())
 }
 
 /// The blob `entry` names, out of its opened frame, checked against its id.

@@ -24,13 +24,17 @@ const OPEN_PACKS: usize = 32;
 
 /// Reads up to `length` bytes at `offset` with positioned reads (the handle is shared between
 /// threads). The length may come from a damaged index, so the buffer grows with what arrives.
-fn read_at_most(file: &File, offset: u64, length: u64) -> io::Result<Vec<u8>> {
+fn read_at_most(file: &File, offset: u64, length: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
+    // Grown step by step as bytes arrive: `length` alone (from an index) must not decide an
+    // allocation.
     const STEP: u64 = 16 * 1024 * 1024;
-    let mut buf = Vec::new();
+    buf.clear();
     while (buf.len() as u64) < length {
         let have = buf.len();
         let want = (length - have as u64).min(STEP) as usize;
+        // Exactly: a reused buffer grown by doubling would keep twice the largest blob.
+        buf.reserve_exact(want);
         buf.resize(have + want, 0);
         let n = loop {
             match file.read_at(&mut buf[have..], offset + have as u64) {
@@ -43,7 +47,7 @@ fn read_at_most(file: &File, offset: u64, length: u64) -> io::Result<Vec<u8>> {
             break;
         }
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// Pack name and open handle, most recently used last.
@@ -274,13 +278,26 @@ impl Storage for LocalStorage {
         offset: u64,
         length: u64,
     ) -> StorageResult<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_range_into(kind, name, offset, length, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
         let path = self.path_of(kind, name)?;
         let file = if kind == ObjectKind::Pack {
             self.open_pack(name, &path)?
         } else {
             Arc::new(File::open(&path).map_err(|e| self.map_error(kind, name, &path, e))?)
         };
-        let buf = read_at_most(&file, offset, length).map_err(|e| self.io_error(&path, e))?;
+        read_at_most(&file, offset, length, buf).map_err(|e| self.io_error(&path, e))?;
         if (buf.len() as u64) < length {
             return Err(self.io_error(
                 &path,
@@ -293,7 +310,7 @@ impl Storage for LocalStorage {
                 ),
             ));
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {

@@ -123,6 +123,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
         offset: u64,
         length: u64,
     ) -> StorageResult<Vec<u8>>;
+    /// [`Storage::read_range`] into a buffer the caller reuses (its contents are replaced).
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        *buf = self.read_range(kind, name, offset, length)?;
+        Ok(())
+    }
     /// Stores an object atomically; fails with `AlreadyExists` if the name is taken.
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()>;
     /// A temporary object to write piecewise and then store with [`Storage::write_staged`].
