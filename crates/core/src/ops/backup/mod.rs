@@ -1,6 +1,7 @@
 //! Backup: walk the sources, store what changed, write trees bottom-up and the snapshot last.
 //!
 //! ```text
+//! listers (list, stat, compare with the parent tree) ──listings ahead──▶ walker
 //! walker ──files──▶ file workers (read, chunk, hash, dedup) ──blobs──▶ compressors (zstd, seal, pack)
 //!    │                                                                      │
 //!    └──entries in walk order──▶ tree finisher ──tree blobs──▶──────────────┘──packs──▶ uploader ──▶ index files
