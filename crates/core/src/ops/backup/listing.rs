@@ -11,6 +11,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -84,6 +85,9 @@ pub struct Lister<'a> {
     pub saver: &'a BlobSaver<'a>,
     pub plan: &'a WalkPlan,
     pub force: bool,
+    /// Entries listed and not yet taken by the walker (it asks for fewer listings ahead while
+    /// many are waiting, so a run of huge directories cannot pile up in memory).
+    pub listed_ahead: &'a AtomicUsize,
 }
 
 impl Lister<'_> {
@@ -91,6 +95,8 @@ impl Lister<'_> {
         let mut owners = OwnerNames::default();
         for job in jobs {
             let listing = self.list(&job, &mut owners);
+            self.listed_ahead
+                .fetch_add(listing.entries.len(), Ordering::Relaxed);
             // The walker may have stopped and no longer want it.
             let _ = job.reply.send(listing);
         }

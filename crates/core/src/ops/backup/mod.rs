@@ -255,6 +255,7 @@ fn run_pipeline(
     let (pack_tx, pack_rx) = bounded(1);
     let (event_tx, event_rx) = bounded(16);
     let scan_stop = AtomicBool::new(false);
+    let listed_ahead = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<Walked> {
         let uploader = scope.spawn(|| saver.run_uploader(pack_rx));
         let compressors: Vec<_> = (0..options.compressors.max(1))
@@ -289,12 +290,14 @@ fn run_pipeline(
         // Measured on an unchanged ~/.rustup: one lister is slower than the walker listing
         // alone (a hand-off per directory), two take a sixth off, more change nothing.
         let (list_tx, list_rx) = crossbeam_channel::unbounded();
+        let listed_ahead = &listed_ahead;
         for _ in 0..options.listers.max(1) {
             let lister = listing::Lister {
                 repo,
                 saver,
                 plan: &plan,
                 force: options.force,
+                listed_ahead,
             };
             let jobs = list_rx.clone();
             scope.spawn(move || lister.run(jobs));
@@ -309,6 +312,7 @@ fn run_pipeline(
             options.force,
             file_tx,
             list_tx,
+            listed_ahead,
             event_tx,
         );
         let walk_result = match stdin {

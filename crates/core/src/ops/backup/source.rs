@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -245,8 +245,11 @@ pub const INLINE_READ_MAX: u64 = 128 * 1024;
 /// of the levels above it held open: at most this many are open at any time.
 const LOOK_AHEAD: usize = 128;
 
-/// Subdirectories of the directory being walked whose listings are requested ahead.
+/// Subdirectories of the directory being walked whose listings are requested ahead ...
 const LIST_AHEAD: usize = 8;
+/// ... while fewer than this many listed entries wait for the walker (a few hundred bytes
+/// each): a directory of a million files must not be listed eight times ahead.
+const MAX_LISTED_AHEAD: usize = 32 * 1024;
 
 /// Opens a file the backup is about to read, for reading only if it still is a regular file:
 /// the entry was stat-ed a while ago, and a symlink or FIFO put in its place since must be
@@ -294,6 +297,7 @@ pub struct Walker<'a> {
     force: bool,
     files: Sender<FileJob>,
     lists: Sender<ListJob>,
+    listed_ahead: &'a AtomicUsize,
     events: Sender<Vec<Event>>,
     batch: std::cell::RefCell<Vec<Event>>,
     owners: std::cell::RefCell<OwnerNames>,
@@ -316,6 +320,7 @@ impl<'a> Walker<'a> {
         force: bool,
         files: Sender<FileJob>,
         lists: Sender<ListJob>,
+        listed_ahead: &'a AtomicUsize,
         events: Sender<Vec<Event>>,
     ) -> Self {
         Walker {
@@ -327,6 +332,7 @@ impl<'a> Walker<'a> {
             force,
             files,
             lists,
+            listed_ahead,
             events,
             batch: Default::default(),
             owners: Default::default(),
@@ -521,6 +527,15 @@ impl<'a> Walker<'a> {
         listing
     }
 
+    fn request_ahead(
+        &self,
+        dir: PathBuf,
+        parent_tree: Option<BlobId>,
+    ) -> Option<Receiver<Listing>> {
+        (self.listed_ahead.load(Ordering::Relaxed) < MAX_LISTED_AHEAD)
+            .then(|| self.request(dir, parent_tree))
+    }
+
     fn walk_dir(
         &self,
         path: &Path,
@@ -543,7 +558,11 @@ impl<'a> Walker<'a> {
     ) -> Step {
         let listing = listing.unwrap_or_else(|| self.request(path.to_path_buf(), parent_tree));
         match listing.recv() {
-            Ok(listing) => self.walk_listing(path, listing),
+            Ok(listing) => {
+                self.listed_ahead
+                    .fetch_sub(listing.entries.len(), Ordering::Relaxed);
+                self.walk_listing(path, listing)
+            }
             Err(_) => self.error(path, "cannot list directory: the lister thread stopped"),
         }
     }
@@ -565,10 +584,11 @@ impl<'a> Walker<'a> {
             })
             .collect();
         let mut subdirs = subdirs.into_iter();
-        let mut requested: VecDeque<Receiver<Listing>> = subdirs
+        // In the order of `subdirs`; `None` where too much was waiting: requested on arrival.
+        let mut requested: VecDeque<Option<Receiver<Listing>>> = subdirs
             .by_ref()
             .take(LIST_AHEAD)
-            .map(|(path, tree)| self.request(path, tree))
+            .map(|(path, tree)| self.request_ahead(path, tree))
             .collect();
         let mut entries: VecDeque<(Listed, Option<(File, std::fs::Metadata)>)> =
             listing.entries.into_iter().map(|e| (e, None)).collect();
@@ -598,9 +618,9 @@ impl<'a> Walker<'a> {
             considered = considered.saturating_sub(1);
             let listing = match &listed.node {
                 Ok(n) if n.kind == NodeKind::Dir && self.descends(n) => {
-                    let listing = requested.pop_front();
+                    let listing = requested.pop_front().flatten();
                     if let Some((path, tree)) = subdirs.next() {
-                        requested.push_back(self.request(path, tree));
+                        requested.push_back(self.request_ahead(path, tree));
                     }
                     listing
                 }
