@@ -1,4 +1,11 @@
-//! Chunking a stream with a buffer of at most twice the maximum chunk size.
+//! Chunking a stream with a buffer of a few average chunks.
+//!
+//! The chunker needs up to a maximum chunk (8 MiB) of data to place a cut, but usually finds
+//! one within twice the average (1 MiB). So the reader keeps about two average chunks ahead
+//! and reads more only when the cut is not yet decided: a cut found in part of the data is
+//! the cut the whole data would give (the rolling hash starts at the chunk's minimum size and
+//! looks only backwards). Reading a maximum chunk ahead kept two 8-16 MiB buffers per reader
+//! thread resident, the largest part of a backup's memory.
 
 use std::io::{self, Read};
 
@@ -27,28 +34,58 @@ impl<'c, R: Read> ChunkReader<'c, R> {
     /// length), so that reading it does not grow the buffer step by step.
     pub fn with_size_hint(reader: R, chunker: &'c Chunker, size: u64) -> Self {
         let mut this = Self::new(reader, chunker);
-        let cap = size.min(chunker.params().max_size as u64) as usize;
+        let cap = size.min(this.ahead() as u64 + this.step() as u64) as usize;
         this.buf.reserve_exact(cap);
         this
     }
 
-    fn fill(&mut self) -> io::Result<()> {
-        let max = self.chunker.params().max_size as usize;
-        // Shift the unread tail down only once a whole maximum chunk has been consumed, so
-        // each byte is moved at most once instead of once per chunk.
-        if self.start >= max && self.buf.len() - self.start < max {
+    /// Bytes kept ahead before a cut is looked for.
+    fn ahead(&self) -> usize {
+        let params = self.chunker.params();
+        (2 * params.avg_size).min(params.max_size) as usize
+    }
+
+    /// Bytes read at a time when the cut is not decided yet.
+    fn step(&self) -> usize {
+        self.chunker.params().avg_size as usize
+    }
+
+    /// Reads until `want` bytes are unread (or the stream ends).
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        let buffered = self.buf.len() - self.start;
+        if self.eof || buffered >= want {
+            return Ok(());
+        }
+        // Drop consumed bytes once they are as many as the unread ones: each byte is moved
+        // at most once on average, and the buffer stays within about twice what is unread.
+        if self.start > 0 && self.start >= buffered {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let buffered = self.buf.len() - self.start;
-        if !self.eof && buffered < max {
-            // `read_to_end` reads into spare capacity without zero-filling it first and
-            // grows the buffer with the data, so a 1 KiB file costs a 1 KiB buffer.
-            let want = (max - buffered) as u64;
-            let n = (&mut self.reader).take(want).read_to_end(&mut self.buf)?;
-            self.eof = (n as u64) < want;
-        }
+        // `read_to_end` reads into spare capacity without zero-filling it first and grows
+        // the buffer with the data, so a 1 KiB file costs a 1 KiB buffer.
+        let missing = (want - buffered) as u64;
+        let n = (&mut self.reader)
+            .take(missing)
+            .read_to_end(&mut self.buf)?;
+        self.eof = (n as u64) < missing;
         Ok(())
+    }
+
+    /// The length of the next chunk: the first cut in the unread data, read further while
+    /// the data at hand ends before a cut is decided.
+    fn next_len(&mut self) -> io::Result<usize> {
+        let max = self.chunker.params().max_size as usize;
+        let mut want = self.ahead();
+        loop {
+            self.fill(want)?;
+            let rest = &self.buf[self.start..];
+            let len = self.chunker.cut(rest);
+            if len < rest.len() || self.eof || rest.len() >= max {
+                return Ok(len);
+            }
+            want = (rest.len() + self.step()).min(max);
+        }
     }
 
     /// The next chunk, or `None` at the end of the stream.
@@ -63,12 +100,11 @@ impl<'c, R: Read> ChunkReader<'c, R> {
         &mut self,
         buffer: impl FnOnce() -> Vec<u8>,
     ) -> io::Result<Option<Vec<u8>>> {
-        self.fill()?;
+        let len = self.next_len()?;
         let rest = &self.buf[self.start..];
         if rest.is_empty() {
             return Ok(None);
         }
-        let len = self.chunker.cut(rest);
         if self.eof && self.start == 0 && len == self.buf.len() {
             // The whole stream is one chunk (most small files): hand over the buffer.
             let chunk = std::mem::take(&mut self.buf);

@@ -39,6 +39,24 @@ fn default_sizes_average_near_one_mebibyte() {
     );
 }
 
+/// The reader looks for cuts in a window of about two average chunks, not a whole maximum
+/// chunk: its cuts must still be those of the whole buffer, or dedup against chunks stored by
+/// earlier versions breaks.
+#[test]
+fn reader_cuts_match_whole_buffer_cuts_with_default_sizes() {
+    let chunker = Chunker::new(&[7u8; 32], ChunkerParams::default());
+    let mut data = pseudo_random(24 * 1024 * 1024, 5);
+    // A long run of zeros: no cut until the maximum chunk size.
+    data.splice(
+        3_000_000..3_000_000,
+        std::iter::repeat_n(0u8, 12 * 1024 * 1024),
+    );
+    let lengths: Vec<usize> = chunks_of(&chunker, &data).iter().map(Vec::len).collect();
+    assert_eq!(lengths, chunker.chunk_lengths(&data));
+    let max = ChunkerParams::default().max_size as usize;
+    assert!(lengths.contains(&max), "the zeros give a maximum chunk");
+}
+
 #[test]
 fn gear_table_depends_on_seed() {
     let data = pseudo_random(200_000, 9);
