@@ -212,6 +212,59 @@ fn new_repositories_are_version_2_and_share_frames() {
     assert_eq!(one.raw_stdout, std::fs::read(src.join("f117.rs")).unwrap());
 }
 
+/// Text-like bytes: compressible (about 3x), but not so repetitive that the chunker's cut
+/// points or zstd's work become trivial.
+fn text_like(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let (a, b) = ((state >> 33) % 10_000, (state >> 17) % 997);
+        out.extend_from_slice(format!("let value_{a} = compute({b}, \"{a:x}\");\n").as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn consecutive_compressible_chunks_of_a_file_share_a_frame() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Text, then a random stretch (incompressible chunks get frames of their own), then text.
+    let mut content = text_like(14 << 20, 1);
+    content.extend_from_slice(&random_bytes(4 << 20, 2));
+    content.extend_from_slice(&text_like(10 << 20, 3));
+    std::fs::write(src.join("big.log"), &content).unwrap();
+    env.backup(&src, &[]);
+
+    let repo =
+        Repository::open(Arc::new(LocalStorage::new(&env.repo)), PASSWORD.as_bytes()).unwrap();
+    let index = repo.load_index().unwrap();
+    let mut frames: std::collections::HashMap<(u32, u32), Vec<u32>> = Default::default();
+    for (_, loc) in index.iter().filter(|(_, l)| l.kind == BlobKind::Data) {
+        frames
+            .entry((loc.pack, loc.offset))
+            .or_default()
+            .push(loc.frame_length);
+        assert!(loc.frame_length <= 8 << 20, "a run stays small");
+    }
+    let runs = frames.values().filter(|blobs| blobs.len() > 1).count();
+    let alone = frames.values().filter(|blobs| blobs.len() == 1).count();
+    assert!(runs >= 4, "24 MiB of text in runs of 3-4 MiB: {runs} runs");
+    assert!(alone >= 2, "the random chunks are alone: {alone}");
+
+    let target = env.path("restored");
+    env.restore("latest", &target, &[]).ok();
+    assert_same_tree(&src, &restored(&target, &src));
+    let dumped = env
+        .lb(&["dump", "latest", src.join("big.log").to_str().unwrap()])
+        .ok();
+    assert!(dumped.raw_stdout == content, "dump returns the same bytes");
+}
+
 #[test]
 fn init_can_create_version_1_and_refuses_unknown_versions() {
     let env = Env::empty();

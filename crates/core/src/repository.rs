@@ -339,6 +339,61 @@ impl Repository {
         Ok(())
     }
 
+    /// The whole frame that holds `id`, read and opened without the frame cache: for a reader
+    /// that takes several blobs of it at once ([`Repository::blob_range_in_frame`]).
+    pub fn read_frame_into(
+        &self,
+        index: &Index,
+        id: &BlobId,
+        scratch: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+    ) -> Result<()> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let pack = index.pack(loc.pack);
+        let entry = loc.entry(*id);
+        self.storage.read_range_into(
+            ObjectKind::Pack,
+            &pack.name,
+            entry.offset as u64,
+            entry.length as u64,
+            scratch,
+        )?;
+        open_frame_into(
+            &self.keys.seal,
+            &pack.name,
+            &pack.salt,
+            &entry,
+            scratch,
+            frame,
+        )
+    }
+
+    /// Where blob `id` lies in `frame` (read for it or for another blob of the same frame),
+    /// checked against its id.
+    pub fn blob_range_in_frame(
+        &self,
+        index: &Index,
+        id: &BlobId,
+        frame: &[u8],
+    ) -> Result<std::ops::Range<usize>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let pack = index.pack(loc.pack);
+        let entry = loc.entry(*id);
+        if entry.frame_length as usize != frame.len() {
+            return Err(Error::integrity(
+                format!("blob {id} in pack {}", pack.name),
+                "its frame is not the one read for it",
+            ));
+        }
+        blob_in_frame(&self.ids, &pack.name, &entry, frame)?;
+        let start = entry.frame_offset as usize;
+        Ok(start..start + entry.raw_length as usize)
+    }
+
     fn open_frame(
         &self,
         pack: &str,

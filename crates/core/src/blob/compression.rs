@@ -101,6 +101,21 @@ pub fn compress_with<T>(data: &[u8], mode: Compression, f: impl FnOnce(Option<&[
     })
 }
 
+/// Whether `auto` would compress `data`: a sample of its middle must shrink by 3% at level 1.
+/// Data too small to sample is worth trying whole.
+pub fn probably_compressible(data: &[u8]) -> bool {
+    OUTPUT.with(|cell| probe_compresses(data, &mut cell.borrow_mut()))
+}
+
+fn probe_compresses(data: &[u8], scratch: &mut Vec<u8>) -> bool {
+    if data.len() <= 4 * PROBE {
+        return true;
+    }
+    let mid = data.len() / 2;
+    let probe = &data[mid - PROBE / 2..mid + PROBE / 2];
+    matches!(zstd_compress_into(probe, 1, scratch), Some(()) if scratch.len() * 100 < probe.len() * 97)
+}
+
 /// Compresses into `out`; false when storing the data raw is as good.
 fn compress_to(data: &[u8], mode: Compression, out: &mut Vec<u8>) -> bool {
     let Some(level) = mode.level() else {
@@ -109,13 +124,8 @@ fn compress_to(data: &[u8], mode: Compression, out: &mut Vec<u8>) -> bool {
     if data.len() < 64 {
         return false;
     }
-    if mode == Compression::Auto && data.len() > 4 * PROBE {
-        let mid = data.len() / 2;
-        let probe = &data[mid - PROBE / 2..mid + PROBE / 2];
-        match zstd_compress_into(probe, 1, out) {
-            Some(()) if out.len() * 100 < probe.len() * 97 => {}
-            _ => return false,
-        }
+    if mode == Compression::Auto && !probe_compresses(data, out) {
+        return false;
     }
     if zstd_compress_into(data, level, out).is_none() {
         return false;

@@ -3,7 +3,9 @@
 
 mod compression;
 
-pub use compression::{compress, compress_with, decompress, decompress_into, Compression};
+pub use compression::{
+    compress, compress_with, decompress, decompress_into, probably_compressible, Compression,
+};
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::content::{frame_units, UnitReader};
 use super::walk::{Located, TreeWalker};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -48,27 +49,31 @@ fn write_file(repo: &Repository, index: &Index, node: &Node, out: &mut dyn Write
 }
 
 /// Reads, authenticates and decompresses `ids` on every core, handing the contents to `f` in
-/// order. Blob `k` is read by worker `k % n`, which keeps at most one finished blob waiting
-/// and gets its buffers back once `f` is done with them, so memory stays at a few blobs
-/// however long the file, and no blob pays for a fresh buffer.
+/// order. The blobs are read in units of one frame ([`frame_units`]); unit `k` is read by
+/// worker `k % n`, which keeps at most one finished unit waiting and gets its buffer back once
+/// `f` is done with it, so memory stays at a few frames however long the file, and no blob
+/// pays for a fresh buffer.
 pub fn for_each_blob_in_order(
     repo: &Repository,
     index: &Index,
     ids: &[BlobId],
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    let units = frame_units(index, ids);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .min(ids.len());
+        .min(units.len());
     if workers <= 1 {
-        let (mut scratch, mut blob) = (Vec::new(), Vec::new());
-        for id in ids {
-            repo.read_blob_into(index, id, &mut scratch, &mut blob)?;
-            f(&blob)?;
+        let (mut reader, mut frame) = (UnitReader::default(), Vec::new());
+        for unit in units {
+            for blob in reader.read(repo, index, ids, unit, &mut frame)? {
+                f(&frame[blob])?;
+            }
         }
         return Ok(());
     }
+    let units = &units;
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..workers)
             .map(|w| {
@@ -76,12 +81,12 @@ pub fn for_each_blob_in_order(
                 // Two buffers circulate per worker: one being filled, one waiting or in `f`.
                 let (give_back, returned) = crossbeam_channel::bounded::<Vec<u8>>(2);
                 scope.spawn(move || {
-                    let mut scratch = Vec::new();
-                    for id in ids.iter().skip(w).step_by(workers) {
-                        let mut blob = returned.try_recv().unwrap_or_default();
-                        let read = repo
-                            .read_blob_into(index, id, &mut scratch, &mut blob)
-                            .map(|()| blob);
+                    let mut reader = UnitReader::default();
+                    for unit in units.iter().skip(w).step_by(workers) {
+                        let mut frame = returned.try_recv().unwrap_or_default();
+                        let read = reader
+                            .read(repo, index, ids, unit.clone(), &mut frame)
+                            .map(|blobs| (frame, blobs));
                         let failed = read.is_err();
                         // A closed channel means the consumer stopped: stop too.
                         if tx.send(read).is_err() || failed {
@@ -92,13 +97,15 @@ pub fn for_each_blob_in_order(
                 (rx, give_back)
             })
             .collect();
-        for k in 0..ids.len() {
-            let (blobs, give_back) = &workers[k % workers.len()];
-            let blob = blobs
+        for k in 0..units.len() {
+            let (read, give_back) = &workers[k % workers.len()];
+            let (frame, blobs) = read
                 .recv()
                 .map_err(|_| Error::InvalidInput("blob reader stopped".into()))??;
-            f(&blob)?;
-            let _ = give_back.try_send(blob);
+            for blob in blobs {
+                f(&frame[blob])?;
+            }
+            let _ = give_back.try_send(frame);
         }
         Ok(())
     })

@@ -1,6 +1,7 @@
 //! Operations, each readable top to bottom: backup, restore, listing, diff, dump.
 
 pub mod backup;
+pub mod content;
 pub mod diff;
 pub mod dump;
 pub mod find;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::saver::{BlobJob, BlobSaver};
+use super::saver::{BlobJob, BlobSaver, SaveJob};
 use super::source::FileResult;
 use super::{BackupProgress, SourceError};
 use crate::blob::{BlobId, BlobKind};
@@ -49,7 +49,7 @@ pub enum Event {
 fn save_tree(
     repo: &Repository,
     saver: &BlobSaver,
-    blobs: &Sender<BlobJob>,
+    blobs: &Sender<SaveJob>,
     nodes: Vec<Node>,
 ) -> Result<BlobId> {
     let bytes = Tree::new(nodes).to_bytes();
@@ -62,11 +62,11 @@ fn save_tree(
     let id = repo.tree_id(&bytes);
     if saver.claim(BlobKind::Tree, id)
         && blobs
-            .send(BlobJob {
+            .send(SaveJob::Blob(BlobJob {
                 kind: BlobKind::Tree,
                 id,
                 data: bytes,
-            })
+            }))
             .is_err()
     {
         return Err(saver
@@ -80,7 +80,7 @@ pub fn run(
     repo: &Repository,
     saver: &BlobSaver,
     events: Receiver<Vec<Event>>,
-    blobs: Sender<BlobJob>,
+    blobs: Sender<SaveJob>,
     progress: &BackupProgress,
 ) -> Result<(BlobId, Summary, Vec<SourceError>)> {
     let mut stack: Vec<Vec<Node>> = vec![Vec::new()];

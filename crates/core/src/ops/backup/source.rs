@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::finisher::{Change, Content, Event};
 use super::listing::{judge_node, ListJob, Listed, Listing, Previous};
 use super::metadata::{node_from_metadata, node_without_xattrs, user_xattrs, OwnerNames};
-use super::saver::{BlobJob, BlobSaver};
+use super::saver::{BlobSaver, ChunkRun, SaveJob};
 use super::{BackupProgress, SourceError};
 use crate::blob::{BlobId, BlobKind};
 use crate::chunker::ChunkReader;
@@ -92,7 +92,7 @@ pub fn run_file_worker(
     repo: &Repository,
     saver: &BlobSaver,
     jobs: Receiver<FileJob>,
-    blobs: Sender<BlobJob>,
+    blobs: Sender<SaveJob>,
     progress: &BackupProgress,
 ) {
     for mut job in jobs {
@@ -113,7 +113,7 @@ pub fn run_file_worker(
 pub fn chunk_stream(
     repo: &Repository,
     saver: &BlobSaver,
-    blobs: &Sender<BlobJob>,
+    blobs: &Sender<SaveJob>,
     reader: &mut dyn Read,
     size_hint: u64,
     progress: &BackupProgress,
@@ -123,11 +123,13 @@ pub fn chunk_stream(
         ids: Vec::new(),
         size: 0,
     };
-    loop {
+    let mut run = ChunkRun::default();
+    let aborted = || "backup aborted".to_string();
+    let read = loop {
         let chunk = match chunks.next_chunk_into(|| saver.chunk_buffer()) {
             Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => return Err(format!("read error after {} bytes: {e}", content.size)),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(format!("read error after {} bytes: {e}", content.size)),
         };
         let id = repo.blob_id(&chunk);
         content.size += chunk.len() as u64;
@@ -135,19 +137,16 @@ pub fn chunk_stream(
             .bytes_done
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         content.ids.push(id);
-        if saver.claim(BlobKind::Data, id)
-            && blobs
-                .send(BlobJob {
-                    kind: BlobKind::Data,
-                    id,
-                    data: chunk,
-                })
-                .is_err()
-        {
-            return Err("backup aborted".to_string());
+        if saver.claim(BlobKind::Data, id) && !saver.save_chunk(blobs, &mut run, id, chunk) {
+            break Err(aborted());
         }
+    };
+    // Even after a read error: the chunks waiting in the run are claimed, and other files
+    // may already count on them.
+    if !saver.end_run(blobs, &mut run) {
+        return Err(aborted());
     }
-    Ok(content)
+    read.map(|()| content)
 }
 
 /// Counts what there is to do, in parallel with the backup, so progress can show an ETA. It
@@ -291,7 +290,7 @@ const EVENT_BATCH: usize = 256;
 pub struct Walker<'a> {
     repo: &'a Repository,
     saver: &'a BlobSaver<'a>,
-    blobs: Sender<BlobJob>,
+    blobs: Sender<SaveJob>,
     progress: &'a BackupProgress,
     plan: &'a WalkPlan,
     force: bool,
@@ -314,7 +313,7 @@ impl<'a> Walker<'a> {
     pub fn new(
         repo: &'a Repository,
         saver: &'a BlobSaver<'a>,
-        blobs: Sender<BlobJob>,
+        blobs: Sender<SaveJob>,
         progress: &'a BackupProgress,
         plan: &'a WalkPlan,
         force: bool,

@@ -23,9 +23,10 @@ const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// worth a worker of its own.
 const ALONE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Where a file's shared-frame blob lies: (pack, frame offset). At most one per file (only
-/// blobs below the chunker's minimum size are grouped, and only a file's last chunk is that
-/// small); files without one sort first.
+/// Where a file's last shared-frame blob lies: (pack, frame offset). Frames shared between
+/// files hold blobs below the chunker's minimum size, so only a file's last chunk can be in
+/// one; the other shared frames are runs of one file's own chunks, which no other file needs
+/// (their key only places the file). Files without one sort first.
 type FrameKey = Option<(u32, u32)>;
 
 pub(super) struct FrameBatcher<'a> {

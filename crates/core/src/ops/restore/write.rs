@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::blob::BlobId;
 use crate::index::Index;
+use crate::ops::content::{frame_units, UnitReader};
 use crate::repository::Repository;
 use crate::tree::Node;
 
@@ -68,13 +69,20 @@ pub fn write_content(
             .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
         let mut offset = 0u64;
         let mut written_end = 0u64;
-        for id in &node.content {
-            let data = repo
-                .read_blob(index, id)
-                .map_err(|e| format!("blob {id}: {e}"))?;
-            let end = write_sparse(&file, offset, &data).map_err(|e| format!("write: {e}"))?;
-            written_end = written_end.max(end);
-            offset += data.len() as u64;
+        // Buffers for this file only: kept across files, four workers would each hold their
+        // largest frame for the whole restore.
+        let (mut reader, mut frame) = (UnitReader::default(), Vec::new());
+        for unit in frame_units(index, &node.content) {
+            let first = unit.start;
+            let blobs = reader
+                .read(repo, index, &node.content, unit, &mut frame)
+                .map_err(|e| format!("blob {}: {e}", node.content[first]))?;
+            for blob in blobs {
+                let data = &frame[blob];
+                let end = write_sparse(&file, offset, data).map_err(|e| format!("write: {e}"))?;
+                written_end = written_end.max(end);
+                offset += data.len() as u64;
+            }
         }
         if written_end < offset {
             // The file ends in a hole: give it its length.
