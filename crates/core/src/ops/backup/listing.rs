@@ -50,28 +50,42 @@ impl Listed {
     }
 }
 
+/// Listed entries that may wait for the walker (a few hundred bytes each): past this, listings
+/// asked for ahead are declined, and a directory of a million files is not listed eight times
+/// over. What can wait is then at most one directory per lister, however large.
+pub const MAX_LISTED_AHEAD: usize = 32 * 1024;
+
 #[derive(Default)]
 pub struct Listing {
     /// Messages about the directory itself (it could not be listed, or not completely).
     pub errors: Vec<String>,
     /// Sorted by name, excluded entries left out.
     pub entries: Vec<Listed>,
+    /// Asked for ahead and declined (too much was waiting): to be asked for again on arrival.
+    pub declined: bool,
 }
 
 pub struct ListJob {
     pub dir: PathBuf,
     /// The directory's tree in the parent snapshot.
     pub parent_tree: Option<BlobId>,
+    /// Asked for ahead of the walk: may be declined.
+    pub ahead: bool,
     pub reply: Sender<Listing>,
 }
 
 impl ListJob {
-    pub fn new(dir: PathBuf, parent_tree: Option<BlobId>) -> (ListJob, Receiver<Listing>) {
+    pub fn new(
+        dir: PathBuf,
+        parent_tree: Option<BlobId>,
+        ahead: bool,
+    ) -> (ListJob, Receiver<Listing>) {
         let (reply, listing) = bounded(1);
         (
             ListJob {
                 dir,
                 parent_tree,
+                ahead,
                 reply,
             },
             listing,
@@ -94,6 +108,13 @@ impl Lister<'_> {
     pub fn run(&self, jobs: Receiver<ListJob>) {
         let mut owners = OwnerNames::default();
         for job in jobs {
+            if job.ahead && self.listed_ahead.load(Ordering::Relaxed) >= MAX_LISTED_AHEAD {
+                let _ = job.reply.send(Listing {
+                    declined: true,
+                    ..Listing::default()
+                });
+                continue;
+            }
             let listing = self.list(&job, &mut owners);
             self.listed_ahead
                 .fetch_add(listing.entries.len(), Ordering::Relaxed);

@@ -102,6 +102,18 @@ struct OpenFrame {
     members: Vec<FrameMember>,
 }
 
+/// Fails the backup when the thread holding it panics, at once rather than when the thread is
+/// joined: readers waiting for a run buffer the dead thread held stop waiting.
+struct FailOnPanic<'s, 'a>(&'s BlobSaver<'a>);
+
+impl Drop for FailOnPanic<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(poisoned());
+        }
+    }
+}
+
 /// Runs being filled, queued or compressed at once: each holds a buffer of [`RUN_MAX`], and
 /// without a bound a queue of runs instead of chunks held four times the memory.
 const RUNS_IN_FLIGHT: usize = 3;
@@ -262,6 +274,10 @@ impl<'a> BlobSaver<'a> {
         if self.compression == Compression::Auto && !probably_compressible(&job.data) {
             return blobs.send(SaveJob::Raw(job)).is_ok();
         }
+        if job.data.len() >= RUN_TARGET {
+            // A run of its own: and a run buffer grown to hold it would stay that large.
+            return blobs.send(SaveJob::Blob(job)).is_ok();
+        }
         if !run.data.is_empty()
             && run.data.len() + job.data.len() > RUN_MAX
             && !self.end_run(blobs, run)
@@ -295,6 +311,7 @@ impl<'a> BlobSaver<'a> {
     /// Compressor stage: compress and seal each job (or each frame of small jobs) into the open
     /// pack of its kind; hand full packs to the uploader.
     pub fn run_compressor(&self, jobs: Receiver<SaveJob>, packs: Sender<SealedPack>) {
+        let _guard = FailOnPanic(self);
         for job in jobs {
             if self.is_aborted() {
                 if let SaveJob::Run(run) = job {
@@ -313,6 +330,8 @@ impl<'a> BlobSaver<'a> {
             match full {
                 Ok(Some(pack)) => {
                     if packs.send(pack).is_err() {
+                        // The uploader is gone: readers waiting for run buffers must not wait on.
+                        self.fail(Error::InvalidInput("the pack uploader stopped".into()));
                         return;
                     }
                 }
@@ -496,6 +515,7 @@ impl<'a> BlobSaver<'a> {
     /// Uploader stage: write packs, then index files naming them. Returns once `packs` closes,
     /// after the last index file is written.
     pub fn run_uploader(&self, packs: Receiver<SealedPack>) {
+        let _guard = FailOnPanic(self);
         let mut pending = IndexFile::new(self.repo.pack_version());
         for pack in packs {
             if self.is_aborted() {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::finisher::{Change, Content, Event};
-use super::listing::{judge_node, ListJob, Listed, Listing, Previous};
+use super::listing::{judge_node, ListJob, Listed, Listing, Previous, MAX_LISTED_AHEAD};
 use super::metadata::{node_from_metadata, node_without_xattrs, user_xattrs, OwnerNames};
 use super::saver::{BlobSaver, ChunkRun, SaveJob};
 use super::{BackupProgress, SourceError};
@@ -244,11 +244,9 @@ pub const INLINE_READ_MAX: u64 = 128 * 1024;
 /// of the levels above it held open: at most this many are open at any time.
 const LOOK_AHEAD: usize = 128;
 
-/// Subdirectories of the directory being walked whose listings are requested ahead ...
+/// Subdirectories of the directory being walked whose listings are requested ahead (while
+/// fewer than [`MAX_LISTED_AHEAD`] listed entries wait).
 const LIST_AHEAD: usize = 8;
-/// ... while fewer than this many listed entries wait for the walker (a few hundred bytes
-/// each): a directory of a million files must not be listed eight times ahead.
-const MAX_LISTED_AHEAD: usize = 32 * 1024;
 
 /// Opens a file the backup is about to read, for reading only if it still is a regular file:
 /// the entry was stat-ed a while ago, and a symlink or FIFO put in its place since must be
@@ -519,8 +517,8 @@ impl<'a> Walker<'a> {
     }
 
     /// Asks the listers for a directory's listing.
-    fn request(&self, dir: PathBuf, parent_tree: Option<BlobId>) -> Receiver<Listing> {
-        let (job, listing) = ListJob::new(dir, parent_tree);
+    fn request(&self, dir: PathBuf, parent_tree: Option<BlobId>, ahead: bool) -> Receiver<Listing> {
+        let (job, listing) = ListJob::new(dir, parent_tree, ahead);
         // If the listers are gone, the dropped job makes `recv` fail, which is reported.
         let _ = self.lists.send(job);
         listing
@@ -532,7 +530,7 @@ impl<'a> Walker<'a> {
         parent_tree: Option<BlobId>,
     ) -> Option<Receiver<Listing>> {
         (self.listed_ahead.load(Ordering::Relaxed) < MAX_LISTED_AHEAD)
-            .then(|| self.request(dir, parent_tree))
+            .then(|| self.request(dir, parent_tree, true))
     }
 
     fn walk_dir(
@@ -555,8 +553,14 @@ impl<'a> Walker<'a> {
         parent_tree: Option<BlobId>,
         listing: Option<Receiver<Listing>>,
     ) -> Step {
-        let listing = listing.unwrap_or_else(|| self.request(path.to_path_buf(), parent_tree));
-        match listing.recv() {
+        let asked = listing.unwrap_or_else(|| self.request(path.to_path_buf(), parent_tree, false));
+        let listing = match asked.recv() {
+            Ok(listing) if listing.declined => {
+                self.request(path.to_path_buf(), parent_tree, false).recv()
+            }
+            other => other,
+        };
+        match listing {
             Ok(listing) => {
                 self.listed_ahead
                     .fetch_sub(listing.entries.len(), Ordering::Relaxed);
