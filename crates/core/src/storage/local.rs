@@ -343,6 +343,9 @@ impl Storage for LocalStorage {
         let dir = self.dir_of(kind, name);
         self.ensure_dir(&dir)?;
         staged.sync().map_err(|e| self.staged_error(&staged, e))?;
+        if kind == ObjectKind::Pack {
+            staged.drop_cached();
+        }
         let Some(temp) = staged.path() else {
             return Err(self.staged_error(
                 &staged,

@@ -66,6 +66,21 @@ impl StagedObject {
         }
     }
 
+    /// Drops the written bytes from the page cache (once synced, they are clean). A backup
+    /// writes gigabytes nobody reads back soon: kept cached, they would evict what the
+    /// application on the machine needs, and the next pack would be written into newly
+    /// allocated pages instead of the ones just freed. Only advice: errors are ignored.
+    pub fn drop_cached(&self) {
+        if let Some((file, _)) = &self.file {
+            let _ = nix::fcntl::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+
     /// Everything written, read back (for backends that upload from memory).
     pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.len as usize);
