@@ -92,23 +92,15 @@ impl Chunker {
         }
         let max = n.min(self.params.max_size as usize);
         let normal = n.min(self.params.avg_size as usize);
-        let gear: &[u64; 256] = &self.gear;
-        let mut hash = 0u64;
-        // Iterators over exact sub-slices: no bounds check per byte in the hot loop.
-        for (i, &byte) in data[min..normal.max(min)].iter().enumerate() {
-            hash = (hash << 1).wrapping_add(gear[byte as usize]);
-            if hash & self.mask_small == 0 {
-                return min + i + 1;
-            }
-        }
         let from = normal.max(min);
-        for (i, &byte) in data[from..max].iter().enumerate() {
-            hash = (hash << 1).wrapping_add(gear[byte as usize]);
-            if hash & self.mask_large == 0 {
-                return from + i + 1;
-            }
+        let (cut, hash) = first_match(&self.gear, &data[min..from], 0, self.mask_small);
+        if let Some(at) = cut {
+            return min + at;
         }
-        max
+        match first_match(&self.gear, &data[from..max], hash, self.mask_large).0 {
+            Some(at) => from + at,
+            None => max,
+        }
     }
 
     /// All chunk lengths of an in-memory buffer.
@@ -121,6 +113,43 @@ impl Chunker {
         }
         out
     }
+}
+
+/// Rolls the gear hash over `data` from `hash`: the length up to and including the first byte
+/// after which `hash & mask == 0`, and the hash at the end when there is none.
+///
+/// Four bytes a step: `((h << 1) + g0) << 1) + g1 ...` is `(h << 4) + (g0 << 3) + ...` in
+/// wrapping arithmetic, so only one shift and one add per step depend on the previous step and
+/// the four hashes to test are computed side by side; byte by byte, the shift-add chain is the
+/// whole cost. Same cuts as the plain loop (`cut_matches_the_byte_by_byte_loop`).
+fn first_match(gear: &[u64; 256], data: &[u8], mut hash: u64, mask: u64) -> (Option<usize>, u64) {
+    let mut steps = data.chunks_exact(4);
+    for (step, bytes) in steps.by_ref().enumerate() {
+        let [g0, g1, g2, g3] = [0, 1, 2, 3].map(|i| gear[bytes[i] as usize]);
+        let t1 = g0;
+        let t2 = (g0 << 1).wrapping_add(g1);
+        let t3 = (t2 << 1).wrapping_add(g2);
+        let t4 = (t3 << 1).wrapping_add(g3);
+        let hashes = [
+            (hash << 1).wrapping_add(t1),
+            (hash << 2).wrapping_add(t2),
+            (hash << 3).wrapping_add(t3),
+            (hash << 4).wrapping_add(t4),
+        ];
+        if hashes.iter().any(|h| h & mask == 0) {
+            let at = hashes.iter().position(|h| h & mask == 0).unwrap_or(3);
+            return (Some(step * 4 + at + 1), hashes[at]);
+        }
+        hash = hashes[3];
+    }
+    let done = data.len() - steps.remainder().len();
+    for (i, &byte) in steps.remainder().iter().enumerate() {
+        hash = (hash << 1).wrapping_add(gear[byte as usize]);
+        if hash & mask == 0 {
+            return (Some(done + i + 1), hash);
+        }
+    }
+    (None, hash)
 }
 
 #[cfg(test)]

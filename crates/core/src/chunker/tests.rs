@@ -80,8 +80,45 @@ const STABLE_LENGTHS: &[usize] = &[
     2209, 717, 609, 2438, 1635, 2120, 1094, 1475, 504, 429, 2070, 1081, 477, 613, 1233, 1018, 278,
 ];
 
+/// FastCDC's cut byte by byte, as first written: `Chunker::cut` must agree with it exactly,
+/// or existing repositories lose their dedup.
+fn cut_byte_by_byte(chunker: &Chunker, data: &[u8]) -> usize {
+    let params = chunker.params();
+    let min = params.min_size as usize;
+    if data.len() <= min {
+        return data.len();
+    }
+    let max = data.len().min(params.max_size as usize);
+    let normal = data.len().min(params.avg_size as usize).max(min);
+    let mut hash = 0u64;
+    for (i, &byte) in data.iter().enumerate().take(max).skip(min) {
+        hash = (hash << 1).wrapping_add(chunker.gear[byte as usize]);
+        let mask = if i < normal {
+            chunker.mask_small
+        } else {
+            chunker.mask_large
+        };
+        if hash & mask == 0 {
+            return i + 1;
+        }
+    }
+    max
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn cut_matches_the_byte_by_byte_loop(len in 0usize..40_000, seed in any::<u64>(), key in any::<[u8; 32]>(), min in 64u32..1500, avg_bits in 11u32..13) {
+        let params = ChunkerParams { min_size: min, avg_size: 1 << avg_bits, max_size: 12_000 + min };
+        let chunker = Chunker::new(&key, params);
+        let mut data = &pseudo_random(len, seed)[..];
+        while !data.is_empty() {
+            let len = chunker.cut(data);
+            prop_assert_eq!(len, cut_byte_by_byte(&chunker, data));
+            data = &data[len..];
+        }
+    }
 
     #[test]
     fn deterministic_and_within_bounds(len in 0usize..60_000, seed in any::<u64>(), key in any::<[u8; 32]>()) {
