@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use lifeboat_core::ops::check::DataSubset;
+use lifeboat_core::snapshot::retention::{Count, GroupBy, Span};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -14,11 +16,22 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// Repository location (a directory). Default: an embedded repository under your data directory
-    #[arg(short = 'r', long, env = "LIFEBOAT_REPOSITORY", global = true)]
+    #[arg(
+        short = 'r',
+        long,
+        env = "LIFEBOAT_REPOSITORY",
+        global = true,
+        help_heading = "Global options"
+    )]
     pub repo: Option<PathBuf>,
 
     /// Read the repository password from this file
-    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    #[arg(
+        long,
+        env = "LIFEBOAT_PASSWORD_FILE",
+        global = true,
+        help_heading = "Global options"
+    )]
     pub password_file: Option<PathBuf>,
 
     /// Open the repository with a generated key file instead of a password; `init` creates
@@ -27,20 +40,21 @@ pub struct Cli {
         long,
         env = "LIFEBOAT_KEY_FILE",
         global = true,
+        help_heading = "Global options",
         conflicts_with = "password_file"
     )]
     pub key_file: Option<PathBuf>,
 
     /// Print JSON (JSON lines for streams of results and progress)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// Print only errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
 
     /// Print more: every file processed
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub verbose: bool,
 
     #[command(subcommand)]
@@ -81,9 +95,55 @@ pub enum Command {
     /// Show what changed between two snapshots
     #[command(after_help = "Example:\n  lifeboat diff 1a2b3c4d latest")]
     Diff(DiffArgs),
+    /// Remove snapshots by a retention policy, or by id (the data stays until prune)
+    #[command(
+        after_help = "Examples:\n  lifeboat forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  lifeboat forget --keep-within 30d --host web1\n  lifeboat forget 1a2b3c4d"
+    )]
+    Forget(ForgetArgs),
+    /// Verify the repository's structure, and with --read-data its data
+    #[command(
+        after_help = "Examples:\n  lifeboat check\n  lifeboat check --read-data\n  lifeboat check --read-data-subset 3/30    # a thirtieth of the packs, the third"
+    )]
+    Check(CheckArgs),
+    /// Sizes, deduplication and compression of snapshots
+    #[command(
+        after_help = "Examples:\n  lifeboat stats\n  lifeboat stats latest --mode raw-data\n  lifeboat stats --host web1 --json"
+    )]
+    Stats(StatsArgs),
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsMode {
+    /// Files and what restoring them would write
+    RestoreSize,
+    /// The distinct blobs they use: plaintext and stored size, packs
+    RawData,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Snapshots (id, unique prefix, latest, @TIME); default: all that match the filters
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Show only these figures (default: both)
+    #[arg(long, value_enum)]
+    pub mode: Option<StatsMode>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Also read every blob: authenticate, decompress and compare it with its id
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read only some packs: a percentage (5%, chosen at random each run) or a part K/M (the
+    /// same packs each time; parts 1 to M together read everything)
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    pub read_data_subset: Option<DataSubset>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -160,6 +220,49 @@ pub struct FilterArgs {
     /// Only snapshots of this path (repeatable; all must match)
     #[arg(long = "path")]
     pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to forget (id or unique prefix), instead of a policy
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<Count>,
+    /// Keep the newest snapshot of each of the N latest hours that have one (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<Count>,
+    /// Keep the newest snapshot of each of the N latest days that have one (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<Count>,
+    /// Keep the newest snapshot of each of the N latest ISO weeks that have one (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<Count>,
+    /// Keep the newest snapshot of each of the N latest months that have one (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<Count>,
+    /// Keep the newest snapshot of each of the N latest years that have one (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<Count>,
+    /// Keep every snapshot within this span of the group's newest one (1y6m, 2w, 36h)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<Span>,
+    /// Keep every snapshot with this tag (repeatable)
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Apply the policy to each group of snapshots sharing these (host, paths, tags; "" for one group)
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    pub group_by: GroupBy,
+    /// Count hours, days, weeks, months and years in this time zone: local, UTC, an offset
+    /// (+02:00) or a name (Europe/Berlin)
+    #[arg(long, value_name = "ZONE", default_value = "local")]
+    pub tz: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Show what would be removed, remove nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

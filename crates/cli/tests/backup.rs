@@ -238,12 +238,18 @@ fn held_exclusive_lock_fails_with_12_and_names_holder() {
     let storage = std::sync::Arc::new(LocalStorage::new(&env.repo));
     let repo =
         lifeboat_core::Repository::open(storage.clone(), common::PASSWORD.as_bytes()).unwrap();
-    let guard = lifeboat_core::lock::acquire(storage, repo.keys().seal, true, "prune").unwrap();
+    let guard = lifeboat_core::lock::acquire(
+        storage,
+        repo.keys().seal,
+        lifeboat_core::lock::LockKind::Exclusive,
+        "repair",
+    )
+    .unwrap();
     let mut cmd = env.command();
     let out = cmd.arg("backup").arg(&src).output().unwrap();
     assert_eq!(out.status.code(), Some(12));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("exclusive lock for prune"), "{stderr}");
+    assert!(stderr.contains("exclusive lock for repair"), "{stderr}");
     assert!(
         stderr.contains(&format!("pid {}", std::process::id())),
         "{stderr}"

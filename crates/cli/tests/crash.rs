@@ -358,7 +358,7 @@ fn kill_9_during_backup_never_damages_earlier_snapshots() {
             let guard = lifeboat_core::lock::acquire(
                 repo.storage().clone(),
                 repo.keys().seal,
-                true,
+                lifeboat_core::lock::LockKind::Exclusive,
                 "test",
             )
             .unwrap_or_else(|e| panic!("run {i}: a stale lock blocks an exclusive lock: {e}"));

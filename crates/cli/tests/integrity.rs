@@ -428,3 +428,171 @@ fn dump_of_a_file_with_a_damaged_last_blob_fails_cleanly() {
         run.raw_stdout.len()
     );
 }
+
+/// The paths a `check --json` finding lists as affected.
+fn affected_paths(finding: &serde_json::Value) -> Vec<String> {
+    finding["affects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn errors_of(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["error"] == true)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn check_passes_a_healthy_repository_and_its_parts_read_every_pack_once() {
+    let fx = fixture();
+    let env = &fx.env;
+    let run = env.lb(&["check"]).ok();
+    assert!(run.stdout.contains("no errors found"), "{}", run.stdout);
+    let all = env.lb(&["check", "--read-data", "--json"]).ok().json();
+    assert_eq!(all["errors"], 0, "{all}");
+    let packs = all["packs"].as_u64().unwrap();
+    assert!(packs >= 2, "data and tree packs: {all}");
+    assert_eq!(all["packs_read"].as_u64(), Some(packs));
+    assert!(all["bytes_read"].as_u64().unwrap() > 12_000_000);
+    let parts: u64 = (1..=3)
+        .map(|k| {
+            let subset = format!("{k}/3");
+            let r = env
+                .lb(&["check", "--read-data-subset", &subset, "--json"])
+                .ok()
+                .json();
+            r["packs_read"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(parts, packs, "parts 1/3..3/3 read each pack once");
+    let some = env
+        .lb(&["check", "--read-data-subset", "50%", "--json"])
+        .ok()
+        .json();
+    assert_eq!(some["packs_read"].as_u64(), Some(packs.div_ceil(2)));
+    for bad in ["0/3", "4/3", "0%", "150%", "half"] {
+        let run = env.lb(&["check", "--read-data-subset", bad]);
+        assert_ne!(run.code, 0, "{bad} accepted");
+        assert!(run.stderr.contains("not a subset"), "{bad}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn check_read_data_names_the_damaged_blob_its_pack_and_the_file() {
+    let fx = fixture();
+    let damaged = fx.big_files()[2].clone();
+    let bad = fx.content(&damaged)[0]; // a file's first chunk has a frame of its own
+    let loc = fx.location(&bad);
+    assert!(!loc.is_shared_frame());
+    let pack = fx.pack_path(&loc);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[loc.offset as usize + loc.length as usize / 2] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let env = &fx.env;
+    env.lb(&["check"]).ok(); // the structure is intact
+    let run = env.lb(&["check", "--read-data", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let report = run.json();
+    let errors = errors_of(&report);
+    assert_eq!(errors.len(), 1, "{report}");
+    let finding = &errors[0];
+    assert_eq!(finding["object"], format!("blob {}", bad.to_hex()));
+    let pack_name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        finding["message"].as_str().unwrap().contains(pack_name),
+        "{finding}"
+    );
+    assert_eq!(
+        affected_paths(finding),
+        vec![damaged.display().to_string()],
+        "only the damaged file is named"
+    );
+    let human = env.lb(&["check", "--read-data"]);
+    assert_eq!(human.code, 1);
+    assert!(
+        human.stdout.contains(&damaged.display().to_string()),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stderr.contains("1 error(s)"), "{}", human.stderr);
+}
+
+#[test]
+fn check_names_a_missing_pack_and_the_files_of_every_snapshot_it_costs() {
+    let fx = fixture();
+    let env = &fx.env;
+    env.backup(&env.path("src"), &["--force"]);
+    let lost = fx.big_files()[0].clone();
+    let loc = fx.location(&fx.content(&lost)[0]);
+    std::fs::remove_file(fx.pack_path(&loc)).unwrap();
+
+    let run = env.lb(&["check", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let report = run.json();
+    let errors = errors_of(&report);
+    let missing = errors
+        .iter()
+        .find(|f| f["message"].as_str().unwrap().contains("is missing"))
+        .unwrap_or_else(|| panic!("no missing-pack finding: {report}"));
+    let paths = affected_paths(missing);
+    let lost_path = lost.display().to_string();
+    assert_eq!(
+        paths.iter().filter(|p| **p == lost_path).count(),
+        2,
+        "the file is named once per snapshot: {paths:?}"
+    );
+    let snapshots: std::collections::BTreeSet<&str> = missing["affects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(snapshots.len(), 2);
+}
+
+#[test]
+fn check_reports_a_damaged_index_file_and_notes_an_unindexed_pack() {
+    let fx = fixture();
+    let env = &fx.env;
+    // A pack that no index lists (as a running backup leaves one) is a note, not an error.
+    let loc = fx.location(&fx.content(&fx.big_files()[0])[0]);
+    let stray = env.repo.join("data").join("ff").join("f".repeat(64));
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::copy(fx.pack_path(&loc), &stray).unwrap();
+    let report = env.lb(&["check", "--json"]).ok().json();
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["message"].as_str().unwrap().contains("not in the index")),
+        "{report}"
+    );
+
+    let index_dir = env.repo.join("index");
+    let index_file = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'))
+        .unwrap();
+    std::fs::write(&index_file, b"not an index").unwrap();
+    let run = env.lb(&["check", "--json"]);
+    assert_eq!(run.code, 1);
+    let report = run.json();
+    let name = index_file.file_name().unwrap().to_str().unwrap();
+    assert!(
+        errors_of(&report)
+            .iter()
+            .any(|f| f["object"] == format!("index {name}")),
+        "{report}"
+    );
+}

@@ -2,10 +2,13 @@
 
 mod backup;
 mod browse;
+mod check;
+mod forget;
 mod init;
 mod key;
 mod restore;
 mod snapshots;
+mod stats;
 
 use anyhow::Result;
 use lifeboat_core::index::Index;
@@ -24,6 +27,9 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Dump(a) => browse::dump(cli, a),
         Command::Diff(a) => browse::diff(cli, a),
         Command::Restore(a) => restore::run(cli, a),
+        Command::Forget(a) => forget::run(cli, a),
+        Command::Check(a) => check::run(cli, a),
+        Command::Stats(a) => stats::run(cli, a),
         Command::Key(k) => key::run(cli, k),
     }
 }

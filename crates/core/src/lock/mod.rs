@@ -1,5 +1,6 @@
-//! Repository locks. Backups take shared locks and never wait for each other; operations that
-//! delete or rewrite (prune, repair) take exclusive ones. A lock names its host, process and
+//! Repository locks. Backups take shared locks and never wait for each other; `forget` and
+//! `prune` take maintenance locks, which exclude each other but not backups; operations that
+//! rewrite what backups rely on (repair) take exclusive ones. A lock names its host, process and
 //! time; a lock whose process is gone on this host, or that was not refreshed within
 //! `STALE_AFTER`, is stale: reported and ignored, never silently blocking a job.
 
@@ -19,10 +20,24 @@ const LOCK_AAD: &[u8] = b"lifeboat lock v1";
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
+/// What a lock excludes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// Backups: conflict only with exclusive locks.
+    Shared,
+    /// Forget and prune: conflict with each other and with exclusive locks, not with backups.
+    Maintenance,
+    /// Conflicts with every other lock.
+    Exclusive,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LockRecord {
     pub time: DateTime<Utc>,
     pub exclusive: bool,
+    /// Added after the first release: a record without it is a shared or exclusive lock.
+    #[serde(default)]
+    pub maintenance: bool,
     pub hostname: String,
     pub username: String,
     pub pid: u32,
@@ -38,13 +53,23 @@ impl LockRecord {
         self.hostname == crate::host::hostname() && !crate::host::process_alive(self.pid)
     }
 
+    pub fn kind(&self) -> LockKind {
+        if self.exclusive {
+            LockKind::Exclusive
+        } else if self.maintenance {
+            LockKind::Maintenance
+        } else {
+            LockKind::Shared
+        }
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{} lock for {} held by {}@{} (pid {}) since {}",
-            if self.exclusive {
-                "exclusive"
-            } else {
-                "shared"
+            match self.kind() {
+                LockKind::Exclusive => "exclusive",
+                LockKind::Maintenance => "maintenance",
+                LockKind::Shared => "shared",
             },
             self.operation,
             self.username,
@@ -88,14 +113,18 @@ fn write_lock(storage: &dyn Storage, key: &[u8; 32], record: &LockRecord) -> Res
     Ok(name)
 }
 
-fn conflicts(mine: bool, theirs: &LockRecord) -> bool {
-    mine || theirs.exclusive
+fn conflicts(mine: LockKind, theirs: LockKind) -> bool {
+    use LockKind::*;
+    matches!(
+        (mine, theirs),
+        (Exclusive, _) | (_, Exclusive) | (Maintenance, Maintenance)
+    )
 }
 
 pub fn acquire(
     storage: Arc<dyn Storage>,
     key: [u8; 32],
-    exclusive: bool,
+    kind: LockKind,
     operation: &str,
 ) -> Result<LockGuard> {
     let check = |own: Option<&str>| -> Result<()> {
@@ -103,7 +132,7 @@ pub fn acquire(
             if Some(name.as_str()) == own || record.is_stale() {
                 continue;
             }
-            if conflicts(exclusive, &record) {
+            if conflicts(kind, record.kind()) {
                 return Err(Error::Locked {
                     holder: record.describe(),
                 });
@@ -114,7 +143,8 @@ pub fn acquire(
     check(None)?;
     let record = LockRecord {
         time: Utc::now(),
-        exclusive,
+        exclusive: kind == LockKind::Exclusive,
+        maintenance: kind == LockKind::Maintenance,
         hostname: crate::host::hostname(),
         username: crate::host::username(),
         pid: std::process::id(),
@@ -177,4 +207,42 @@ pub fn remove_locks(storage: &dyn Storage, key: &[u8; 32], all: bool) -> Result<
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalStorage;
+
+    #[test]
+    fn maintenance_locks_exclude_each_other_but_not_backups() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        storage.create().expect("create");
+        let key = [7u8; 32];
+        let take = |kind| acquire(storage.clone(), key, kind, "test");
+
+        let backup = take(LockKind::Shared).expect("a backup");
+        let forget = take(LockKind::Maintenance).expect("forget runs beside a backup");
+        let second_backup = take(LockKind::Shared).expect("a backup runs beside forget");
+        let err = take(LockKind::Maintenance)
+            .err()
+            .expect("two maintenance locks conflict");
+        assert!(
+            err.to_string().contains("maintenance lock for test"),
+            "{err}"
+        );
+        assert!(take(LockKind::Exclusive).is_err(), "repair waits for all");
+        drop((backup, forget, second_backup));
+        let repair = take(LockKind::Exclusive).expect("nothing held");
+        assert!(take(LockKind::Shared).is_err(), "a backup waits for repair");
+        drop(repair);
+    }
+
+    #[test]
+    fn a_record_from_before_maintenance_locks_reads_as_shared_or_exclusive() {
+        let old = r#"{"time":"2026-11-01T00:00:00Z","exclusive":false,"hostname":"h","username":"u","pid":1,"operation":"backup"}"#;
+        let record: LockRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!(record.kind(), LockKind::Shared);
+    }
 }

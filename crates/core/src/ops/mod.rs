@@ -1,12 +1,15 @@
 //! Operations, each readable top to bottom: backup, restore, listing, diff, dump.
 
 pub mod backup;
+pub mod check;
 pub mod content;
 pub mod diff;
 pub mod dump;
 pub mod find;
+pub mod forget;
 pub mod ls;
 pub mod restore;
+pub mod stats;
 pub mod walk;
 
 pub use walk::TreeWalker;

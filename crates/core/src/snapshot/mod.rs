@@ -1,5 +1,6 @@
 //! Snapshot records: the last object a backup writes, naming the root tree and what was saved.
 
+pub mod retention;
 pub mod select;
 
 pub use select::{SnapshotFilter, SnapshotSpec};

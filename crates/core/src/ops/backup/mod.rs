@@ -151,7 +151,12 @@ pub fn backup(
     } else {
         repo
     };
-    let _lock = crate::lock::acquire(repo.storage().clone(), repo.keys().seal, false, "backup")?;
+    let _lock = crate::lock::acquire(
+        repo.storage().clone(),
+        repo.keys().seal,
+        crate::lock::LockKind::Shared,
+        "backup",
+    )?;
     let hostname = options
         .hostname
         .clone()

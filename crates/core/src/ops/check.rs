@@ -1,0 +1,402 @@
+//! Verifying a repository (`lifeboat check`).
+//!
+//! Structure, always: every index file opens; every pack the index names exists and its
+//! header lists each blob where the index says it is; every snapshot opens, and every tree
+//! and file blob its trees reach is indexed and every tree reads. Data, on request: every blob
+//! of the chosen packs is read, authenticated, decompressed and checked against its id.
+//! Nothing stops at the first problem: each finding names what it concerns (pack, blob,
+//! index file, snapshot and path), and damaged data blobs are traced back to the snapshot
+//! paths that use them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexFile, Location};
+use crate::pack::read_header;
+use crate::repository::Repository;
+use crate::snapshot::SnapshotEntry;
+use crate::storage::ObjectKind;
+use crate::tree::{NodeKind, Tree};
+
+/// Which packs `--read-data` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataSubset {
+    All,
+    /// About this share of the packs (0 < p <= 100), chosen at random each run.
+    Percent(f64),
+    /// Part `n` of `of` (1-based): the packs whose name, as a number, is `n - 1` modulo `of`;
+    /// running parts 1 to `of` in turn reads every pack once.
+    Part {
+        n: u32,
+        of: u32,
+    },
+}
+
+impl std::str::FromStr for DataSubset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidInput(format!(
+                "{s:?} is not a subset: use a percentage (5%) or a part (2/7: the second of seven)"
+            ))
+        };
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(DataSubset::Percent(p));
+        }
+        let (n, of) = s.split_once('/').ok_or_else(bad)?;
+        let (n, of): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            of.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || n > of {
+            return Err(bad());
+        }
+        Ok(DataSubset::Part { n, of })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Read the data of these packs; `None`: structure only.
+    pub read_data: Option<DataSubset>,
+}
+
+/// Something wrong, and everything it is known to concern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// `false` for what is not damage, such as a pack the index does not list yet.
+    pub error: bool,
+    /// What is damaged or missing: `pack <name>`, `blob <id>`, `index <name>`, `snapshot <id>`.
+    pub object: String,
+    pub message: String,
+    /// Snapshot ids and the paths in them that the damage costs (for blobs and trees).
+    pub affects: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckReport {
+    pub findings: Vec<Finding>,
+    pub index_files: usize,
+    pub packs: usize,
+    pub blobs: usize,
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs_read: usize,
+    pub bytes_read: u64,
+}
+
+impl CheckReport {
+    pub fn errors(&self) -> usize {
+        self.findings.iter().filter(|f| f.error).count()
+    }
+
+    fn error(&mut self, object: String, message: impl Into<String>) {
+        self.findings.push(Finding {
+            error: true,
+            object,
+            message: message.into(),
+            affects: Vec::new(),
+        });
+    }
+}
+
+pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
+    // Shared: a repair (exclusive) must not rewrite what is being checked.
+    let _lock = crate::lock::acquire(
+        repo.storage().clone(),
+        repo.keys().seal,
+        crate::lock::LockKind::Shared,
+        "check",
+    )?;
+    let mut report = CheckReport::default();
+    let index = load_index(repo, &mut report)?;
+    let by_pack = blobs_by_pack(&index);
+    report.packs = by_pack.len();
+    report.blobs = index.blob_count();
+    let damaged_packs = check_packs(repo, &index, &by_pack, &mut report)?;
+    let snapshots = load_snapshots(repo, &mut report)?;
+    report.snapshots = snapshots.len();
+    // Blobs found damaged or missing, with the finding to attach their users to.
+    let mut bad_blobs: HashMap<BlobId, usize> = HashMap::new();
+    for (pack, at) in &damaged_packs {
+        for (id, _) in &by_pack[pack] {
+            bad_blobs.insert(*id, *at);
+        }
+    }
+    let present: HashSet<String> = by_pack
+        .keys()
+        .filter(|p| !damaged_packs.contains_key(*p))
+        .cloned()
+        .collect();
+    if let Some(subset) = options.read_data {
+        read_data(
+            repo,
+            &index,
+            &by_pack,
+            &present,
+            subset,
+            &mut report,
+            &mut bad_blobs,
+        );
+    }
+    walk_snapshots(repo, &index, &snapshots, &bad_blobs, &mut report);
+    Ok(report)
+}
+
+fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Index> {
+    let storage = repo.storage();
+    let mut index = Index::default();
+    for info in storage.list(ObjectKind::Index)? {
+        let object = format!("index {}", info.name);
+        let opened = storage
+            .read(ObjectKind::Index, &info.name)
+            .map_err(Error::from)
+            .and_then(|data| IndexFile::open(&repo.keys().seal, &data, &object));
+        match opened {
+            Ok(file) => {
+                index.merge_file(&file);
+                report.index_files += 1;
+            }
+            Err(e) => report.error(object, format!("cannot be read: {e}")),
+        }
+    }
+    index.finish();
+    Ok(index)
+}
+
+/// The index's blobs grouped by pack name.
+fn blobs_by_pack(index: &Index) -> BTreeMap<String, Vec<(BlobId, Location)>> {
+    let mut by_pack: BTreeMap<String, Vec<(BlobId, Location)>> = BTreeMap::new();
+    for (id, loc) in index.iter() {
+        by_pack
+            .entry(index.pack(loc.pack).name.clone())
+            .or_default()
+            .push((*id, *loc));
+    }
+    by_pack
+}
+
+/// Every indexed pack exists and its header agrees with the index; packs in storage that the
+/// index does not list are noted. Returns the indexed packs that are missing or whose header
+/// is damaged, each with its finding.
+fn check_packs(
+    repo: &Repository,
+    index: &Index,
+    by_pack: &BTreeMap<String, Vec<(BlobId, Location)>>,
+    report: &mut CheckReport,
+) -> Result<HashMap<String, usize>> {
+    let storage = repo.storage();
+    let stored: HashSet<String> = storage
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .map(|info| info.name)
+        .collect();
+    let mut damaged = HashMap::new();
+    for (pack, blobs) in by_pack {
+        let object = format!("pack {pack}");
+        if !stored.contains(pack) {
+            damaged.insert(pack.clone(), report.findings.len());
+            report.error(
+                object,
+                format!("is missing: the index lists {} blob(s) in it", blobs.len()),
+            );
+            continue;
+        }
+        let entries = match read_header(storage.as_ref(), &repo.keys().seal, pack) {
+            Ok((_, entries)) => entries,
+            Err(e) => {
+                damaged.insert(pack.clone(), report.findings.len());
+                report.error(object, format!("header cannot be read: {e}"));
+                continue;
+            }
+        };
+        let header: HashMap<BlobId, _> = entries.into_iter().map(|e| (e.id, e)).collect();
+        let disagree = blobs
+            .iter()
+            .filter(|(id, loc)| header.get(id) != Some(&loc.entry(*id)))
+            .count();
+        if disagree > 0 {
+            damaged.insert(pack.clone(), report.findings.len());
+            report.error(
+                object,
+                format!("header disagrees with the index about {disagree} blob(s)"),
+            );
+        }
+    }
+    let indexed: HashSet<&str> = index.packs().iter().map(|p| p.name.as_str()).collect();
+    for pack in stored.iter().filter(|p| !indexed.contains(p.as_str())) {
+        report.findings.push(Finding {
+            error: false,
+            object: format!("pack {pack}"),
+            message: "is not in the index (from a backup still running or interrupted; \
+                      prune removes it once it is old)"
+                .into(),
+            affects: Vec::new(),
+        });
+    }
+    Ok(damaged)
+}
+
+fn load_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<Vec<SnapshotEntry>> {
+    let storage = repo.storage();
+    let mut out = Vec::new();
+    for info in storage.list(ObjectKind::Snapshot)? {
+        let object = format!("snapshot {}", info.name);
+        let opened = storage
+            .read(ObjectKind::Snapshot, &info.name)
+            .map_err(Error::from)
+            .and_then(|data| crate::snapshot::Snapshot::open(&repo.keys().seal, &data, &object));
+        match opened {
+            Ok(snapshot) => out.push(SnapshotEntry {
+                id: info.name,
+                snapshot,
+            }),
+            Err(e) => report.error(object, format!("cannot be read: {e}")),
+        }
+    }
+    out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Which packs of `packs` (sorted names) the subset takes.
+pub fn choose_packs<'p>(packs: &[&'p str], subset: DataSubset) -> Vec<&'p str> {
+    match subset {
+        DataSubset::All => packs.to_vec(),
+        DataSubset::Part { n, of } => packs
+            .iter()
+            .filter(|p| {
+                let number = p
+                    .get(..8)
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .unwrap_or(0);
+                number % of == n - 1
+            })
+            .copied()
+            .collect(),
+        DataSubset::Percent(p) => {
+            use rand::seq::SliceRandom;
+            let want = ((packs.len() as f64) * p / 100.0).ceil() as usize;
+            let mut chosen = packs.to_vec();
+            chosen.shuffle(&mut rand::thread_rng());
+            chosen.truncate(want);
+            chosen.sort_unstable();
+            chosen
+        }
+    }
+}
+
+fn read_data(
+    repo: &Repository,
+    index: &Index,
+    by_pack: &BTreeMap<String, Vec<(BlobId, Location)>>,
+    present: &HashSet<String>,
+    subset: DataSubset,
+    report: &mut CheckReport,
+    bad_blobs: &mut HashMap<BlobId, usize>,
+) {
+    let names: Vec<&str> = by_pack
+        .keys()
+        .filter(|p| present.contains(*p))
+        .map(String::as_str)
+        .collect();
+    let (mut scratch, mut blob) = (Vec::new(), Vec::new());
+    for pack in choose_packs(&names, subset) {
+        let blobs = &by_pack[pack];
+        report.packs_read += 1;
+        // In pack order, so shared frames are opened once and reads move forward.
+        let mut ordered: Vec<&(BlobId, Location)> = blobs.iter().collect();
+        ordered.sort_by_key(|(_, loc)| (loc.offset, loc.frame_offset));
+        let mut frames = HashSet::new();
+        for (id, loc) in ordered {
+            if frames.insert(loc.offset) {
+                report.bytes_read += u64::from(loc.length);
+            }
+            if let Err(e) = repo.read_blob_into(index, id, &mut scratch, &mut blob) {
+                bad_blobs.insert(*id, report.findings.len());
+                report.error(
+                    format!("blob {}", id.to_hex()),
+                    format!("in pack {pack} is damaged: {e}"),
+                );
+            }
+        }
+    }
+}
+
+/// Walks every snapshot's trees (each tree once): trees must be indexed and readable, file
+/// blobs indexed; uses of damaged blobs are added to their findings.
+fn walk_snapshots(
+    repo: &Repository,
+    index: &Index,
+    snapshots: &[SnapshotEntry],
+    bad_blobs: &HashMap<BlobId, usize>,
+    report: &mut CheckReport,
+) {
+    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    let mut missing: HashMap<BlobId, usize> = HashMap::new();
+    for snap in snapshots {
+        let mut stack: Vec<(BlobId, Vec<u8>)> = vec![(snap.snapshot.tree, b"/".to_vec())];
+        while let Some((tree_id, dir)) = stack.pop() {
+            let first_visit = seen_trees.insert(tree_id);
+            // A tree seen before was checked; it is walked again only to name the users of
+            // damaged blobs in this snapshot too.
+            if !first_visit && bad_blobs.is_empty() && missing.is_empty() {
+                continue;
+            }
+            let tree: Tree = match repo.load_tree(index, &tree_id) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    if first_visit {
+                        report.error(
+                            format!("tree {}", tree_id.to_hex()),
+                            format!("cannot be read: {e}"),
+                        );
+                        missing.insert(tree_id, report.findings.len() - 1);
+                    }
+                    if let Some(&at) = missing.get(&tree_id) {
+                        affect(report, at, snap, &dir);
+                    }
+                    continue;
+                }
+            };
+            if first_visit {
+                report.trees += 1;
+            }
+            for node in &tree.nodes {
+                let path = crate::ops::walk::join(&dir, &node.name);
+                if node.kind == NodeKind::Dir {
+                    if let Some(sub) = node.subtree {
+                        stack.push((sub, path));
+                    }
+                    continue;
+                }
+                for id in &node.content {
+                    if let Some(&at) = bad_blobs.get(id).or_else(|| missing.get(id)) {
+                        affect(report, at, snap, &path);
+                    } else if first_visit && !index.contains(id) {
+                        report.error(
+                            format!("blob {}", id.to_hex()),
+                            "is used by a snapshot but not in the index",
+                        );
+                        missing.insert(*id, report.findings.len() - 1);
+                        affect(report, report.findings.len() - 1, snap, &path);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds (snapshot, path) to a finding's list; a file that uses a blob twice in a row is
+/// listed once.
+fn affect(report: &mut CheckReport, at: usize, snap: &SnapshotEntry, path: &[u8]) {
+    let entry = (snap.id.clone(), String::from_utf8_lossy(path).into_owned());
+    let affects = &mut report.findings[at].affects;
+    if affects.last() != Some(&entry) {
+        affects.push(entry);
+    }
+}

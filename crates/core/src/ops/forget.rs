@@ -1,0 +1,112 @@
+//! Forgetting snapshots: by a retention policy applied to each group of snapshots, or by id.
+//!
+//! Only snapshot objects are deleted; the data they alone referenced stays until `prune`. So
+//! forget can run beside backups (a backup whose parent snapshot is forgotten still finds the
+//! parent's trees), and takes a maintenance lock, which only another forget or prune, or a
+//! repair, conflicts with.
+
+use chrono::TimeZone;
+
+use crate::error::{Error, Result};
+use crate::lock::{self, LockKind};
+use crate::repository::Repository;
+use crate::snapshot::retention::{self, GroupBy, GroupKey, RetentionPolicy, Verdict};
+use crate::snapshot::{SnapshotEntry, SnapshotFilter};
+use crate::storage::ObjectKind;
+
+#[derive(Clone, Debug, Default)]
+pub struct ForgetOptions {
+    pub policy: RetentionPolicy,
+    pub group_by: GroupBy,
+    pub filter: SnapshotFilter,
+    /// Decide and report, delete nothing.
+    pub dry_run: bool,
+}
+
+/// One group's snapshots, newest first, with what the policy decided for each.
+#[derive(Clone, Debug)]
+pub struct ForgetGroup {
+    pub key: GroupKey,
+    pub snapshots: Vec<(SnapshotEntry, Verdict)>,
+}
+
+impl ForgetGroup {
+    pub fn removed(&self) -> impl Iterator<Item = &SnapshotEntry> {
+        self.snapshots
+            .iter()
+            .filter(|(_, v)| !v.keep)
+            .map(|(e, _)| e)
+    }
+}
+
+/// Applies the policy (periods counted in `zone`) to the snapshots the filter selects, group
+/// by group, and deletes the snapshots no rule keeps unless this is a dry run.
+pub fn forget_by_policy<Tz: TimeZone>(
+    repo: &Repository,
+    options: &ForgetOptions,
+    zone: &Tz,
+) -> Result<Vec<ForgetGroup>> {
+    if options.policy.is_empty() {
+        return Err(Error::InvalidInput(
+            "no retention rule given (--keep-last, --keep-daily, ... or --keep-within, --keep-tag): \
+             refusing to forget every snapshot"
+                .into(),
+        ));
+    }
+    let _lock = (!options.dry_run)
+        .then(|| maintenance_lock(repo))
+        .transpose()?;
+    let all = repo.snapshots()?;
+    let selected: Vec<SnapshotEntry> = all
+        .into_iter()
+        .filter(|e| options.filter.matches(e))
+        .collect();
+    let groups: Vec<ForgetGroup> = retention::group(&selected, options.group_by)
+        .into_iter()
+        .map(|(key, members)| ForgetGroup {
+            key,
+            snapshots: retention::apply(&options.policy, &members, zone)
+                .into_iter()
+                .map(|(entry, verdict)| (entry.clone(), verdict))
+                .collect(),
+        })
+        .collect();
+    if !options.dry_run {
+        for group in &groups {
+            for entry in group.removed() {
+                delete_snapshot(repo, &entry.id)?;
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Deletes the named snapshots (full ids, as `SnapshotSpec::resolve` gives them).
+pub fn forget_ids(repo: &Repository, ids: &[String], dry_run: bool) -> Result<()> {
+    if dry_run {
+        return Ok(());
+    }
+    let _lock = maintenance_lock(repo)?;
+    for id in ids {
+        delete_snapshot(repo, id)?;
+    }
+    Ok(())
+}
+
+fn maintenance_lock(repo: &Repository) -> Result<lock::LockGuard> {
+    lock::acquire(
+        repo.storage().clone(),
+        repo.keys().seal,
+        LockKind::Maintenance,
+        "forget",
+    )
+}
+
+fn delete_snapshot(repo: &Repository, id: &str) -> Result<()> {
+    match repo.storage().delete(ObjectKind::Snapshot, id) {
+        Ok(()) => Ok(()),
+        // Another forget (on another host, without a shared lock directory) got there first.
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
