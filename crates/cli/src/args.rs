@@ -110,9 +110,21 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat stats\n  lifeboat stats latest --mode raw-data\n  lifeboat stats --host web1 --json"
     )]
     Stats(StatsArgs),
+    /// Remove stale locks (of processes that are gone), or every lock
+    #[command(
+        after_help = "Examples:\n  lifeboat unlock\n  lifeboat unlock --remove-all    # only when no other lifeboat uses the repository"
+    )]
+    Unlock(UnlockArgs),
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, live ones too
+    #[arg(long)]
+    pub remove_all: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -248,7 +260,7 @@ pub struct ForgetArgs {
     /// Keep every snapshot within this span of the group's newest one (1y6m, 2w, 36h)
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<Span>,
-    /// Keep every snapshot with this tag (repeatable)
+    /// Keep every snapshot with this tag (repeatable; `a,b`: with both tags)
     #[arg(long, value_name = "TAG")]
     pub keep_tag: Vec<String>,
     /// Apply the policy to each group of snapshots sharing these (host, paths, tags; "" for one group)

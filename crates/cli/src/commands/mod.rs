@@ -9,6 +9,7 @@ mod key;
 mod restore;
 mod snapshots;
 mod stats;
+mod unlock;
 
 use anyhow::Result;
 use lifeboat_core::index::Index;
@@ -30,6 +31,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Forget(a) => forget::run(cli, a),
         Command::Check(a) => check::run(cli, a),
         Command::Stats(a) => stats::run(cli, a),
+        Command::Unlock(a) => unlock::run(cli, a),
         Command::Key(k) => key::run(cli, k),
     }
 }

@@ -1,6 +1,6 @@
-//! Repository locks. Backups take shared locks and never wait for each other; `forget` and
-//! `prune` take maintenance locks, which exclude each other but not backups; operations that
-//! rewrite what backups rely on (repair) take exclusive ones. A lock names its host, process and
+//! Repository locks. Backups take shared locks and never wait for each other; `forget`,
+//! `prune` and `check` take maintenance locks, which exclude each other but not backups;
+//! operations that rewrite what backups rely on (repair) take exclusive ones. A lock names its host, process and
 //! time; a lock whose process is gone on this host, or that was not refreshed within
 //! `STALE_AFTER`, is stale: reported and ignored, never silently blocking a job.
 
@@ -25,7 +25,8 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 pub enum LockKind {
     /// Backups: conflict only with exclusive locks.
     Shared,
-    /// Forget and prune: conflict with each other and with exclusive locks, not with backups.
+    /// Forget, prune, check: conflict with each other and with exclusive locks, not with
+    /// backups.
     Maintenance,
     /// Conflicts with every other lock.
     Exclusive,
@@ -90,9 +91,20 @@ pub fn list_locks(storage: &dyn Storage, key: &[u8; 32]) -> Result<Vec<(String, 
             Err(e) => return Err(e.into()),
         };
         let object = format!("lock {}", info.name);
-        let plain = open_object(key, LOCK_AAD, &data, &object)?;
-        let record: LockRecord =
-            serde_json::from_slice(&plain).map_err(|e| Error::format(&object, e))?;
+        // A damaged lock must not block every job without saying how to get rid of it.
+        let record = open_object(key, LOCK_AAD, &data, &object)
+            .and_then(|plain| {
+                serde_json::from_slice::<LockRecord>(&plain).map_err(|e| Error::format(&object, e))
+            })
+            .map_err(|e| {
+                Error::integrity(
+                    &object,
+                    format!(
+                        "unreadable ({e}); `lifeboat unlock --remove-all` removes it once no \
+                         other lifeboat uses the repository"
+                    ),
+                )
+            })?;
         out.push((info.name, record));
     }
     Ok(out)
@@ -198,13 +210,36 @@ impl Drop for LockGuard {
 }
 
 /// Removes stale locks (or all, when `all`); returns what was removed.
-pub fn remove_locks(storage: &dyn Storage, key: &[u8; 32], all: bool) -> Result<Vec<LockRecord>> {
+///
+/// With `all`, damaged locks are removed too (reported as `None`), since nothing can tell
+/// whether they are stale.
+pub fn remove_locks(
+    storage: &dyn Storage,
+    key: &[u8; 32],
+    all: bool,
+) -> Result<Vec<Option<LockRecord>>> {
     let mut removed = Vec::new();
-    for (name, record) in list_locks(storage, key)? {
-        if all || record.is_stale() {
-            storage.delete(ObjectKind::Lock, &name)?;
-            removed.push(record);
+    let delete = |name: &str| match storage.delete(ObjectKind::Lock, name) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()), // released meanwhile: gone either way
+    };
+    if !all {
+        for (name, record) in list_locks(storage, key)? {
+            if record.is_stale() {
+                delete(&name)?;
+                removed.push(Some(record));
+            }
         }
+        return Ok(removed);
+    }
+    for info in storage.list(ObjectKind::Lock)? {
+        let record = storage
+            .read(ObjectKind::Lock, &info.name)
+            .ok()
+            .and_then(|data| open_object(key, LOCK_AAD, &data, "lock").ok())
+            .and_then(|plain| serde_json::from_slice::<LockRecord>(&plain).ok());
+        delete(&info.name)?;
+        removed.push(record);
     }
     Ok(removed)
 }

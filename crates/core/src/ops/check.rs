@@ -106,21 +106,24 @@ impl CheckReport {
 }
 
 pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
-    // Shared: a repair (exclusive) must not rewrite what is being checked.
+    // A maintenance lock: forget, prune and repair must not delete what is being checked;
+    // backups may run, and what they add after the snapshots are listed is not looked at.
     let _lock = crate::lock::acquire(
         repo.storage().clone(),
         repo.keys().seal,
-        crate::lock::LockKind::Shared,
+        crate::lock::LockKind::Maintenance,
         "check",
     )?;
     let mut report = CheckReport::default();
+    // Snapshots before the index: a backup writes its index files before its snapshot, so
+    // every snapshot listed here has its blobs in an index file listed below.
+    let snapshots = load_snapshots(repo, &mut report)?;
+    report.snapshots = snapshots.len();
     let index = load_index(repo, &mut report)?;
     let by_pack = blobs_by_pack(&index);
     report.packs = by_pack.len();
     report.blobs = index.blob_count();
     let damaged_packs = check_packs(repo, &index, &by_pack, &mut report)?;
-    let snapshots = load_snapshots(repo, &mut report)?;
-    report.snapshots = snapshots.len();
     // Blobs found damaged or missing, with the finding to attach their users to.
     let mut bad_blobs: HashMap<BlobId, usize> = HashMap::new();
     for (pack, at) in &damaged_packs {
@@ -144,7 +147,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
             &mut bad_blobs,
         );
     }
-    walk_snapshots(repo, &index, &snapshots, &bad_blobs, &mut report);
+    walk_snapshots(repo, &index, &snapshots, &mut bad_blobs, &mut report);
     Ok(report)
 }
 
@@ -247,8 +250,11 @@ fn load_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<Vec<Sna
     let mut out = Vec::new();
     for info in storage.list(ObjectKind::Snapshot)? {
         let object = format!("snapshot {}", info.name);
-        let opened = storage
-            .read(ObjectKind::Snapshot, &info.name)
+        let data = match storage.read(ObjectKind::Snapshot, &info.name) {
+            Err(e) if e.is_not_found() => continue, // forgotten since it was listed
+            other => other,
+        };
+        let opened = data
             .map_err(Error::from)
             .and_then(|data| crate::snapshot::Snapshot::open(&repo.keys().seal, &data, &object));
         match opened {
@@ -267,17 +273,18 @@ fn load_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<Vec<Sna
 pub fn choose_packs<'p>(packs: &[&'p str], subset: DataSubset) -> Vec<&'p str> {
     match subset {
         DataSubset::All => packs.to_vec(),
-        DataSubset::Part { n, of } => packs
+        DataSubset::Part { n, of } if of > 0 => packs
             .iter()
             .filter(|p| {
                 let number = p
                     .get(..8)
                     .and_then(|h| u32::from_str_radix(h, 16).ok())
                     .unwrap_or(0);
-                number % of == n - 1
+                number % of == n.wrapping_sub(1) % of
             })
             .copied()
             .collect(),
+        DataSubset::Part { .. } => Vec::new(),
         DataSubset::Percent(p) => {
             use rand::seq::SliceRandom;
             let want = ((packs.len() as f64) * p / 100.0).ceil() as usize;
@@ -327,67 +334,108 @@ fn read_data(
     }
 }
 
-/// Walks every snapshot's trees (each tree once): trees must be indexed and readable, file
-/// blobs indexed; uses of damaged blobs are added to their findings.
+/// Walks every snapshot's trees, each distinct tree once: trees must be indexed and readable,
+/// file blobs indexed. Then, if anything is damaged or missing, names every snapshot and path
+/// that uses it.
 fn walk_snapshots(
     repo: &Repository,
     index: &Index,
     snapshots: &[SnapshotEntry],
-    bad_blobs: &HashMap<BlobId, usize>,
+    bad_blobs: &mut HashMap<BlobId, usize>,
     report: &mut CheckReport,
 ) {
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    let mut missing: HashMap<BlobId, usize> = HashMap::new();
     for snap in snapshots {
-        let mut stack: Vec<(BlobId, Vec<u8>)> = vec![(snap.snapshot.tree, b"/".to_vec())];
-        while let Some((tree_id, dir)) = stack.pop() {
-            let first_visit = seen_trees.insert(tree_id);
-            // A tree seen before was checked; it is walked again only to name the users of
-            // damaged blobs in this snapshot too.
-            if !first_visit && bad_blobs.is_empty() && missing.is_empty() {
+        let mut stack = vec![snap.snapshot.tree];
+        while let Some(tree_id) = stack.pop() {
+            if !seen_trees.insert(tree_id) {
                 continue;
             }
             let tree: Tree = match repo.load_tree(index, &tree_id) {
                 Ok(tree) => tree,
                 Err(e) => {
-                    if first_visit {
-                        report.error(
-                            format!("tree {}", tree_id.to_hex()),
-                            format!("cannot be read: {e}"),
-                        );
-                        missing.insert(tree_id, report.findings.len() - 1);
-                    }
-                    if let Some(&at) = missing.get(&tree_id) {
-                        affect(report, at, snap, &dir);
-                    }
+                    bad_blobs.insert(tree_id, report.findings.len());
+                    report.error(
+                        format!("tree {}", tree_id.to_hex()),
+                        format!("cannot be read: {e}"),
+                    );
                     continue;
                 }
             };
-            if first_visit {
-                report.trees += 1;
-            }
+            report.trees += 1;
             for node in &tree.nodes {
-                let path = crate::ops::walk::join(&dir, &node.name);
-                if node.kind == NodeKind::Dir {
-                    if let Some(sub) = node.subtree {
-                        stack.push((sub, path));
-                    }
-                    continue;
-                }
+                stack.extend(node.subtree.filter(|_| node.kind == NodeKind::Dir));
                 for id in &node.content {
-                    if let Some(&at) = bad_blobs.get(id).or_else(|| missing.get(id)) {
-                        affect(report, at, snap, &path);
-                    } else if first_visit && !index.contains(id) {
+                    if !index.contains(id) && !bad_blobs.contains_key(id) {
+                        bad_blobs.insert(*id, report.findings.len());
                         report.error(
                             format!("blob {}", id.to_hex()),
                             "is used by a snapshot but not in the index",
                         );
-                        missing.insert(*id, report.findings.len() - 1);
-                        affect(report, report.findings.len() - 1, snap, &path);
                     }
                 }
             }
         }
+    }
+    if bad_blobs.is_empty() {
+        return;
+    }
+    let mut tracer = Tracer {
+        repo,
+        index,
+        bad_blobs,
+        clean: HashSet::new(),
+        report,
+    };
+    for snap in snapshots {
+        tracer.trace(snap, &snap.snapshot.tree, b"/");
+    }
+}
+
+/// Names the users of damaged blobs: descends only into trees not yet known to be clean, so
+/// the cost grows with the damage, not with the number of snapshots times the tree.
+struct Tracer<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    bad_blobs: &'a HashMap<BlobId, usize>,
+    clean: HashSet<BlobId>,
+    report: &'a mut CheckReport,
+}
+
+impl Tracer<'_> {
+    /// Whether anything under `tree_id` (itself included) is damaged. Trees are named by the
+    /// hash of their content, so they cannot contain themselves: the recursion ends.
+    fn trace(&mut self, snap: &SnapshotEntry, tree_id: &BlobId, dir: &[u8]) -> bool {
+        if self.clean.contains(tree_id) {
+            return false;
+        }
+        if let Some(&at) = self.bad_blobs.get(tree_id) {
+            affect(self.report, at, snap, dir);
+            return true;
+        }
+        let Ok(tree) = self.repo.load_tree(self.index, tree_id) else {
+            return true; // reported by the walk
+        };
+        let mut damaged = false;
+        for node in &tree.nodes {
+            let path = crate::ops::walk::join(dir, &node.name);
+            if node.kind == NodeKind::Dir {
+                if let Some(sub) = node.subtree {
+                    damaged |= self.trace(snap, &sub, &path);
+                }
+                continue;
+            }
+            for id in &node.content {
+                if let Some(&at) = self.bad_blobs.get(id) {
+                    affect(self.report, at, snap, &path);
+                    damaged = true;
+                }
+            }
+        }
+        if !damaged {
+            self.clean.insert(*tree_id);
+        }
+        damaged
     }
 }
 

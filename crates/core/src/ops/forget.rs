@@ -61,11 +61,12 @@ pub fn forget_by_policy<Tz: TimeZone>(
         .into_iter()
         .filter(|e| options.filter.matches(e))
         .collect();
+    let now = chrono::Utc::now();
     let groups: Vec<ForgetGroup> = retention::group(&selected, options.group_by)
         .into_iter()
         .map(|(key, members)| ForgetGroup {
             key,
-            snapshots: retention::apply(&options.policy, &members, zone)
+            snapshots: retention::apply(&options.policy, &members, zone, now)
                 .into_iter()
                 .map(|(entry, verdict)| (entry.clone(), verdict))
                 .collect(),

@@ -4,17 +4,19 @@
 //! looked at newest first. Each `--keep-<period> N` rule keeps the newest snapshot of each of
 //! the N most recent periods (hours, days, ISO weeks, months, years of the chosen time zone)
 //! that have a snapshot at all: a host that was off for a week still keeps seven daily
-//! snapshots. `--keep-last N` keeps the N newest, `--keep-within D` everything within D of the
-//! newest snapshot (not of now, so a backup job that stopped does not let every snapshot
-//! expire), `--keep-tag T` every snapshot tagged T. A snapshot is kept when any rule keeps it,
-//! and the rules that did are its reasons. A policy applies to each group of snapshots
-//! (by host and paths unless told otherwise) on its own.
+//! snapshots; and while a rule has periods left, it also keeps the oldest snapshot, so the
+//! history reaches back as far as it can. `--keep-last N` keeps the N newest, `--keep-within
+//! D` everything within D of the newest snapshot that is not in the future (not of now, so a
+//! backup job that stopped does not let every snapshot expire), `--keep-tag T` every snapshot
+//! tagged T (`a,b`: tagged both). A snapshot is kept when any rule keeps it, and the rules
+//! that did are its reasons. A policy applies to each group of snapshots (by host and paths
+//! unless told otherwise) on its own.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, Months, TimeDelta, TimeZone, Timelike};
+use chrono::{DateTime, Datelike, Days, LocalResult, Months, TimeDelta, TimeZone, Timelike, Utc};
 
 use super::SnapshotEntry;
 use crate::error::{Error, Result};
@@ -58,13 +60,30 @@ pub struct Span {
 }
 
 impl Span {
-    /// `time` moved back by the span, calendar-wise (a month back from March 31 is the end of
-    /// February); `None` past the start of the calendar.
+    pub fn is_zero(&self) -> bool {
+        *self == Span::default()
+    }
+
+    /// `time` moved back by the span: months and days on the local calendar (a month back
+    /// from March 31 is the end of February; a day back is the same wall-clock time, across a
+    /// daylight-saving change too), then hours of elapsed time. A local time a clock change
+    /// repeats resolves to its earlier instance (which keeps more); one it skips, to the
+    /// instant it names in the offset before the change. `None` before the start of the
+    /// calendar.
     fn before<Tz: TimeZone>(&self, time: &DateTime<Tz>) -> Option<DateTime<Tz>> {
-        time.clone()
+        let zone = time.timezone();
+        let local = time
+            .naive_local()
             .checked_sub_months(Months::new(self.months))?
-            .checked_sub_signed(TimeDelta::try_days(self.days.into())?)?
-            .checked_sub_signed(TimeDelta::try_hours(self.hours.into())?)
+            .checked_sub_days(Days::new(self.days.into()))?;
+        let at = match zone.from_local_datetime(&local) {
+            LocalResult::Single(t) => t,
+            LocalResult::Ambiguous(earlier, _) => earlier,
+            LocalResult::None => zone
+                .from_local_datetime(&local.checked_add_signed(TimeDelta::try_hours(1)?)?)
+                .earliest()?,
+        };
+        at.checked_sub_signed(TimeDelta::try_hours(self.hours.into())?)
     }
 }
 
@@ -199,8 +218,8 @@ impl RetentionPolicy {
     pub fn is_empty(&self) -> bool {
         !self.last.is_set()
             && Period::ALL.iter().all(|p| !self.count(*p).is_set())
-            && self.within.is_none()
-            && self.tags.is_empty()
+            && self.within.map_or(true, |span| span.is_zero())
+            && self.tags.iter().all(|t| t.split(',').all(str::is_empty))
     }
 }
 
@@ -218,6 +237,7 @@ pub fn apply<'s, Tz: TimeZone>(
     policy: &RetentionPolicy,
     snapshots: &[&'s SnapshotEntry],
     zone: &Tz,
+    now: DateTime<Utc>,
 ) -> Vec<(&'s SnapshotEntry, Verdict)> {
     let mut order: Vec<&SnapshotEntry> = snapshots.to_vec();
     order.sort_by(|a, b| {
@@ -226,41 +246,57 @@ pub fn apply<'s, Tz: TimeZone>(
             .cmp(&a.snapshot.time)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let newest = order.first().map(|e| e.snapshot.time.with_timezone(zone));
-    let within_from = match (&policy.within, &newest) {
-        (Some(span), Some(newest)) => Some(span.before(newest)),
-        _ => None,
-    };
+    // The newest snapshot not in the future: one stamped years ahead by a wrong clock must not
+    // make every other snapshot fall outside the span.
+    let newest = order
+        .iter()
+        .map(|e| e.snapshot.time)
+        .find(|t| *t < now)
+        .map(|t| t.with_timezone(zone));
+    let within = policy.within.filter(|span| !span.is_zero());
+    // `None` keeps everything within: no snapshot before now, or no such calendar time.
+    let within_from = within.map(|span| newest.as_ref().and_then(|n| span.before(n)));
     let mut last_bucket: [Option<i64>; 5] = [None; 5];
     let mut kept_in: [u32; 5] = [0; 5];
     let mut kept_last = 0u32;
-    let mut out = Vec::with_capacity(order.len());
-    for entry in order {
+    let count = order.len();
+    let mut out = Vec::with_capacity(count);
+    for (nr, entry) in order.into_iter().enumerate() {
         let time = entry.snapshot.time.with_timezone(zone);
+        let oldest = nr + 1 == count;
         let mut reasons = Vec::new();
         if let Some(reason) = take(policy.last, &mut kept_last, "last snapshot") {
             reasons.push(reason);
         }
         for (i, period) in Period::ALL.into_iter().enumerate() {
             let bucket = period.bucket(&time);
-            if last_bucket[i] == Some(bucket) {
+            // As restic: the oldest snapshot is kept while a rule has periods left, so the
+            // history kept reaches as far back as it can.
+            let same_period = last_bucket[i] == Some(bucket);
+            if same_period && !oldest {
                 continue;
             }
             let what = format!("{} snapshot", period.name());
-            if let Some(reason) = take(policy.count(period), &mut kept_in[i], &what) {
+            if let Some(mut reason) = take(policy.count(period), &mut kept_in[i], &what) {
+                if same_period {
+                    reason.push_str(" (the oldest)");
+                }
                 reasons.push(reason);
                 last_bucket[i] = Some(bucket);
             }
         }
-        if let (Some(span), Some(from)) = (&policy.within, &within_from) {
-            // Strictly newer, as restic; past the start of the calendar, everything is within.
+        if let (Some(span), Some(from)) = (&within, &within_from) {
+            // Strictly newer, as restic.
             if from.as_ref().map_or(true, |from| time > *from) {
                 reasons.push(format!("within {span} of the newest"));
             }
         }
-        for tag in &policy.tags {
-            if entry.snapshot.tags.contains(tag) {
-                reasons.push(format!("tag {tag}"));
+        for tags in &policy.tags {
+            // `a,b` asks for both tags, as restic's --keep-tag does.
+            let mut wanted = tags.split(',').filter(|t| !t.is_empty()).peekable();
+            if wanted.peek().is_some() && wanted.all(|t| entry.snapshot.tags.iter().any(|h| h == t))
+            {
+                reasons.push(format!("tag {tags}"));
             }
         }
         let keep = !reasons.is_empty();
