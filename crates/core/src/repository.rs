@@ -250,7 +250,7 @@ impl Repository {
             let data = self.storage.read(ObjectKind::Index, &info.name)?;
             each(IndexFile::open(
                 &self.keys.seal,
-                &data,
+                data,
                 &format!("index {}", info.name),
             )?);
         }

@@ -145,7 +145,7 @@ pub fn seal_object(master: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn open_object(master: &[u8; 32], aad: &[u8], data: &[u8], object: &str) -> Result<Vec<u8>> {
+fn check_sealed(data: &[u8], object: &str) -> Result<()> {
     if data.len() < 1 + SALT_LEN + TAG_LEN {
         return Err(Error::integrity(
             object,
@@ -158,9 +158,30 @@ pub fn open_object(master: &[u8; 32], aad: &[u8], data: &[u8], object: &str) -> 
             format!("unknown sealing format {}", data[0]),
         ));
     }
+    Ok(())
+}
+
+pub fn open_object(master: &[u8; 32], aad: &[u8], data: &[u8], object: &str) -> Result<Vec<u8>> {
+    check_sealed(data, object)?;
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&data[1..1 + SALT_LEN]);
     UnitCipher::new(master, &salt).open(NonceDomain::Object, 0, aad, &data[1 + SALT_LEN..], object)
+}
+
+/// [`open_object`] in the sealed buffer itself: the plaintext replaces the ciphertext, so a
+/// large object (an index file of millions of blobs) is not held twice.
+pub fn open_object_owned(
+    master: &[u8; 32],
+    aad: &[u8],
+    mut data: Vec<u8>,
+    object: &str,
+) -> Result<Vec<u8>> {
+    check_sealed(&data, object)?;
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&data[1..1 + SALT_LEN]);
+    data.drain(..1 + SALT_LEN);
+    UnitCipher::new(master, &salt).open_in_place(NonceDomain::Object, 0, aad, &mut data, object)?;
+    Ok(data)
 }
 
 #[cfg(test)]

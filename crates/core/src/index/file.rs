@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{open_object, seal_object, Salt};
+use crate::crypto::{open_object_owned, seal_object, Salt};
 use crate::error::{Error, Result};
 use crate::pack::{PackEntry, PackEntryV1, PACK_VERSION_1, PACK_VERSION_2};
 
@@ -170,8 +170,10 @@ impl IndexFile {
         seal_object(key, INDEX_AAD, &body)
     }
 
-    pub fn open(key: &[u8; 32], data: &[u8], object: &str) -> Result<IndexFile> {
-        let body = open_object(key, INDEX_AAD, data, object)?;
+    /// Opens a sealed index file, taking its bytes: they are decrypted in place and dropped
+    /// before the entries are decoded, so at most two forms of a large file are held at once.
+    pub fn open(key: &[u8; 32], data: Vec<u8>, object: &str) -> Result<IndexFile> {
+        let body = open_object_owned(key, INDEX_AAD, data, object)?;
         if body.len() < 8 {
             return Err(Error::format(object, "truncated"));
         }
@@ -181,6 +183,7 @@ impl IndexFile {
         }
         let plain = crate::blob::decompress(&body[8..], raw_len)
             .map_err(|e| Error::format(object, format!("decompression: {e}")))?;
+        drop(body);
         Self::decode(&plain, object)
     }
 }

@@ -159,7 +159,7 @@ fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Index> {
         let opened = storage
             .read(ObjectKind::Index, &info.name)
             .map_err(Error::from)
-            .and_then(|data| IndexFile::open(&repo.keys().seal, &data, &object));
+            .and_then(|data| IndexFile::open(&repo.keys().seal, data, &object));
         match opened {
             Ok(file) => {
                 index.merge_file(&file);
