@@ -248,9 +248,32 @@ fn stats_counts_restore_size_per_snapshot_and_stored_data_once() {
     assert_eq!(missing.code, 1);
 }
 
+/// Starts a backup that reads stdin, which holds its lock until stdin closes, and waits for
+/// its lock to appear.
+fn hold_a_backup_lock(env: &Env, locks: &dyn Fn() -> usize) -> std::process::Child {
+    use std::process::Stdio;
+    let before = locks();
+    let holder = env
+        .command()
+        .args(["backup", "--stdin", "--stdin-filename", "x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while locks() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    holder
+}
+
 #[test]
 fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
-    use std::process::Stdio;
     let env = Env::new();
     // Lock objects only, not a temporary file a writer is about to link into place.
     let locks = || {
@@ -265,23 +288,7 @@ fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
             })
             .count()
     };
-    // A backup reading stdin holds its lock until stdin closes.
-    let mut holder = env
-        .command()
-        .args(["backup", "--stdin", "--stdin-filename", "x"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while locks() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup took no lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut holder = hold_a_backup_lock(&env, &locks);
     let live = env.lb(&["unlock"]).ok();
     assert!(live.stdout.contains("0 lock(s) removed"), "{}", live.stdout);
     assert_eq!(locks(), 1, "a live lock stays");
@@ -300,18 +307,7 @@ fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     );
     assert_eq!(locks(), 0);
 
-    let mut again = env
-        .command()
-        .args(["backup", "--stdin", "--stdin-filename", "x"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while locks() == 0 {
-        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(20));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut again = hold_a_backup_lock(&env, &locks);
     env.lb(&["unlock", "--remove-all"]).ok();
     assert_eq!(locks(), 0, "--remove-all removes live locks too");
     drop(again.stdin.take());
