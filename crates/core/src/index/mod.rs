@@ -69,6 +69,15 @@ impl Location {
         }
     }
 
+    /// The stored bytes this blob accounts for: its frame, or, in a frame it shares, the
+    /// frame's stored size in proportion to its plaintext.
+    pub fn stored_share(&self) -> u64 {
+        if self.frame_length == 0 {
+            return u64::from(self.length);
+        }
+        u64::from(self.length) * u64::from(self.raw_length) / u64::from(self.frame_length)
+    }
+
     /// Whether other blobs share this blob's frame (so reading it decompresses them too).
     pub fn is_shared_frame(&self) -> bool {
         !(self.frame_offset == 0 && self.frame_length == self.raw_length)

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::index::{Index, Location};
+use crate::index::Index;
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
 use crate::storage::ObjectKind;
@@ -37,14 +37,6 @@ pub fn used_blobs(
         }
     }
     Ok(used)
-}
-
-/// The stored bytes a blob accounts for: its frame, or its share of a frame it shares.
-fn stored_share(loc: &Location) -> u64 {
-    if loc.frame_length == 0 {
-        return u64::from(loc.length);
-    }
-    u64::from(loc.length) * u64::from(loc.raw_length) / u64::from(loc.frame_length)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +103,7 @@ pub fn plan(
     for (id, loc) in index.iter() {
         let counts = per_pack.entry(loc.pack).or_default();
         if used.contains(id) {
-            counts.0 += stored_share(loc);
+            counts.0 += loc.stored_share();
             counts.1 += 1;
         } else {
             counts.2 += 1;

@@ -129,11 +129,7 @@ impl Walk<'_> {
             return;
         };
         stats.raw_size += u64::from(loc.raw_length);
-        stats.stored_size += if loc.frame_length == 0 {
-            u64::from(loc.length)
-        } else {
-            u64::from(loc.length) * u64::from(loc.raw_length) / u64::from(loc.frame_length)
-        };
+        stats.stored_size += loc.stored_share();
         self.packs.insert(loc.pack);
     }
 }
