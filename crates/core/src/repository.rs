@@ -184,6 +184,15 @@ impl Repository {
         })
     }
 
+    /// Takes a lock of `kind` for `operation`, held until the guard drops.
+    pub fn lock(
+        &self,
+        kind: crate::lock::LockKind,
+        operation: &str,
+    ) -> Result<crate::lock::LockGuard> {
+        crate::lock::acquire(self.storage.clone(), self.keys.seal, kind, operation)
+    }
+
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }

@@ -108,12 +108,7 @@ impl CheckReport {
 pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // A maintenance lock: forget, prune and repair must not delete what is being checked;
     // backups may run, and what they add after the snapshots are listed is not looked at.
-    let _lock = crate::lock::acquire(
-        repo.storage().clone(),
-        repo.keys().seal,
-        crate::lock::LockKind::Maintenance,
-        "check",
-    )?;
+    let _lock = repo.lock(crate::lock::LockKind::Maintenance, "check")?;
     let mut report = CheckReport::default();
     // Snapshots before the index: a backup writes its index files before its snapshot, so
     // every snapshot listed here has its blobs in an index file listed below.

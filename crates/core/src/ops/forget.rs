@@ -95,12 +95,7 @@ pub fn forget_ids(repo: &Repository, ids: &[String], dry_run: bool) -> Result<()
 }
 
 fn maintenance_lock(repo: &Repository) -> Result<lock::LockGuard> {
-    lock::acquire(
-        repo.storage().clone(),
-        repo.keys().seal,
-        LockKind::Maintenance,
-        "forget",
-    )
+    repo.lock(LockKind::Maintenance, "forget")
 }
 
 fn delete_snapshot(repo: &Repository, id: &str) -> Result<()> {

@@ -151,12 +151,7 @@ pub fn backup(
     } else {
         repo
     };
-    let _lock = crate::lock::acquire(
-        repo.storage().clone(),
-        repo.keys().seal,
-        crate::lock::LockKind::Shared,
-        "backup",
-    )?;
+    let _lock = repo.lock(crate::lock::LockKind::Shared, "backup")?;
     let hostname = options
         .hostname
         .clone()
