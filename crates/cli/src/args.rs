@@ -100,6 +100,11 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  lifeboat forget --keep-within 30d --host web1\n  lifeboat forget 1a2b3c4d"
     )]
     Forget(ForgetArgs),
+    /// Delete the data no snapshot uses any more; backups may keep running meanwhile
+    #[command(
+        after_help = "Examples:\n  lifeboat prune --dry-run\n  lifeboat prune --max-unused 10%\n  lifeboat forget --keep-daily 7 --keep-weekly 5 --prune"
+    )]
+    Prune(PruneArgs),
     /// Verify the repository's structure, and with --read-data its data
     #[command(
         after_help = "Examples:\n  lifeboat check\n  lifeboat check --read-data\n  lifeboat check --read-data-subset 3/30    # a thirtieth of the packs, the third"
@@ -275,6 +280,42 @@ pub struct ForgetArgs {
     /// Show what would be removed, remove nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_options: PruneOptionArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Show what would be deleted and repacked, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub options: PruneOptionArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneOptionArgs {
+    /// Tolerate this share of unused data in a pack before copying its used blobs into a new
+    /// pack: a percentage (5%), or `unlimited` (only delete packs that are wholly unused)
+    #[arg(long, value_name = "LIMIT", default_value = "5%", value_parser = parse_max_unused)]
+    pub max_unused: f64,
+}
+
+/// `N%` (0 to 100) or `unlimited`, as a fraction.
+fn parse_max_unused(s: &str) -> Result<f64, String> {
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Ok(f64::INFINITY);
+    }
+    let number = s
+        .strip_suffix('%')
+        .ok_or_else(|| format!("{s:?}: give a percentage such as 5% or the word unlimited"))?;
+    match number.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(format!("{s:?}: the percentage must be between 0% and 100%")),
+    }
 }
 
 #[derive(Args, Debug)]

@@ -5,13 +5,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{random_bytes, restored, Env};
+use common::{manifest, random_bytes, restored, Env, Manifest};
 use lifeboat_core::storage::LocalStorage;
 use lifeboat_core::Repository;
 use rand::{Rng, SeedableRng};
@@ -43,32 +42,6 @@ const BIG_FILES: usize = 5;
 const BIG_SIZE: usize = 6 * 1024 * 1024;
 const SMALL_DIRS: usize = 8;
 const SMALL_PER_DIR: usize = 50;
-
-/// Relative path -> (length, hash of the content).
-type Manifest = BTreeMap<PathBuf, (u64, u64)>;
-
-fn manifest(root: &Path) -> Manifest {
-    fn walk(root: &Path, dir: &Path, out: &mut Manifest) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            if meta.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let data = std::fs::read(&p).unwrap();
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                data.hash(&mut h);
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    (data.len() as u64, h.finish()),
-                );
-            }
-        }
-    }
-    let mut out = Manifest::new();
-    walk(root, root, &mut out);
-    out
-}
 
 fn small_path(src: &Path, n: usize) -> PathBuf {
     src.join(format!("dir-{:02}", n / SMALL_PER_DIR))

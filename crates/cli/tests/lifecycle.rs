@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Env;
+use common::{open_repo, Env};
 
 /// Backups of one small tree at the given times (RFC 3339), returning their ids in order.
 fn backups_at(env: &Env, times: &[&str], extra: &[&str]) -> Vec<String> {
@@ -248,30 +248,6 @@ fn stats_counts_restore_size_per_snapshot_and_stored_data_once() {
     assert_eq!(missing.code, 1);
 }
 
-/// Starts a backup that reads stdin, which holds its lock until stdin closes, and waits for
-/// its lock to appear.
-fn hold_a_backup_lock(env: &Env, locks: &dyn Fn() -> usize) -> std::process::Child {
-    use std::process::Stdio;
-    let before = locks();
-    let holder = env
-        .command()
-        .args(["backup", "--stdin", "--stdin-filename", "x"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while locks() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup took no lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    holder
-}
-
 #[test]
 fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     let env = Env::new();
@@ -288,7 +264,7 @@ fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
             })
             .count()
     };
-    let mut holder = hold_a_backup_lock(&env, &locks);
+    let mut holder = common::hold_a_backup_lock(&env, &locks);
     let live = env.lb(&["unlock"]).ok();
     assert!(live.stdout.contains("0 lock(s) removed"), "{}", live.stdout);
     assert_eq!(locks(), 1, "a live lock stays");
@@ -307,7 +283,7 @@ fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     );
     assert_eq!(locks(), 0);
 
-    let mut again = hold_a_backup_lock(&env, &locks);
+    let mut again = common::hold_a_backup_lock(&env, &locks);
     env.lb(&["unlock", "--remove-all"]).ok();
     assert_eq!(locks(), 0, "--remove-all removes live locks too");
     drop(again.stdin.take());
@@ -334,21 +310,21 @@ fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     assert!(!damaged.exists());
 }
 
-fn open_repo(env: &Env) -> lifeboat_core::Repository {
-    let storage = std::sync::Arc::new(lifeboat_core::storage::LocalStorage::new(&env.repo));
-    lifeboat_core::Repository::open(storage, common::PASSWORD.as_bytes()).unwrap()
+fn try_prune_plan(env: &Env) -> lifeboat_core::Result<lifeboat_core::ops::prune::PrunePlan> {
+    let options = lifeboat_core::ops::prune::PruneOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    lifeboat_core::ops::prune::prune(&open_repo(env), &options).map(|report| report.plan)
 }
 
-fn prune_plan(env: &Env) -> lifeboat_core::ops::prune_plan::PrunePlan {
-    let repo = open_repo(env);
-    let index = repo.load_index().unwrap();
-    let snapshots = repo.snapshots().unwrap();
-    lifeboat_core::ops::prune_plan::plan(&repo, &index, &snapshots, 0.05).unwrap()
+fn prune_plan(env: &Env) -> lifeboat_core::ops::prune::PrunePlan {
+    try_prune_plan(env).unwrap()
 }
 
 #[test]
 fn prune_plan_deletes_the_packs_only_forgotten_snapshots_used() {
-    use lifeboat_core::ops::prune_plan::PackFate;
+    use lifeboat_core::ops::prune::PackFate;
     let env = Env::new();
     let old = env.path("old");
     let new = env.path("new");
@@ -410,7 +386,7 @@ fn prune_plan_deletes_the_packs_only_forgotten_snapshots_used() {
 
 #[test]
 fn prune_plan_repacks_a_pack_whose_unused_share_is_too_large() {
-    use lifeboat_core::ops::prune_plan::PackFate;
+    use lifeboat_core::ops::prune::PackFate;
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -439,9 +415,7 @@ fn prune_plan_repacks_a_pack_whose_unused_share_is_too_large() {
 
     // With a pack the index lists gone, no plan: a copy elsewhere could look unused.
     std::fs::remove_file(env.repo.join("data").join(&pack.name[..2]).join(&pack.name)).unwrap();
-    let repo = open_repo(&env);
-    let index = repo.load_index().unwrap();
-    let err = lifeboat_core::ops::prune_plan::plan(&repo, &index, &repo.snapshots().unwrap(), 0.05)
+    let err = try_prune_plan(&env)
         .expect_err("a missing pack stops the plan")
         .to_string();
     assert!(err.contains("missing"), "{err}");

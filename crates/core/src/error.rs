@@ -21,6 +21,11 @@ pub enum Error {
     #[error("repository is locked: {holder}")]
     Locked { holder: String },
 
+    /// This process's own lock expired or vanished: what it was doing is no longer protected
+    /// from a concurrent prune, so it stops before writing anything that would rely on it.
+    #[error("lost the repository lock: {0}")]
+    LockLost(String),
+
     #[error(transparent)]
     Storage(#[from] StorageError),
 

@@ -247,23 +247,37 @@ impl Repository {
     }
 
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::default();
-        self.for_each_index_file(|file| index.merge_file(&file))?;
+        let mut index =
+            self.read_index_files(Index::default, |index, _, file| index.merge_file(&file))?;
         index.finish();
         Ok(index)
     }
 
-    /// Opens every index file in turn, holding one at a time.
-    pub fn for_each_index_file(&self, mut each: impl FnMut(IndexFile)) -> Result<()> {
-        for info in self.storage.list(ObjectKind::Index)? {
-            let data = self.storage.read(ObjectKind::Index, &info.name)?;
-            each(IndexFile::open(
-                &self.keys.seal,
-                data,
-                &format!("index {}", info.name),
-            )?);
+    /// Opens every index file in turn, holding one at a time, into a state that `start`
+    /// makes. A prune replaces index files while backups run (new files first, then the old
+    /// ones go): when a listed file has vanished by the time it is read, the pass starts over
+    /// from a new listing, which holds the replacements.
+    pub fn read_index_files<T>(
+        &self,
+        start: impl Fn() -> T,
+        mut each: impl FnMut(&mut T, &str, IndexFile),
+    ) -> Result<T> {
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 0;
+        'pass: loop {
+            attempt += 1;
+            let mut state = start();
+            for info in self.storage.list(ObjectKind::Index)? {
+                let data = match self.storage.read(ObjectKind::Index, &info.name) {
+                    Ok(data) => data,
+                    Err(e) if e.is_not_found() && attempt < ATTEMPTS => continue 'pass,
+                    Err(e) => return Err(e.into()),
+                };
+                let file = IndexFile::open(&self.keys.seal, data, &format!("index {}", info.name))?;
+                each(&mut state, &info.name, file);
+            }
+            return Ok(state);
         }
-        Ok(())
     }
 
     pub fn save_index_file(&self, file: &IndexFile) -> Result<String> {

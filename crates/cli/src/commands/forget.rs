@@ -55,7 +55,8 @@ pub fn run(cli: &Cli, args: &ForgetArgs) -> Result<u8> {
             bail!("give either snapshots to forget or a retention policy, not both");
         }
         let repo = crate::open::open(cli)?;
-        return by_id(cli, &repo, args);
+        by_id(cli, &repo, args)?;
+        return then_prune(cli, &repo, args);
     }
     let repo = crate::open::open(cli)?;
     let options = ForgetOptions {
@@ -73,15 +74,21 @@ pub fn run(cli: &Cli, args: &ForgetArgs) -> Result<u8> {
     if cli.json {
         let list: Vec<Value> = groups.iter().map(group_json).collect();
         println!("{}", Value::Array(list));
-        return Ok(crate::exit::OK);
+    } else if !cli.quiet {
+        print_groups(&groups, &zone, args.dry_run, args.prune);
     }
-    if !cli.quiet {
-        print_groups(&groups, &zone, args.dry_run);
-    }
-    Ok(crate::exit::OK)
+    then_prune(cli, &repo, args)
 }
 
-fn by_id(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<u8> {
+/// `--prune`: a prune (planned only, with --dry-run) once the snapshots are gone.
+fn then_prune(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<u8> {
+    if !args.prune {
+        return Ok(crate::exit::OK);
+    }
+    super::prune::prune_and_print(cli, repo, args.dry_run, &args.prune_options)
+}
+
+fn by_id(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<()> {
     let all = repo.snapshots()?;
     let filter = super::filter(&args.filter);
     let mut chosen: Vec<&SnapshotEntry> = Vec::new();
@@ -109,7 +116,7 @@ fn by_id(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<u8> {
             println!("{verb} snapshot {}", e.short_id());
         }
     }
-    Ok(crate::exit::OK)
+    Ok(())
 }
 
 fn group_json(group: &ForgetGroup) -> Value {
@@ -150,7 +157,7 @@ fn local_time(e: &SnapshotEntry, zone: &Zone) -> String {
     }
 }
 
-fn print_groups(groups: &[ForgetGroup], zone: &Zone, dry_run: bool) {
+fn print_groups(groups: &[ForgetGroup], zone: &Zone, dry_run: bool, prune: bool) {
     let mut removed = 0;
     for group in groups {
         let keep = group.snapshots.iter().filter(|(_, v)| v.keep).count();
@@ -171,6 +178,8 @@ fn print_groups(groups: &[ForgetGroup], zone: &Zone, dry_run: bool) {
     }
     if dry_run {
         println!("dry run: would remove {removed} snapshot(s); nothing was changed");
+    } else if prune {
+        println!("removed {removed} snapshot(s)");
     } else {
         println!("removed {removed} snapshot(s); run prune to free their data");
     }

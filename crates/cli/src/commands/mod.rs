@@ -6,6 +6,7 @@ mod check;
 mod forget;
 mod init;
 mod key;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
@@ -29,6 +30,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Diff(a) => browse::diff(cli, a),
         Command::Restore(a) => restore::run(cli, a),
         Command::Forget(a) => forget::run(cli, a),
+        Command::Prune(a) => prune::run(cli, a),
         Command::Check(a) => check::run(cli, a),
         Command::Stats(a) => stats::run(cli, a),
         Command::Unlock(a) => unlock::run(cli, a),

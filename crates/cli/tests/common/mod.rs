@@ -171,3 +171,67 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 pub fn restored(target: &Path, original: &Path) -> PathBuf {
     target.join(original.strip_prefix("/").expect("absolute"))
 }
+
+/// Relative path -> (length, hash of the content).
+pub type Manifest = std::collections::BTreeMap<PathBuf, (u64, u64)>;
+
+/// Every regular file under `root`, by relative path, with its length and a content hash.
+pub fn manifest(root: &Path) -> Manifest {
+    use std::hash::{Hash, Hasher};
+    fn walk(root: &Path, dir: &Path, out: &mut Manifest) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let data = std::fs::read(&p).unwrap();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                data.hash(&mut h);
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    (data.len() as u64, h.finish()),
+                );
+            }
+        }
+    }
+    let mut out = Manifest::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Starts a backup that reads stdin, which holds its lock until stdin closes, and waits for
+/// its lock to appear.
+pub fn hold_a_backup_lock(env: &Env, locks: &dyn Fn() -> usize) -> std::process::Child {
+    let before = locks();
+    let holder = env
+        .command()
+        .args(["backup", "--stdin", "--stdin-filename", "x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while locks() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    holder
+}
+
+/// The number of lock objects in the repository.
+pub fn lock_count(env: &Env) -> usize {
+    std::fs::read_dir(env.repo.join("locks"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Opens the test repository through the library.
+pub fn open_repo(env: &Env) -> lifeboat_core::Repository {
+    let storage = std::sync::Arc::new(lifeboat_core::storage::LocalStorage::new(&env.repo));
+    lifeboat_core::Repository::open(storage, PASSWORD.as_bytes()).unwrap()
+}

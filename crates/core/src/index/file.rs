@@ -11,6 +11,10 @@ use crate::pack::{PackEntry, PackEntryV1, PACK_VERSION_1, PACK_VERSION_2};
 
 const INDEX_AAD: &[u8] = b"lifeboat index v1";
 const MAX_INDEX_BYTES: usize = 1 << 30;
+/// Writers close an index file at this many blobs (about 5 MB of index file): frames of small
+/// files put thousands of entries in a pack, and writing an index file briefly holds it in
+/// memory twice.
+pub const BLOBS_PER_INDEX_FILE: usize = 100_000;
 
 #[derive(Clone, Debug, Default)]
 pub struct IndexFile {
@@ -158,6 +162,12 @@ impl IndexFile {
     }
 
     pub fn seal(&self, key: &[u8; 32]) -> Vec<u8> {
+        self.seal_as(key, INDEX_AAD)
+    }
+
+    /// Seals in the index file layout as another kind of object (`aad` names the kind), for
+    /// records that list packs the way index files do.
+    pub fn seal_as(&self, key: &[u8; 32], aad: &[u8]) -> Vec<u8> {
         // The body is `plaintext length || zstd(plaintext)`; the length is patched in once the
         // plaintext has streamed through the encoder. Writing into memory cannot fail.
         let mut encoder =
@@ -167,13 +177,18 @@ impl IndexFile {
             .expect("an index serializes into memory");
         let mut body = encoder.finish().expect("zstd into memory");
         body[..8].copy_from_slice(&raw_len.to_le_bytes());
-        seal_object(key, INDEX_AAD, &body)
+        seal_object(key, aad, &body)
     }
 
     /// Opens a sealed index file, taking its bytes: they are decrypted in place and dropped
     /// before the entries are decoded, so at most two forms of a large file are held at once.
     pub fn open(key: &[u8; 32], data: Vec<u8>, object: &str) -> Result<IndexFile> {
-        let body = open_object_owned(key, INDEX_AAD, data, object)?;
+        Self::open_as(key, INDEX_AAD, data, object)
+    }
+
+    /// Opens what [`IndexFile::seal_as`] sealed with the same `aad`.
+    pub fn open_as(key: &[u8; 32], aad: &[u8], data: Vec<u8>, object: &str) -> Result<IndexFile> {
+        let body = open_object_owned(key, aad, data, object)?;
         if body.len() < 8 {
             return Err(Error::format(object, "truncated"));
         }

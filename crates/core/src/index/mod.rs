@@ -5,7 +5,7 @@ mod file;
 mod fingerprints;
 mod prefix_table;
 
-pub use file::{IndexFile, IndexPack};
+pub use file::{IndexFile, IndexPack, BLOBS_PER_INDEX_FILE};
 pub use fingerprints::IdFingerprints;
 use prefix_table::{prefix, PrefixTable};
 
@@ -72,10 +72,7 @@ impl Location {
     /// The stored bytes this blob accounts for: its frame, or, in a frame it shares, the
     /// frame's stored size in proportion to its plaintext.
     pub fn stored_share(&self) -> u64 {
-        if self.frame_length == 0 {
-            return u64::from(self.length);
-        }
-        u64::from(self.length) * u64::from(self.raw_length) / u64::from(self.frame_length)
+        self.entry(BlobId([0; 32])).stored_share()
     }
 
     /// Whether other blobs share this blob's frame (so reading it decompresses them too).

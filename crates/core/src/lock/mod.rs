@@ -7,7 +7,7 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,9 @@ use crate::storage::{ObjectKind, Storage};
 const LOCK_AAD: &[u8] = b"lifeboat lock v1";
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// A holder stops relying on its lock this long before others may call it stale, so a write
+/// it starts just before the check still lands well inside the lock's life.
+const SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// What a lock excludes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +46,10 @@ pub struct LockRecord {
     pub username: String,
     pub pid: u32,
     pub operation: String,
+    /// Random and the same across refreshes: what a prune records to know, later, whether the
+    /// same run still holds its lock. Added without a version change (absent in older locks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 impl LockRecord {
@@ -52,6 +59,13 @@ impl LockRecord {
             return true;
         }
         self.hostname == crate::host::hostname() && !crate::host::process_alive(self.pid)
+    }
+
+    /// Who holds the lock, stable while the same run refreshes it.
+    pub fn holder_id(&self) -> String {
+        self.holder
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}:{}", self.hostname, self.pid, self.operation))
     }
 
     pub fn kind(&self) -> LockKind {
@@ -114,6 +128,9 @@ pub fn list_locks(storage: &dyn Storage, key: &[u8; 32]) -> Result<Vec<(String, 
 pub struct LockGuard {
     storage: Arc<dyn Storage>,
     name: Arc<std::sync::Mutex<String>>,
+    /// When the lock object was last written (wall clock, which keeps counting while the
+    /// machine sleeps).
+    refreshed: Arc<std::sync::Mutex<SystemTime>>,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<thread::JoinHandle<()>>,
 }
@@ -161,6 +178,7 @@ pub fn acquire(
         username: crate::host::username(),
         pid: std::process::id(),
         operation: operation.to_string(),
+        holder: Some(hex::encode(rand::random::<[u8; 16]>())),
     };
     let name = write_lock(storage.as_ref(), &key, &record)?;
     // Two processes may have passed the first check at once; looking again after our lock is
@@ -170,10 +188,12 @@ pub fn acquire(
         return Err(e);
     }
     let name = Arc::new(std::sync::Mutex::new(name));
+    let refreshed = Arc::new(std::sync::Mutex::new(SystemTime::now()));
     let (stop, stopped) = mpsc::channel::<()>();
     let refresher = {
         let storage = storage.clone();
         let name = name.clone();
+        let refreshed = refreshed.clone();
         thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH_EVERY) {
                 let fresh = LockRecord {
@@ -185,6 +205,9 @@ pub fn acquire(
                         let _ = storage.delete(ObjectKind::Lock, &current);
                         *current = new_name;
                     }
+                    if let Ok(mut at) = refreshed.lock() {
+                        *at = SystemTime::now();
+                    }
                 }
             }
         })
@@ -192,9 +215,64 @@ pub fn acquire(
     Ok(LockGuard {
         storage,
         name,
+        refreshed,
         stop: Some(stop),
         refresher: Some(refresher),
     })
+}
+
+impl LockGuard {
+    /// Fails unless the lock is certainly still in force: refreshed recently enough that no
+    /// other process can have called it stale, and still in storage (`unlock --remove-all`
+    /// may have removed it). A backup asks before each index file and before its snapshot, so
+    /// a run that was suspended or cut off from storage for half an hour never writes
+    /// something that relies on blobs a prune may have deleted meanwhile.
+    pub fn ensure_held(&self) -> Result<()> {
+        let refreshed = *self
+            .refreshed
+            .lock()
+            .map_err(|_| Error::LockLost("the lock refresher panicked".into()))?;
+        let age = SystemTime::now()
+            .duration_since(refreshed)
+            .unwrap_or(Duration::ZERO);
+        if age > STALE_AFTER.saturating_sub(SAFETY_MARGIN) {
+            return Err(Error::LockLost(format!(
+                "it was last refreshed {} s ago; others treat a lock as stale after {} s",
+                age.as_secs(),
+                STALE_AFTER.as_secs()
+            )));
+        }
+        let name = self
+            .name
+            .lock()
+            .map_err(|_| Error::LockLost("the lock refresher panicked".into()))?
+            .clone();
+        match self.storage.stat(ObjectKind::Lock, &name) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Err(Error::LockLost(format!(
+                "lock {name} was removed from the repository (by `unlock --remove-all`?)"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pretends the last refresh happened `ago` in the past (tests of [`ensure_held`]).
+    #[cfg(test)]
+    fn backdate(&self, ago: Duration) {
+        if let Ok(mut at) = self.refreshed.lock() {
+            *at = SystemTime::now() - ago;
+        }
+    }
+}
+
+/// The holders of live (not stale) locks other than maintenance ones: the backups and other
+/// runs that may rely on what the index listed when they started.
+pub fn live_holders(storage: &dyn Storage, key: &[u8; 32]) -> Result<Vec<LockRecord>> {
+    Ok(list_locks(storage, key)?
+        .into_iter()
+        .map(|(_, record)| record)
+        .filter(|r| !r.is_stale() && r.kind() != LockKind::Maintenance)
+        .collect())
 }
 
 impl Drop for LockGuard {
@@ -272,6 +350,28 @@ mod tests {
         let repair = take(LockKind::Exclusive).expect("nothing held");
         assert!(take(LockKind::Shared).is_err(), "a backup waits for repair");
         drop(repair);
+    }
+
+    #[test]
+    fn a_lock_is_held_while_fresh_and_present_and_lost_otherwise() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        storage.create().expect("create");
+        let key = [7u8; 32];
+        let guard = acquire(storage.clone(), key, LockKind::Shared, "backup").expect("lock");
+        guard.ensure_held().expect("a fresh lock is held");
+        let live = live_holders(storage.as_ref(), &key).expect("holders");
+        assert_eq!(live.len(), 1);
+        assert!(live[0].holder.is_some(), "new locks carry a holder id");
+
+        guard.backdate(STALE_AFTER - SAFETY_MARGIN + Duration::from_secs(1));
+        let err = guard.ensure_held().expect_err("too old to rely on");
+        assert!(err.to_string().contains("last refreshed"), "{err}");
+
+        guard.backdate(Duration::ZERO);
+        remove_locks(storage.as_ref(), &key, true).expect("unlock --remove-all");
+        let err = guard.ensure_held().expect_err("removed");
+        assert!(err.to_string().contains("was removed"), "{err}");
     }
 
     #[test]

@@ -227,13 +227,19 @@ fn check_packs(
         }
     }
     let indexed: HashSet<&str> = index.packs().iter().map(|p| p.name.as_str()).collect();
+    let condemned = crate::ops::prune::condemned_packs(repo)?;
     for pack in stored.iter().filter(|p| !indexed.contains(p.as_str())) {
+        let message = if condemned.contains(pack) {
+            "is waiting to be deleted by prune once the backups that were running when it \
+             was taken out of the index have ended"
+        } else {
+            "is not in the index (from a backup still running or interrupted; prune removes \
+             it once no backup runs)"
+        };
         report.findings.push(Finding {
             error: false,
             object: format!("pack {pack}"),
-            message: "is not in the index (from a backup still running or interrupted; \
-                      prune removes it once it is old)"
-                .into(),
+            message: message.into(),
             affects: Vec::new(),
         });
     }

@@ -8,7 +8,7 @@ pub mod dump;
 pub mod find;
 pub mod forget;
 pub mod ls;
-pub mod prune_plan;
+pub mod prune;
 pub mod restore;
 pub mod stats;
 pub mod walk;

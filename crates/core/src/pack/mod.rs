@@ -30,6 +30,9 @@ pub const PACK_VERSION_1: u8 = 1;
 /// Packs of format version 2 repositories: frames may hold several blobs.
 pub const PACK_VERSION_2: u8 = 2;
 pub const HEADER_LEN: usize = 8;
+/// A pack is closed at this many blobs even below its byte size, so that its header (about 50
+/// bytes per blob) stays far below the 64 MiB readers accept.
+pub const MAX_BLOBS_PER_PACK: usize = 100_000;
 pub const TRAILER_LEN: usize = 4 + SALT_LEN + 4;
 
 /// One blob's place in a pack, as the pack header and the index record it.
@@ -75,6 +78,15 @@ impl PackEntry {
 
     pub fn is_single(&self) -> bool {
         self.frame_offset == 0 && self.frame_length == self.raw_length
+    }
+
+    /// The stored bytes this blob accounts for: its frame, or, in a frame it shares, the
+    /// frame's stored size in proportion to its plaintext.
+    pub fn stored_share(&self) -> u64 {
+        if self.frame_length == 0 {
+            return u64::from(self.length);
+        }
+        u64::from(self.length) * u64::from(self.raw_length) / u64::from(self.frame_length)
     }
 
     /// Whether the blob's bytes lie inside its frame's plaintext, as declared; readers refuse

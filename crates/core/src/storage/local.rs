@@ -101,6 +101,7 @@ impl LocalStorage {
             ObjectKind::Index => self.root.join("index"),
             ObjectKind::Snapshot => self.root.join("snapshots"),
             ObjectKind::Lock => self.root.join("locks"),
+            ObjectKind::Condemned => self.root.join("condemned"),
         }
     }
 

@@ -23,6 +23,9 @@ pub enum ObjectKind {
     Index,
     Snapshot,
     Lock,
+    /// Packs a prune has taken out of the index and will delete once no backup that could
+    /// still rely on them is running (docs/format.md, "Prune").
+    Condemned,
 }
 
 impl ObjectKind {
@@ -34,6 +37,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
+            ObjectKind::Condemned => "condemned",
         }
     }
 }

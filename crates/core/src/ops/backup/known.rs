@@ -26,22 +26,23 @@ pub struct KnownBlobs<'a> {
 
 impl<'a> KnownBlobs<'a> {
     pub fn load(repo: &'a Repository) -> Result<Self> {
-        let mut trees = Index::default();
-        let mut prints = Vec::new();
-        repo.for_each_index_file(|file| {
-            for pack in &file.packs {
-                prints.extend(pack.blobs.iter().map(|e| IdFingerprints::of(&e.id)));
-                let tree_entries: Vec<PackEntry> = pack
-                    .blobs
-                    .iter()
-                    .filter(|e| e.kind == BlobKind::Tree)
-                    .cloned()
-                    .collect();
-                if !tree_entries.is_empty() {
-                    trees.add_pack(&pack.name, pack.salt, &tree_entries);
+        let (mut trees, prints) = repo.read_index_files(
+            || (Index::default(), Vec::new()),
+            |(trees, prints), _, file| {
+                for pack in &file.packs {
+                    prints.extend(pack.blobs.iter().map(|e| IdFingerprints::of(&e.id)));
+                    let tree_entries: Vec<PackEntry> = pack
+                        .blobs
+                        .iter()
+                        .filter(|e| e.kind == BlobKind::Tree)
+                        .cloned()
+                        .collect();
+                    if !tree_entries.is_empty() {
+                        trees.add_pack(&pack.name, pack.salt, &tree_entries);
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         trees.finish();
         Ok(KnownBlobs {
             repo,

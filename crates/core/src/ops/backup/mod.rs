@@ -151,7 +151,9 @@ pub fn backup(
     } else {
         repo
     };
-    let _lock = repo.lock(crate::lock::LockKind::Shared, "backup")?;
+    let lock = repo.lock(crate::lock::LockKind::Shared, "backup")?;
+    // A dry run's lock is never written, so there is nothing to confirm.
+    let held = (!options.dry_run).then_some(&lock);
     let hostname = options
         .hostname
         .clone()
@@ -188,7 +190,10 @@ pub fn backup(
     };
     let excludes = crate::patterns::PathPatterns::new(&options.excludes)?;
     let compression = options.compression.unwrap_or(repo.config().compression);
-    let saver = BlobSaver::new(repo, known, compression);
+    let mut saver = BlobSaver::new(repo, known, compression);
+    if let Some(lock) = held {
+        saver = saver.with_lock(lock);
+    }
 
     let plan = source::WalkPlan {
         paths,
@@ -220,10 +225,12 @@ pub fn backup(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
     };
-    let snapshot_id = if options.dry_run {
-        None
-    } else {
-        Some(repo.save_snapshot(&snapshot)?)
+    let snapshot_id = match held {
+        None => None,
+        Some(lock) => {
+            lock.ensure_held()?;
+            Some(repo.save_snapshot(&snapshot)?)
+        }
     };
     Ok(BackupResult {
         snapshot_id,

@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::blob::{compress_with, probably_compressible, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
 use crate::index::{IndexFile, IndexPack};
+use crate::lock::LockGuard;
 
 use super::claimed::ClaimedSet;
 use super::known::KnownBlobs;
@@ -19,12 +20,8 @@ use crate::storage::{ObjectKind, StorageError};
 /// Write an index file after this many packs, so a crashed backup's packs are still found
 /// (and reused) by the next run.
 const PACKS_PER_INDEX_FILE: usize = 64;
-/// ... or after this many blobs (about 5 MB of index file): frames of small files put thousands
-/// of entries in a pack, and writing an index file briefly holds it in memory twice.
-const BLOBS_PER_INDEX_FILE: usize = 100_000;
-/// A pack is closed at this many blobs even below its byte size, so that its header (about 50
-/// bytes per blob) stays far below the 64 MiB readers accept.
-const MAX_BLOBS_PER_PACK: usize = 100_000;
+use crate::index::BLOBS_PER_INDEX_FILE;
+use crate::pack::MAX_BLOBS_PER_PACK;
 
 /// Blobs smaller than this (whole small files, and the tails of large ones) are grouped into
 /// shared frames, so zstd sees many small files at once; larger blobs are chunks with context
@@ -93,6 +90,9 @@ pub struct BlobSaver<'a> {
     pub aborted: AtomicBool,
     chunk_buffers: BufferPool,
     run_buffers: RunBuffers,
+    /// The backup's lock, confirmed before each index file: an index file must not name
+    /// packs whose blobs a prune may have judged unused while this run was cut off.
+    lock: Option<&'a LockGuard>,
 }
 
 /// Small blobs waiting to be compressed and sealed together.
@@ -208,7 +208,14 @@ impl<'a> BlobSaver<'a> {
             aborted: AtomicBool::new(false),
             chunk_buffers: BufferPool::new(8),
             run_buffers: RunBuffers::new(RUNS_IN_FLIGHT),
+            lock: None,
         }
+    }
+
+    /// Confirms `lock` before every index file it writes.
+    pub fn with_lock(mut self, lock: &'a LockGuard) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     /// True when the caller is the first to see this blob and must send it to be saved.
@@ -558,6 +565,9 @@ impl<'a> BlobSaver<'a> {
     fn flush_index(&self, pending: &mut IndexFile) -> Result<()> {
         if pending.packs.is_empty() {
             return Ok(());
+        }
+        if let Some(lock) = self.lock {
+            lock.ensure_held()?;
         }
         self.repo.save_index_file(pending)?;
         pending.packs.clear();
