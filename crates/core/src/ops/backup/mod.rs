@@ -219,6 +219,7 @@ pub fn backup(
         parent: parent.map(|p| p.id.clone()),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
+        original: None,
     };
     let snapshot_id = if options.dry_run {
         None
