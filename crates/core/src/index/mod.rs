@@ -33,6 +33,11 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Writers start a new index file once this many blobs are in one (about 5 MB of index file):
+/// frames of small files put thousands of entries in a pack, and writing an index file briefly
+/// holds it in memory twice.
+pub const BLOBS_PER_INDEX_FILE: usize = 100_000;
+
 pub type IdMap<V> = HashMap<BlobId, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@ pub mod find;
 pub mod forget;
 pub mod ls;
 pub mod prune_plan;
+pub mod repair;
 pub mod restore;
 pub mod stats;
 pub mod walk;

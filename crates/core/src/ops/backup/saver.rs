@@ -8,7 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::blob::{compress_with, probably_compressible, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
-use crate::index::{IndexFile, IndexPack};
+use crate::index::{IndexFile, IndexPack, BLOBS_PER_INDEX_FILE};
 
 use super::claimed::ClaimedSet;
 use super::known::KnownBlobs;
@@ -16,12 +16,9 @@ use crate::pack::{FrameMember, PackContent, PackWriter, SealedPack};
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
 
-/// Write an index file after this many packs, so a crashed backup's packs are still found
-/// (and reused) by the next run.
+/// Write an index file after this many packs (or [`BLOBS_PER_INDEX_FILE`] blobs), so a crashed
+/// backup's packs are still found (and reused) by the next run.
 const PACKS_PER_INDEX_FILE: usize = 64;
-/// ... or after this many blobs (about 5 MB of index file): frames of small files put thousands
-/// of entries in a pack, and writing an index file briefly holds it in memory twice.
-const BLOBS_PER_INDEX_FILE: usize = 100_000;
 /// A pack is closed at this many blobs even below its byte size, so that its header (about 50
 /// bytes per blob) stays far below the 64 MiB readers accept.
 const MAX_BLOBS_PER_PACK: usize = 100_000;
