@@ -35,6 +35,10 @@ use crate::storage::DryRunStorage;
 
 pub use finisher::Change as FileChange;
 pub use saver::BlobSaver;
+// For operations that store blobs the way backup does (repair snapshots).
+pub(crate) use finisher::save_tree;
+pub(crate) use known::KnownBlobs;
+pub(crate) use saver::SaveJob;
 pub use source::normalize_path;
 
 /// Where the data comes from.

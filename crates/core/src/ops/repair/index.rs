@@ -119,7 +119,9 @@ fn old_entries(
                     *per_pack.entry(pack.name).or_default() += pack.blobs.len();
                 }
             }
-            Err(e) => report.unreadable_index_files.push((name.clone(), e.to_string())),
+            Err(e) => report
+                .unreadable_index_files
+                .push((name.clone(), e.to_string())),
         }
     }
     per_pack

@@ -2,10 +2,13 @@
 //!
 //! - [`index::repair_index`] rebuilds the index from the packs' own headers: it finds packs no
 //!   index file lists and forgets index entries of packs that are gone.
+//! - [`snapshots::repair_snapshots`] rewrites snapshots that refer to data the repository no
+//!   longer has, leaving out exactly what is lost.
 //!
-//! Repairs take an exclusive lock: they replace what backups, forget, prune and check rely on.
+//! Both take an exclusive lock: they replace what backups, forget, prune and check rely on.
 
 pub mod index;
+pub mod snapshots;
 
 use std::sync::Arc;
 
