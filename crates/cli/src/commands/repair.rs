@@ -157,7 +157,9 @@ fn snapshots_json(r: &RepairSnapshotsReport) -> Value {
     let already: Vec<Value> = r
         .already_repaired
         .iter()
-        .map(|(original, copy)| json!({ "original": original, "repaired": copy }))
+        .map(
+            |a| json!({ "original": a.original, "repaired": a.repaired, "forgotten": a.forgotten }),
+        )
         .collect();
     json!({
         "message_type": "summary",
@@ -174,11 +176,16 @@ fn short(id: &str) -> &str {
 }
 
 fn print_snapshots(r: &RepairSnapshotsReport) {
-    for (original, copy) in &r.already_repaired {
+    for a in &r.already_repaired {
+        let forgotten = match (a.forgotten, r.dry_run) {
+            (true, false) => "; removed it",
+            (true, true) => "; would remove it",
+            (false, _) => "",
+        };
         println!(
-            "snapshot {} was repaired before, as {}: skipped",
-            short(original),
-            short(copy)
+            "snapshot {} was repaired before, as {}{forgotten}",
+            short(&a.original),
+            short(&a.repaired)
         );
     }
     for s in &r.repaired {

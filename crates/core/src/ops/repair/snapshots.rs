@@ -56,10 +56,17 @@ pub struct RepairSnapshotsReport {
     pub checked: usize,
     /// Those with something lost, rewritten (or, in a dry run, to be rewritten).
     pub repaired: Vec<RepairedSnapshot>,
-    /// Chosen snapshots left alone because an earlier repair kept them as the original of a
-    /// repaired snapshot: (original, repaired) ids. Repairing them again would only add a
-    /// copy of the repaired one.
-    pub already_repaired: Vec<(String, String)>,
+    /// Chosen snapshots not repaired again because an earlier repair kept them as the
+    /// original of a repaired snapshot (that would only add a copy of it); with `forget`, they
+    /// are deleted now.
+    pub already_repaired: Vec<AlreadyRepaired>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlreadyRepaired {
+    pub original: String,
+    pub repaired: String,
+    pub forgotten: bool,
 }
 
 /// Repairs the chosen snapshots; see the module documentation.
@@ -76,6 +83,12 @@ pub fn repair_snapshots(
     };
     let chosen = without_repaired(choose(&all, options)?, &all, &mut report);
     report.checked = chosen.len();
+    if options.forget {
+        for done in &mut report.already_repaired {
+            forget(repo, &done.original)?;
+            done.forgotten = true;
+        }
+    }
     let index = repo.load_index()?;
     let missing = missing_packs(repo, &index)?;
     // Trees first, through the backup's saver; the snapshots only once the packs and index
@@ -142,9 +155,11 @@ fn without_repaired(
         .into_iter()
         .filter(|e| match repaired.get(e.id.as_str()) {
             Some(copy) => {
-                report
-                    .already_repaired
-                    .push((e.id.clone(), copy.to_string()));
+                report.already_repaired.push(AlreadyRepaired {
+                    original: e.id.clone(),
+                    repaired: copy.to_string(),
+                    forgotten: false,
+                });
                 false
             }
             None => true,
@@ -181,10 +196,7 @@ fn save_repaired(
     };
     let id = repo.save_snapshot(&snapshot)?;
     if options.forget {
-        match repo.storage().delete(ObjectKind::Snapshot, &original.id) {
-            Err(e) if !e.is_not_found() => return Err(e.into()),
-            _ => {}
-        }
+        forget(repo, &original.id)?;
     }
     Ok(RepairedSnapshot {
         original: original.clone(),
@@ -192,6 +204,13 @@ fn save_repaired(
         lost,
         forgotten: options.forget,
     })
+}
+
+fn forget(repo: &Repository, id: &str) -> Result<()> {
+    match repo.storage().delete(ObjectKind::Snapshot, id) {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs `walk` with the backup's blob saver and a channel to its compressor, whose packs an
@@ -416,11 +435,35 @@ mod tests {
 
         let again = repair_snapshots(&repo, &RepairSnapshotsOptions::default()).expect("again");
         assert!(again.repaired.is_empty(), "the repaired snapshot is intact");
-        assert_eq!(
-            again.already_repaired,
-            vec![(original.id.clone(), new_id.to_string())]
-        );
+        let done = AlreadyRepaired {
+            original: original.id.clone(),
+            repaired: new_id.to_string(),
+            forgotten: false,
+        };
+        assert_eq!(again.already_repaired, vec![done.clone()]);
         assert_eq!(again.checked, 1);
+        assert_eq!(repo.snapshots().expect("list").len(), 2);
+
+        // Asked to forget afterwards, the original goes without another copy being made.
+        let forget = RepairSnapshotsOptions {
+            forget: true,
+            ..RepairSnapshotsOptions::default()
+        };
+        let last = repair_snapshots(&repo, &forget).expect("forget");
+        assert_eq!(
+            last.already_repaired,
+            vec![AlreadyRepaired {
+                forgotten: true,
+                ..done
+            }]
+        );
+        let left: Vec<String> = repo
+            .snapshots()
+            .expect("list")
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, vec![new_id.to_string()]);
     }
 
     #[test]
