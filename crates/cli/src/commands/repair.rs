@@ -143,7 +143,7 @@ fn repaired_json(r: &RepairedSnapshot) -> Value {
     let lost: Vec<Value> = r
         .lost
         .iter()
-        .map(|l| json!({ "path": l.path, "reason": l.reason }))
+        .map(|l| json!({ "path": l.path, "reason": l.reason, "size": l.size }))
         .collect();
     json!({
         "original": r.original.id,

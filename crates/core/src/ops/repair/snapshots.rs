@@ -36,6 +36,9 @@ pub struct RepairSnapshotsOptions {
 pub struct LostPath {
     pub path: String,
     pub reason: String,
+    /// The size of a file left out; `None` for a directory kept empty (what it held is not
+    /// known).
+    pub size: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -189,11 +192,17 @@ fn save_repaired(
     lost: Vec<LostPath>,
     options: &RepairSnapshotsOptions,
 ) -> Result<RepairedSnapshot> {
-    let snapshot = Snapshot {
+    let mut snapshot = Snapshot {
         tree,
         original: Some(original.id.clone()),
         ..original.snapshot.clone()
     };
+    // What `snapshots` shows as its size and file count: without the files left out.
+    let summary = &mut snapshot.summary;
+    for size in lost.iter().filter_map(|l| l.size) {
+        summary.total_files = summary.total_files.saturating_sub(1);
+        summary.total_bytes = summary.total_bytes.saturating_sub(size);
+    }
     let id = repo.save_snapshot(&snapshot)?;
     if options.forget {
         forget(repo, &original.id)?;
@@ -271,6 +280,7 @@ impl Repairer<'_> {
                 lost.push(LostPath {
                     path: String::from_utf8_lossy(dir).into_owned(),
                     reason: format!("tree {id} cannot be read ({e}): kept as an empty directory"),
+                    size: None,
                 });
                 return self.save(Vec::new());
             }
@@ -287,6 +297,7 @@ impl Repairer<'_> {
                 lost.push(LostPath {
                     path: String::from_utf8_lossy(&path).into_owned(),
                     reason,
+                    size: Some(node.size),
                 });
                 continue;
             }
@@ -419,6 +430,14 @@ mod tests {
         assert_eq!(new.snapshot.original.as_deref(), Some(original.id.as_str()));
         assert_eq!(new.snapshot.time, original.snapshot.time);
         assert_eq!(new.snapshot.paths, original.snapshot.paths);
+        let (was, now) = (&original.snapshot.summary, &new.snapshot.summary);
+        assert_eq!(now.total_files, was.total_files - 1);
+        assert_eq!(
+            now.total_bytes,
+            was.total_bytes - 3000,
+            "a.txt's 3000 bytes"
+        );
+        assert_eq!(repaired.lost[0].size, Some(3000));
         let (old_tree, new_tree) = (original.snapshot.tree, new.snapshot.tree);
         assert_ne!(new_tree, old_tree);
         let data = node(&repo, new_tree, &src.join("data"));
@@ -485,6 +504,7 @@ mod tests {
         let lost = &report.repaired[0].lost;
         assert_eq!(lost.len(), 1, "{lost:?}");
         assert_eq!(lost[0].path, "/");
+        assert_eq!(lost[0].size, None);
         assert!(lost[0].reason.contains("empty directory"), "{lost:?}");
         let all = repo.snapshots().expect("list");
         assert_eq!(all.len(), 1, "the original is forgotten");
