@@ -248,47 +248,11 @@ fn stats_counts_restore_size_per_snapshot_and_stored_data_once() {
     assert_eq!(missing.code, 1);
 }
 
-/// Starts a backup that reads stdin, which holds its lock until stdin closes, and waits for
-/// its lock to appear.
-fn hold_a_backup_lock(env: &Env, locks: &dyn Fn() -> usize) -> std::process::Child {
-    use std::process::Stdio;
-    let before = locks();
-    let holder = env
-        .command()
-        .args(["backup", "--stdin", "--stdin-filename", "x"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while locks() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup took no lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    holder
-}
-
 #[test]
 fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     let env = Env::new();
-    // Lock objects only, not a temporary file a writer is about to link into place.
-    let locks = || {
-        std::fs::read_dir(env.repo.join("locks"))
-            .unwrap()
-            .filter(|e| {
-                !e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
-            .count()
-    };
-    let mut holder = hold_a_backup_lock(&env, &locks);
+    let locks = || env.locks();
+    let mut holder = env.hold_a_backup_lock();
     let live = env.lb(&["unlock"]).ok();
     assert!(live.stdout.contains("0 lock(s) removed"), "{}", live.stdout);
     assert_eq!(locks(), 1, "a live lock stays");
@@ -307,7 +271,7 @@ fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     );
     assert_eq!(locks(), 0);
 
-    let mut again = hold_a_backup_lock(&env, &locks);
+    let mut again = env.hold_a_backup_lock();
     env.lb(&["unlock", "--remove-all"]).ok();
     assert_eq!(locks(), 0, "--remove-all removes live locks too");
     drop(again.stdin.take());
