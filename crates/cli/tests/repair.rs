@@ -416,6 +416,7 @@ fn repair_snapshots_leaves_out_the_file_of_a_missing_pack() {
     let repaired = run["repaired"].as_array().unwrap();
     assert_eq!(repaired.len(), 1, "{run}");
     assert_eq!(repaired[0]["original"], second.as_str());
+    assert_eq!(run["indexed_packs_missing"], 1);
     assert_eq!(repaired[0]["lost"], dry["repaired"][0]["lost"]);
     let lost_list = repaired[0]["lost"].as_array().unwrap();
     assert_eq!(lost_list.len(), 1, "{run}");
@@ -503,6 +504,13 @@ fn repair_snapshots_forget_removes_the_original_at_once_and_lists_the_loss() {
     assert!(human
         .stdout
         .contains("checked 2 snapshot(s): 1 repaired, 1 intact"));
+    assert!(
+        human
+            .stdout
+            .contains("index lists 1 pack(s) that are missing"),
+        "{}",
+        human.stdout
+    );
     let list = snapshot_list(&env);
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|s| s["id"] != second.as_str()));

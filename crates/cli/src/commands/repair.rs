@@ -168,6 +168,7 @@ fn snapshots_json(r: &RepairSnapshotsReport) -> Value {
         "intact": r.checked - r.repaired.len(),
         "repaired": r.repaired.iter().map(repaired_json).collect::<Vec<_>>(),
         "already_repaired": already,
+        "indexed_packs_missing": r.indexed_packs_missing,
     })
 }
 
@@ -216,6 +217,13 @@ fn print_snapshots(r: &RepairSnapshotsReport) {
         if r.dry_run { "to repair" } else { "repaired" },
         r.checked - r.repaired.len()
     );
+    if r.indexed_packs_missing > 0 {
+        println!(
+            "note: the index lists {} pack(s) that are missing; run `lifeboat repair index`, or \
+             backups will not store their data again",
+            r.indexed_packs_missing
+        );
+    }
     if r.dry_run {
         println!("dry run: nothing was changed");
     }

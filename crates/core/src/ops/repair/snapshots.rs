@@ -63,6 +63,9 @@ pub struct RepairSnapshotsReport {
     /// original of a repaired snapshot (that would only add a copy of it); with `forget`, they
     /// are deleted now.
     pub already_repaired: Vec<AlreadyRepaired>,
+    /// Packs the index lists that are missing from storage: until `repair index` drops them,
+    /// backups take their blobs for stored and do not store them again.
+    pub indexed_packs_missing: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +97,7 @@ pub fn repair_snapshots(
     }
     let index = repo.load_index()?;
     let missing = missing_packs(repo, &index)?;
+    report.indexed_packs_missing = missing.iter().filter(|m| **m).count();
     // Trees first, through the backup's saver; the snapshots only once the packs and index
     // files holding their trees are written.
     let rewritten = with_tree_saver(repo, |saver, jobs| {
@@ -416,6 +420,7 @@ mod tests {
 
         let report = repair_snapshots(&repo, &RepairSnapshotsOptions::default()).expect("repair");
         assert_eq!(report.checked, 1);
+        assert_eq!(report.indexed_packs_missing, 1);
         let repaired = &report.repaired[0];
         let lost_file = src.join("data/a.txt").display().to_string();
         assert_eq!(repaired.lost.len(), 1, "{:?}", repaired.lost);
