@@ -178,8 +178,10 @@ fn a_deleted_index_is_rebuilt_and_every_snapshot_restores() {
 
     // A backup after the repair finds the data in the index: no file is read again (one
     // whose blobs were not indexed would be).
-    let mut backup = vec!["backup".as_ref(), "--json".as_ref(), one.as_os_str()];
-    let again = env.lb_os(&backup.drain(..).collect::<Vec<_>>()).ok().json();
+    let again = env
+        .lb_os(&["backup".as_ref(), "--json".as_ref(), one.as_os_str()])
+        .ok()
+        .json();
     assert_eq!(again["files_unmodified"], FILES.len() as u64, "{again}");
     assert_eq!(again["files_changed"], 0, "{again}");
 }
