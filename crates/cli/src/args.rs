@@ -123,6 +123,59 @@ pub enum Command {
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Repair a damaged repository: rebuild the index, or rewrite damaged snapshots
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  lifeboat repair index\n  lifeboat repair snapshots --dry-run\n\n`lifeboat check` says what is damaged; run it before and after a repair."
+    )]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Build a new index from the packs' headers
+    #[command(
+        long_about = "Build a new index from the packs' headers.\n\nEvery pack in the repository is \
+read (its header only) and listed in new index files, which then replace the old ones. This \
+finds packs that no index lists (from an interrupted backup) and drops index entries of packs \
+that are gone. A pack whose header is damaged is reported and left out of the index; it is not \
+deleted.",
+        after_help = "Examples:\n  lifeboat repair index --dry-run\n  lifeboat repair index"
+    )]
+    Index(RepairIndexArgs),
+    /// Rewrite snapshots without the files whose data is lost
+    #[command(
+        long_about = "Rewrite snapshots without the files whose data is lost.\n\nA file with a \
+blob that is not in the index, or whose pack is missing, is left out; a directory whose listing \
+cannot be read is kept empty. Each snapshot that lost something is saved again as a new \
+snapshot (same time, host, paths and tags) and every path left out is listed; intact snapshots \
+are not touched. The originals are kept unless --forget is given.\n\nRun `lifeboat repair \
+index` first if packs are missing or damaged, and `lifeboat check` afterwards.",
+        after_help = "Examples:\n  lifeboat repair snapshots --dry-run\n  lifeboat repair snapshots --forget\n  lifeboat repair snapshots latest --host web1"
+    )]
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairIndexArgs {
+    /// Show what would change, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairSnapshotsArgs {
+    /// Snapshots to repair (id, unique prefix, latest, @TIME); default: all that match the filters
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Remove each original once its repaired snapshot is saved
+    #[arg(long)]
+    pub forget: bool,
+    /// Show what would be left out, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]

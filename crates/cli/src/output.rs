@@ -22,6 +22,7 @@ pub fn snapshot_json(e: &SnapshotEntry) -> Value {
         "source": s.source,
         "tree": s.tree.to_hex(),
         "parent": s.parent,
+        "original": s.original,
         "program_version": s.program_version,
         "summary": s.summary,
     })

@@ -251,20 +251,8 @@ fn stats_counts_restore_size_per_snapshot_and_stored_data_once() {
 #[test]
 fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     let env = Env::new();
-    // Lock objects only, not a temporary file a writer is about to link into place.
-    let locks = || {
-        std::fs::read_dir(env.repo.join("locks"))
-            .unwrap()
-            .filter(|e| {
-                !e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
-            .count()
-    };
-    let mut holder = common::hold_a_backup_lock(&env, &locks);
+    let locks = || env.locks();
+    let mut holder = env.hold_a_backup_lock();
     let live = env.lb(&["unlock"]).ok();
     assert!(live.stdout.contains("0 lock(s) removed"), "{}", live.stdout);
     assert_eq!(locks(), 1, "a live lock stays");
@@ -283,7 +271,7 @@ fn unlock_removes_the_locks_of_dead_processes_and_remove_all_every_lock() {
     );
     assert_eq!(locks(), 0);
 
-    let mut again = common::hold_a_backup_lock(&env, &locks);
+    let mut again = env.hold_a_backup_lock();
     env.lb(&["unlock", "--remove-all"]).ok();
     assert_eq!(locks(), 0, "--remove-all removes live locks too");
     drop(again.stdin.take());

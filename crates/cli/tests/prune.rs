@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{lock_count, manifest, open_repo, random_bytes, restored, Env, Manifest};
+use common::{manifest, open_repo, random_bytes, restored, Env, Manifest};
 use lifeboat_core::ops::prune::{prune, PruneOptions};
 use rand::{Rng, SeedableRng};
 
@@ -204,7 +204,7 @@ fn a_running_backup_delays_deletion_until_it_has_ended() {
     env.lb(&["forget", &first[..8]]).ok();
     let packs_before = objects(&env, "data");
 
-    let mut holder = common::hold_a_backup_lock(&env, &|| lock_count(&env));
+    let mut holder = env.hold_a_backup_lock();
     let report = prune_json(&env, &[]);
     assert!(num(&report, "packs_condemned") >= 1, "{report}");
     assert_eq!(num(&report, "packs_deleted"), 0, "{report}");

@@ -128,6 +128,7 @@ impl Forge {
                 parent: None,
                 program_version: "forged".into(),
                 summary: Default::default(),
+                original: None,
             })
             .expect("write snapshot")
     }

@@ -7,6 +7,7 @@ mod forget;
 mod init;
 mod key;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -35,6 +36,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Stats(a) => stats::run(cli, a),
         Command::Unlock(a) => unlock::run(cli, a),
         Command::Key(k) => key::run(cli, k),
+        Command::Repair(r) => repair::run(cli, r),
     }
 }
 

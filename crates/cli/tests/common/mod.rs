@@ -126,6 +126,46 @@ impl Env {
         Run::from(cmd.output().expect("run lifeboat"))
     }
 
+    /// Lock objects in the repository (not a temporary file a writer is about to link into
+    /// place).
+    pub fn locks(&self) -> usize {
+        std::fs::read_dir(self.repo.join("locks"))
+            .map(|dir| {
+                dir.filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('.')
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Starts a backup that reads stdin, which holds its lock until stdin closes, and waits
+    /// for its lock to appear.
+    pub fn hold_a_backup_lock(&self) -> std::process::Child {
+        let before = self.locks();
+        let holder = self
+            .command()
+            .args(["backup", "--stdin", "--stdin-filename", "x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.locks() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backup took no lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        holder
+    }
+
     /// Total bytes of all files under the repository.
     pub fn repo_size(&self) -> u64 {
         dir_size(&self.repo)
@@ -198,36 +238,6 @@ pub fn manifest(root: &Path) -> Manifest {
     let mut out = Manifest::new();
     walk(root, root, &mut out);
     out
-}
-
-/// Starts a backup that reads stdin, which holds its lock until stdin closes, and waits for
-/// its lock to appear.
-pub fn hold_a_backup_lock(env: &Env, locks: &dyn Fn() -> usize) -> std::process::Child {
-    let before = locks();
-    let holder = env
-        .command()
-        .args(["backup", "--stdin", "--stdin-filename", "x"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while locks() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup took no lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    holder
-}
-
-/// The number of lock objects in the repository.
-pub fn lock_count(env: &Env) -> usize {
-    std::fs::read_dir(env.repo.join("locks"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// Opens the test repository through the library.

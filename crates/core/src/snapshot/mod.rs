@@ -45,6 +45,11 @@ pub struct Snapshot {
     pub parent: Option<String>,
     pub program_version: String,
     pub summary: Summary,
+    /// The snapshot this one was rewritten from (`repair snapshots`). Added without a version
+    /// change: absent in older records, and written only when set, so older readers (which
+    /// ignore unknown fields) read repaired snapshots too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 impl Snapshot {
@@ -77,5 +82,42 @@ pub struct SnapshotEntry {
 impl SnapshotEntry {
     pub fn short_id(&self) -> &str {
         &self.id[..8.min(self.id.len())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(original: Option<String>) -> Snapshot {
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: DateTime::parse_from_rfc3339("2026-11-01T10:00:00+01:00").expect("time"),
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec!["/srv".into()],
+            tags: vec![],
+            source: "files".into(),
+            tree: BlobId([3; 32]),
+            parent: None,
+            program_version: "0.2.0".into(),
+            summary: Summary::default(),
+            original,
+        }
+    }
+
+    #[test]
+    fn original_is_optional_and_written_only_when_set() {
+        let plain = serde_json::to_value(snapshot(None)).expect("serializes");
+        assert!(plain.get("original").is_none(), "{plain}");
+        // A record written before the field existed reads as one without it.
+        let old: Snapshot = serde_json::from_value(plain).expect("reads");
+        assert_eq!(old, snapshot(None));
+
+        let repaired = snapshot(Some("ab".repeat(32)));
+        let value = serde_json::to_value(&repaired).expect("serializes");
+        assert_eq!(value["original"], "ab".repeat(32));
+        let back: Snapshot = serde_json::from_value(value).expect("reads back");
+        assert_eq!(back, repaired);
     }
 }

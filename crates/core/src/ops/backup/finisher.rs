@@ -46,7 +46,9 @@ pub enum Event {
     Error(SourceError),
 }
 
-fn save_tree(
+/// Stores a directory's tree blob unless the repository (or this run) has it already; returns
+/// its id. Repair writes its trees through this too.
+pub(crate) fn save_tree(
     repo: &Repository,
     saver: &BlobSaver,
     blobs: &Sender<SaveJob>,

@@ -35,6 +35,10 @@ use crate::storage::DryRunStorage;
 
 pub use finisher::Change as FileChange;
 pub use saver::BlobSaver;
+// For operations that store blobs the way backup does (repair snapshots).
+pub(crate) use finisher::save_tree;
+pub(crate) use known::KnownBlobs;
+pub(crate) use saver::SaveJob;
 pub use source::normalize_path;
 
 /// Where the data comes from.
@@ -224,6 +228,7 @@ pub fn backup(
         parent: parent.map(|p| p.id.clone()),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
+        original: None,
     };
     let snapshot_id = match held {
         None => None,

@@ -17,8 +17,8 @@ use crate::pack::{FrameMember, PackContent, PackWriter, SealedPack};
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
 
-/// Write an index file after this many packs, so a crashed backup's packs are still found
-/// (and reused) by the next run.
+/// Write an index file after this many packs (or [`BLOBS_PER_INDEX_FILE`] blobs), so a crashed
+/// backup's packs are still found (and reused) by the next run.
 const PACKS_PER_INDEX_FILE: usize = 64;
 use crate::index::BLOBS_PER_INDEX_FILE;
 use crate::pack::MAX_BLOBS_PER_PACK;

@@ -22,6 +22,7 @@ fn entry(id: usize, time: DateTime<FixedOffset>, tags: &[&str]) -> SnapshotEntry
             parent: None,
             program_version: "test".into(),
             summary: Summary::default(),
+            original: None,
         },
     }
 }
