@@ -57,6 +57,11 @@ pub struct Cli {
     #[arg(short, long, global = true, help_heading = "Global options")]
     pub verbose: bool,
 
+    /// Read without taking a lock (readers do so by themselves where they cannot write a
+    /// lock); a prune that runs meanwhile may delete data this command reads
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub no_lock: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -105,6 +110,11 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat prune --dry-run\n  lifeboat prune --max-unused 10%\n  lifeboat forget --keep-daily 7 --keep-weekly 5 --prune"
     )]
     Prune(PruneArgs),
+    /// Copy snapshots into another repository; those it already holds are skipped
+    #[command(
+        after_help = "Examples:\n  lifeboat copy --to /mnt/offsite --to-password-file ~/.offsite-pw\n  lifeboat copy latest --to /mnt/offsite --host web1\n  lifeboat --repo /mnt/offsite init --copy-chunker-params --from-repo /srv/backup   # copies then move blobs without reading them"
+    )]
+    Copy(CopyArgs),
     /// Verify the repository's structure, and with --read-data its data
     #[command(
         after_help = "Examples:\n  lifeboat check\n  lifeboat check --read-data\n  lifeboat check --read-data-subset 3/30    # a thirtieth of the packs, the third"
@@ -238,6 +248,37 @@ pub struct InitArgs {
     #[arg(long, default_value_t = lifeboat_core::repository::FORMAT_VERSION,
           value_parser = clap::value_parser!(u32).range(1..=2))]
     pub format_version: u32,
+    /// Chunk and name blobs as the repository of --from-repo does, so that `copy` between the
+    /// two moves blobs without reading them (its password stays its own)
+    #[arg(long, requires = "from_repo")]
+    pub copy_chunker_params: bool,
+    /// The repository whose chunker to copy
+    #[arg(long, value_name = "REPO", requires = "copy_chunker_params")]
+    pub from_repo: Option<PathBuf>,
+    /// Password file of --from-repo (or LIFEBOAT_FROM_PASSWORD)
+    #[arg(long, env = "LIFEBOAT_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Key file of --from-repo
+    #[arg(long, env = "LIFEBOAT_FROM_KEY_FILE", value_name = "FILE")]
+    pub from_key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Snapshots to copy (id, unique prefix, latest, @TIME); default: all that match the filters
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// The repository to copy into
+    #[arg(long, value_name = "REPO", env = "LIFEBOAT_TO_REPOSITORY")]
+    pub to: PathBuf,
+    /// Password file of the --to repository (or LIFEBOAT_TO_PASSWORD)
+    #[arg(long, env = "LIFEBOAT_TO_PASSWORD_FILE", value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Key file of the --to repository
+    #[arg(long, env = "LIFEBOAT_TO_KEY_FILE", value_name = "FILE")]
+    pub to_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]

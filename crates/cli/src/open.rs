@@ -122,6 +122,43 @@ pub fn open(cli: &Cli) -> Result<Repository> {
     Ok(Repository::open(storage, &password)?)
 }
 
+/// How to open a second repository (`copy --to`, `init --from-repo`): its own password file or
+/// key file, or a password in the environment variable `env`.
+pub struct OtherRepository<'a> {
+    pub path: &'a Path,
+    pub password_file: Option<&'a Path>,
+    pub key_file: Option<&'a Path>,
+    pub env: &'static str,
+    /// The option that names it, for messages (`--to`).
+    pub flag: &'static str,
+}
+
+pub fn open_other(other: &OtherRepository) -> Result<Repository> {
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(other.path));
+    Repository::read_config(storage.as_ref())
+        .with_context(|| format!("{} {}", other.flag, other.path.display()))?;
+    let password = match (other.password_file, other.key_file) {
+        (Some(file), _) | (None, Some(file)) => read_password_file(file)?,
+        (None, None) => match std::env::var_os(other.env) {
+            Some(pw) if !pw.is_empty() => {
+                std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec()
+            }
+            _ if std::io::stdin().is_terminal() => {
+                prompt(&format!("password for {}: ", other.path.display()))?
+            }
+            _ => bail!(
+                "no password for the repository of {}: set {} or use {}-password-file or {}-key-file",
+                other.flag,
+                other.env,
+                other.flag,
+                other.flag
+            ),
+        },
+    };
+    Repository::open(storage, &password)
+        .with_context(|| format!("{} {}", other.flag, other.path.display()))
+}
+
 pub fn kdf_params(args: &KdfArgs) -> KdfParams {
     let mut kdf = KdfParams::default();
     if let Some(m) = args.kdf_memory_kib {

@@ -408,3 +408,68 @@ fn prune_plan_repacks_a_pack_whose_unused_share_is_too_large() {
         .to_string();
     assert!(err.contains("missing"), "{err}");
 }
+
+/// Several backups into one repository at once all succeed, every snapshot restores, and
+/// what they stored is deduplicated against by the next backup.
+#[test]
+fn several_backups_at_once_all_succeed_and_later_ones_reuse_their_data() {
+    let env = Env::new();
+    let shared = common::random_bytes(6_000_000, 21);
+    let sources: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let src = env.path(&format!("host{i}"));
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(src.join("shared.bin"), &shared).unwrap();
+            std::fs::write(src.join("own.bin"), common::random_bytes(2_000_000, 30 + i)).unwrap();
+            src
+        })
+        .collect();
+    let children: Vec<std::process::Child> = sources
+        .iter()
+        .map(|src| {
+            env.command()
+                .args(["backup", "--json"])
+                .arg(src)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    env.lb(&["check", "--read-data"]).ok();
+    for src in &sources {
+        let target = env.path(&format!(
+            "restore-{}",
+            src.file_name().unwrap().to_string_lossy()
+        ));
+        env.restore("latest", &target, &["--path", src.to_str().unwrap()])
+            .ok();
+        assert_eq!(
+            common::manifest(&common::restored(&target, src)),
+            common::manifest(src)
+        );
+    }
+    // All three are committed now: a fourth host with the same shared file stores none of it.
+    let fourth = env.path("host3");
+    std::fs::create_dir_all(&fourth).unwrap();
+    std::fs::write(fourth.join("shared.bin"), &shared).unwrap();
+    let run = env
+        .command()
+        .args(["backup", "--json"])
+        .arg(&fourth)
+        .output()
+        .unwrap();
+    let summary = common::Run::from_output(run).ok().json();
+    assert!(
+        summary["bytes_added"].as_u64().unwrap() < 100_000,
+        "the shared file is found in what the others committed: {summary}"
+    );
+}

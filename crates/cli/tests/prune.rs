@@ -472,3 +472,41 @@ fn kill_9_during_prune_never_loses_a_used_blob() {
         assert_restores_as(&env, id, &src, want);
     }
 }
+
+/// Restores and the other readers take a shared lock, so that a prune keeps the packs they
+/// read until they are done; `--no-lock` reads without one.
+#[test]
+fn readers_take_a_shared_lock_unless_told_not_to() {
+    let env = Env::new();
+    let src = env.path("src");
+    small_files(&src, 3, 14);
+    env.backup(&src, &[]);
+    let repo = open_repo(&env);
+    let repair = repo
+        .lock(lifeboat_core::lock::LockKind::Exclusive, "repair index")
+        .unwrap();
+    for args in [
+        vec!["ls", "latest"],
+        vec!["stats"],
+        vec!["find", "f0001.txt"],
+    ] {
+        let blocked = env.lb(&args);
+        assert_eq!(blocked.code, 12, "{args:?}: {}", blocked.stderr);
+        assert!(
+            blocked.stderr.contains("exclusive lock for repair index"),
+            "{}",
+            blocked.stderr
+        );
+    }
+    let target = env.path("target");
+    let blocked = env.restore("latest", &target, &[]);
+    assert_eq!(blocked.code, 12, "{}", blocked.stderr);
+    let listed = env.lb(&["--no-lock", "ls", "latest"]).ok();
+    assert!(listed.stdout.contains("f0001.txt"), "{}", listed.stdout);
+    env.restore("latest", &target, &["--no-lock"]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+    drop(repair);
+    assert_eq!(env.locks(), 0, "readers leave no lock behind");
+    env.lb(&["ls", "latest"]).ok();
+    assert_eq!(env.locks(), 0);
+}

@@ -36,6 +36,25 @@ pub struct Config {
     pub pack_size: u32,
 }
 
+/// The chunker and blob-id keys of a repository, to share with a new one (`init
+/// --copy-chunker-params`): both then cut and name blobs alike, so `copy` between them moves
+/// blobs without reading them, and they deduplicate the same way. The sealing key is never
+/// shared.
+#[derive(Clone)]
+pub struct SharedChunking {
+    pub params: ChunkerParams,
+    pub chunker: [u8; 32],
+    pub blob_id: [u8; 32],
+}
+
+impl std::fmt::Debug for SharedChunking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedChunking")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct InitOptions {
     /// The repository format version to create (`OLDEST_FORMAT_VERSION..=FORMAT_VERSION`).
@@ -44,6 +63,8 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub compression: Compression,
     pub pack_size: u32,
+    /// Chunk and name blobs as this other repository does (its `chunker` field is ignored).
+    pub shared_chunking: Option<SharedChunking>,
 }
 
 impl Default for InitOptions {
@@ -54,6 +75,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             compression: Compression::Auto,
             pack_size: 16 * 1024 * 1024,
+            shared_chunking: None,
         }
     }
 }
@@ -95,11 +117,18 @@ impl Repository {
             version: options.version,
             id: hex::encode(rand::random::<[u8; 16]>()),
             created: Utc::now(),
-            chunker: options.chunker,
+            chunker: options
+                .shared_chunking
+                .as_ref()
+                .map_or(options.chunker, |shared| shared.params),
             compression: options.compression,
             pack_size: options.pack_size,
         };
-        let keys = MasterKeys::generate(&config.id);
+        let mut keys = MasterKeys::generate(&config.id);
+        if let Some(shared) = &options.shared_chunking {
+            keys.chunker = shared.chunker;
+            keys.blob_id = shared.blob_id;
+        }
         let key_file = KeyFile::create(&keys, password, options.kdf)?.to_bytes();
         let key_name = key_name(&key_file);
         // The key goes first: a config without a key would be a repository nobody can open.
@@ -203,6 +232,15 @@ impl Repository {
 
     pub fn keys(&self) -> &MasterKeys {
         &self.keys
+    }
+
+    /// What a new repository needs to chunk and name blobs as this one does.
+    pub fn shared_chunking(&self) -> SharedChunking {
+        SharedChunking {
+            params: self.config.chunker,
+            chunker: self.keys.chunker,
+            blob_id: self.keys.blob_id,
+        }
     }
 
     pub fn chunker(&self) -> &Chunker {

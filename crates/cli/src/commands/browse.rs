@@ -16,7 +16,7 @@ use crate::args::{Cli, DiffArgs, DumpArgs, FindArgs, LsArgs};
 use crate::output::{node_json, node_long};
 
 pub fn ls(cli: &Cli, args: &LsArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli)?;
+    let loaded = Loaded::open(cli, "ls")?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
     let path = args.path.as_deref().unwrap_or("/");
     let located = locate(
@@ -55,7 +55,7 @@ pub fn ls(cli: &Cli, args: &LsArgs) -> Result<u8> {
 }
 
 pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli)?;
+    let loaded = Loaded::open(cli, "find")?;
     let pattern = FindPattern::new(&args.pattern)?;
     let filter = super::filter(&args.filter);
     let chosen: Vec<_> = if args.snapshots.is_empty() {
@@ -112,7 +112,7 @@ pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
 }
 
 pub fn dump(cli: &Cli, args: &DumpArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli)?;
+    let loaded = Loaded::open(cli, "dump")?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
     let located = locate(
         &loaded.repo,
@@ -129,7 +129,7 @@ pub fn dump(cli: &Cli, args: &DumpArgs) -> Result<u8> {
 }
 
 pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli)?;
+    let loaded = Loaded::open(cli, "diff")?;
     let none = SnapshotFilter::default();
     let a = loaded.resolve(&args.first, &none)?;
     let b = loaded.resolve(&args.second, &none)?;

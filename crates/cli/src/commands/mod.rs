@@ -3,6 +3,7 @@
 mod backup;
 mod browse;
 mod check;
+mod copy;
 mod forget;
 mod init;
 mod key;
@@ -13,8 +14,9 @@ mod snapshots;
 mod stats;
 mod unlock;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use lifeboat_core::index::Index;
+use lifeboat_core::lock::{LockGuard, LockKind};
 use lifeboat_core::snapshot::{SnapshotEntry, SnapshotFilter, SnapshotSpec};
 use lifeboat_core::Repository;
 
@@ -32,6 +34,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(cli, a),
         Command::Forget(a) => forget::run(cli, a),
         Command::Prune(a) => prune::run(cli, a),
+        Command::Copy(a) => copy::run(cli, a),
         Command::Check(a) => check::run(cli, a),
         Command::Stats(a) => stats::run(cli, a),
         Command::Unlock(a) => unlock::run(cli, a),
@@ -53,17 +56,42 @@ pub struct Loaded {
     pub repo: Repository,
     pub index: Index,
     pub snapshots: Vec<SnapshotEntry>,
+    /// A shared lock, taken before the index is read: a prune then keeps every pack this
+    /// index names until the command is done (docs/format.md, "Prune").
+    _lock: Option<LockGuard>,
 }
 
 impl Loaded {
-    pub fn open(cli: &Cli) -> Result<Loaded> {
+    pub fn open(cli: &Cli, operation: &str) -> Result<Loaded> {
         let repo = crate::open::open(cli)?;
+        let lock = if cli.no_lock {
+            None
+        } else {
+            match repo.lock(LockKind::Shared, operation) {
+                Ok(lock) => Some(lock),
+                // A repository this user may only read (a read-only mount, another user's
+                // files) must still restore; nobody can prune it through this user either.
+                Err(e) if cannot_write(&e) => {
+                    if !cli.quiet {
+                        eprintln!(
+                            "warning: reading without a lock ({e}); a prune run meanwhile by \
+                             someone who can write the repository may delete what this reads"
+                        );
+                    }
+                    None
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("taking a shared lock for {operation}"))
+                }
+            }
+        };
         let index = repo.load_index()?;
         let snapshots = repo.snapshots()?;
         Ok(Loaded {
             repo,
             index,
             snapshots,
+            _lock: lock,
         })
     }
 
@@ -71,6 +99,17 @@ impl Loaded {
         let spec: SnapshotSpec = spec.parse()?;
         Ok(spec.resolve(&self.snapshots, filter)?)
     }
+}
+
+/// Whether taking a lock failed because this user cannot write to the repository.
+fn cannot_write(error: &lifeboat_core::Error) -> bool {
+    let lifeboat_core::Error::Storage(lifeboat_core::storage::StorageError::Io { source, .. }) =
+        error
+    else {
+        return false;
+    };
+    source.kind() == std::io::ErrorKind::PermissionDenied
+        || source.raw_os_error() == Some(libc::EROFS)
 }
 
 /// Splits `SNAPSHOT:PATH`; `@TIME` values contain colons, so the path starts at the first

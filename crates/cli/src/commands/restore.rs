@@ -17,7 +17,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
     options.exclude = args.excludes.clone();
     options.overwrite = args.overwrite.parse().map_err(anyhow::Error::msg)?;
     options.verify = args.verify;
-    let loaded = Loaded::open(cli)?;
+    let loaded = Loaded::open(cli, "restore")?;
     let entry = loaded.resolve(spec, &super::filter(&args.filter))?;
     let located = locate(
         &loaded.repo,

@@ -8,7 +8,7 @@ use crate::args::{Cli, StatsArgs, StatsMode};
 use crate::output::bytes;
 
 pub fn run(cli: &Cli, args: &StatsArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli)?;
+    let loaded = Loaded::open(cli, "stats")?;
     let filter = super::filter(&args.filter);
     let mut chosen: Vec<&SnapshotEntry> = if args.snapshots.is_empty() {
         loaded

@@ -20,7 +20,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -81,6 +81,12 @@ impl Env {
 
     /// A command with --repo, the password and an isolated HOME.
     pub fn command(&self) -> Command {
+        self.command_at(&self.repo)
+    }
+
+    /// [`Env::command`] for another repository (opened with the same password unless the
+    /// caller sets LIFEBOAT_PASSWORD again).
+    pub fn command_at(&self, repo: &Path) -> Command {
         let mut cmd = Command::new(binary());
         let home = self.home();
         cmd.env_clear()
@@ -90,19 +96,19 @@ impl Env {
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("LIFEBOAT_PASSWORD", PASSWORD)
             .arg("--repo")
-            .arg(&self.repo)
+            .arg(repo)
             .stdin(Stdio::null());
         cmd
     }
 
     pub fn lb(&self, args: &[&str]) -> Run {
         let out = self.command().args(args).output().expect("run lifeboat");
-        Run::from(out)
+        Run::from_output(out)
     }
 
     pub fn lb_os(&self, args: &[&std::ffi::OsStr]) -> Run {
         let out = self.command().args(args).output().expect("run lifeboat");
-        Run::from(out)
+        Run::from_output(out)
     }
 
     /// Backs up `path` and returns the new snapshot id.
@@ -111,7 +117,7 @@ impl Env {
         args.extend_from_slice(extra);
         let mut cmd = self.command();
         cmd.args(&args).arg(path);
-        let run = Run::from(cmd.output().expect("run lifeboat")).ok();
+        let run = Run::from_output(cmd.output().expect("run lifeboat")).ok();
         run.json()["snapshot_id"]
             .as_str()
             .expect("snapshot_id")
@@ -123,7 +129,7 @@ impl Env {
         cmd.args(["restore", snapshot, "--target"])
             .arg(target)
             .args(extra);
-        Run::from(cmd.output().expect("run lifeboat"))
+        Run::from_output(cmd.output().expect("run lifeboat"))
     }
 
     /// Lock objects in the repository (not a temporary file a writer is about to link into

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod check;
 pub mod content;
+pub mod copy;
 pub mod diff;
 pub mod dump;
 pub mod find;

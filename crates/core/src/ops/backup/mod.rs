@@ -38,8 +38,47 @@ pub use saver::BlobSaver;
 // For operations that store blobs the way backup does (repair snapshots).
 pub(crate) use finisher::save_tree;
 pub(crate) use known::KnownBlobs;
-pub(crate) use saver::SaveJob;
+pub(crate) use saver::{BlobJob, SaveJob};
 pub use source::normalize_path;
+
+/// Runs `walk` with a blob saver and a channel to its compressor, whose packs an uploader
+/// thread writes and lists in index files (confirming `lock` before each, when given), for
+/// operations other than backup that store blobs: repair, copy. Returns once every pack and
+/// index file is written, or with the first failure.
+pub(crate) fn with_blob_saver<T>(
+    repo: &Repository,
+    lock: Option<&crate::lock::LockGuard>,
+    walk: impl FnOnce(&BlobSaver, &crossbeam_channel::Sender<SaveJob>) -> Result<T>,
+) -> Result<T> {
+    let mut saver = BlobSaver::new(repo, KnownBlobs::load(repo)?, repo.config().compression);
+    if let Some(lock) = lock {
+        saver = saver.with_lock(lock);
+    }
+    let saver = &saver;
+    let (job_tx, job_rx) = bounded(4);
+    let (pack_tx, pack_rx) = bounded(1);
+    let walked = std::thread::scope(|scope| {
+        let uploader = scope.spawn(move || saver.run_uploader(pack_rx));
+        let compressor = {
+            let pack_tx = pack_tx.clone();
+            scope.spawn(move || saver.run_compressor(job_rx, pack_tx))
+        };
+        let walked = walk(saver, &job_tx);
+        drop(job_tx);
+        let panicked = |_| saver.fail(Error::InvalidInput("a worker thread panicked".into()));
+        compressor.join().unwrap_or_else(panicked);
+        for pack in saver.take_open_packs() {
+            let _ = pack_tx.send(pack);
+        }
+        drop(pack_tx);
+        uploader.join().unwrap_or_else(panicked);
+        walked
+    });
+    if let Some(e) = saver.take_failure() {
+        return Err(e);
+    }
+    walked
+}
 
 /// Where the data comes from.
 pub enum BackupSource {

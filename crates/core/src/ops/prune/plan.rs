@@ -114,6 +114,9 @@ pub struct PackPlan {
     pub size: u64,
     /// Stored bytes of the blobs in it that snapshots use.
     pub used: u64,
+    /// Stored bytes of the blobs in it that no snapshot uses (the pack's header and the
+    /// rounding of shared frames are neither).
+    pub unused: u64,
     pub used_blobs: u64,
     pub unused_blobs: u64,
     pub fate: PackFate,
@@ -151,7 +154,7 @@ impl PrunePlan {
 
     /// Unused bytes left in kept packs.
     pub fn unused_kept(&self) -> u64 {
-        self.sum(PackFate::Keep, |p| p.size.saturating_sub(p.used))
+        self.sum(PackFate::Keep, |p| p.unused)
     }
 
     /// Whether carrying it out changes anything.
@@ -196,16 +199,17 @@ pub fn plan(
                  and repair the index before pruning"
             )));
         };
-        let (mut used_bytes, mut used_blobs, mut unused_blobs) = (0, 0, 0);
+        let (mut used_bytes, mut used_blobs, mut unused_bytes, mut unused_blobs) = (0, 0, 0, 0);
         for entry in &pack.blobs {
             if used.contains(&entry.id) && holds_indexed_copy(index, name, &entry.id) {
                 used_bytes += entry.stored_share();
                 used_blobs += 1;
             } else {
+                unused_bytes += entry.stored_share();
                 unused_blobs += 1;
             }
         }
-        let unused_share = size.saturating_sub(used_bytes) as f64 / size.max(1) as f64;
+        let unused_share = unused_bytes as f64 / size.max(1) as f64;
         let fate = if used_blobs == 0 {
             PackFate::Delete
         } else if unused_blobs > 0 && unused_share > max_unused {
@@ -217,6 +221,7 @@ pub fn plan(
             name: name.clone(),
             size,
             used: used_bytes,
+            unused: unused_bytes,
             used_blobs,
             unused_blobs,
             fate,

@@ -8,12 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::Sender;
 
 use crate::blob::{BlobId, BlobKind};
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::ops::backup::{save_tree, BlobSaver, KnownBlobs, SaveJob};
+use crate::ops::backup::{save_tree, with_blob_saver, BlobSaver, SaveJob};
 use crate::ops::walk::join;
 use crate::repository::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter, SnapshotSpec};
@@ -100,7 +100,7 @@ pub fn repair_snapshots(
     report.indexed_packs_missing = missing.iter().filter(|m| **m).count();
     // Trees first, through the backup's saver; the snapshots only once the packs and index
     // files holding their trees are written.
-    let rewritten = with_tree_saver(repo, |saver, jobs| {
+    let rewritten = with_blob_saver(repo, None, |saver, jobs| {
         let mut repairer = Repairer {
             repo,
             index: &index,
@@ -224,40 +224,6 @@ fn forget(repo: &Repository, id: &str) -> Result<()> {
         Err(e) if !e.is_not_found() => Err(e.into()),
         _ => Ok(()),
     }
-}
-
-/// Runs `walk` with the backup's blob saver and a channel to its compressor, whose packs an
-/// uploader thread writes and lists in index files. Returns once every pack and index file is
-/// written, or with the first failure.
-fn with_tree_saver<T>(
-    repo: &Repository,
-    walk: impl FnOnce(&BlobSaver, &Sender<SaveJob>) -> Result<T>,
-) -> Result<T> {
-    let saver = BlobSaver::new(repo, KnownBlobs::load(repo)?, repo.config().compression);
-    let saver = &saver;
-    let (job_tx, job_rx) = bounded(4);
-    let (pack_tx, pack_rx) = bounded(1);
-    let walked = std::thread::scope(|scope| {
-        let uploader = scope.spawn(move || saver.run_uploader(pack_rx));
-        let compressor = {
-            let pack_tx = pack_tx.clone();
-            scope.spawn(move || saver.run_compressor(job_rx, pack_tx))
-        };
-        let walked = walk(saver, &job_tx);
-        drop(job_tx);
-        let panicked = |_| saver.fail(Error::InvalidInput("a repair thread panicked".into()));
-        compressor.join().unwrap_or_else(panicked);
-        for pack in saver.take_open_packs() {
-            let _ = pack_tx.send(pack);
-        }
-        drop(pack_tx);
-        uploader.join().unwrap_or_else(panicked);
-        walked
-    });
-    if let Some(e) = saver.take_failure() {
-        return Err(e);
-    }
-    walked
 }
 
 struct Repairer<'a> {

@@ -1,0 +1,75 @@
+use anyhow::{Context, Result};
+use lifeboat_core::ops::copy::copy;
+use lifeboat_core::snapshot::{SnapshotEntry, SnapshotSpec};
+use serde_json::json;
+
+use crate::args::{Cli, CopyArgs};
+use crate::output::bytes;
+
+pub fn run(cli: &Cli, args: &CopyArgs) -> Result<u8> {
+    let from = crate::open::open(cli)?;
+    let to = crate::open::open_other(&crate::open::OtherRepository {
+        path: &args.to,
+        password_file: args.to_password_file.as_deref(),
+        key_file: args.to_key_file.as_deref(),
+        env: "LIFEBOAT_TO_PASSWORD",
+        flag: "--to",
+    })?;
+    if from.config().id == to.config().id {
+        anyhow::bail!("--to names the repository being copied from");
+    }
+    let all = from.snapshots()?;
+    let filter = super::filter(&args.filter);
+    let chosen: Vec<SnapshotEntry> = if args.snapshots.is_empty() {
+        all.iter().filter(|e| filter.matches(e)).cloned().collect()
+    } else {
+        let mut chosen: Vec<SnapshotEntry> = Vec::new();
+        for name in &args.snapshots {
+            let spec: SnapshotSpec = name.parse()?;
+            let entry = spec
+                .resolve(&all, &filter)
+                .with_context(|| format!("snapshot {name}"))?;
+            if !chosen.iter().any(|e| e.id == entry.id) {
+                chosen.push(entry.clone());
+            }
+        }
+        chosen
+    };
+    let report = copy(&from, &to, &chosen)?;
+    if cli.json {
+        let copied: Vec<_> = report
+            .copied
+            .iter()
+            .map(|(source, copy)| json!({ "source": source, "copy": copy }))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "message_type": "copy",
+                "copied": copied,
+                "skipped": report.skipped,
+                "blobs_stored": report.blobs_stored,
+                "bytes_stored": report.bytes_stored,
+                "same_chunking": report.same_ids,
+            })
+        );
+    } else if !cli.quiet {
+        for (source, copy) in &report.copied {
+            println!("copied snapshot {} as {}", &source[..8], &copy[..8]);
+        }
+        println!(
+            "{} snapshot(s) copied, {} already there; {} blob(s) stored ({})",
+            report.copied.len(),
+            report.skipped.len(),
+            report.blobs_stored,
+            bytes(report.bytes_stored)
+        );
+        if !report.same_ids && !report.copied.is_empty() {
+            println!(
+                "note: the repositories chunk differently, so every blob was read to name it; \
+                 `init --copy-chunker-params --from-repo` makes a destination that avoids this"
+            );
+        }
+    }
+    Ok(crate::exit::OK)
+}
