@@ -1,6 +1,6 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lifeboat_core::ops::copy::copy;
-use lifeboat_core::snapshot::{SnapshotEntry, SnapshotSpec};
+use lifeboat_core::snapshot::SnapshotEntry;
 use serde_json::json;
 
 use crate::args::{Cli, CopyArgs};
@@ -23,17 +23,10 @@ pub fn run(cli: &Cli, args: &CopyArgs) -> Result<u8> {
     let chosen: Vec<SnapshotEntry> = if args.snapshots.is_empty() {
         all.iter().filter(|e| filter.matches(e)).cloned().collect()
     } else {
-        let mut chosen: Vec<SnapshotEntry> = Vec::new();
-        for name in &args.snapshots {
-            let spec: SnapshotSpec = name.parse()?;
-            let entry = spec
-                .resolve(&all, &filter)
-                .with_context(|| format!("snapshot {name}"))?;
-            if !chosen.iter().any(|e| e.id == entry.id) {
-                chosen.push(entry.clone());
-            }
-        }
-        chosen
+        super::resolve_named(&all, &args.snapshots, &filter)?
+            .into_iter()
+            .cloned()
+            .collect()
     };
     let report = copy(&from, &to, &chosen)?;
     if cli.json {

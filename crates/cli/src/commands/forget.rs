@@ -1,8 +1,8 @@
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use chrono::{FixedOffset, Local, TimeZone, Utc};
 use lifeboat_core::ops::forget::{forget_by_policy, forget_ids, ForgetGroup, ForgetOptions};
 use lifeboat_core::snapshot::retention::RetentionPolicy;
-use lifeboat_core::snapshot::{SnapshotEntry, SnapshotSpec};
+use lifeboat_core::snapshot::SnapshotEntry;
 use lifeboat_core::Repository;
 use serde_json::{json, Value};
 
@@ -91,16 +91,7 @@ fn then_prune(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<u8> {
 fn by_id(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<()> {
     let all = repo.snapshots()?;
     let filter = super::filter(&args.filter);
-    let mut chosen: Vec<&SnapshotEntry> = Vec::new();
-    for name in &args.snapshots {
-        let spec: SnapshotSpec = name.parse()?;
-        let entry = spec
-            .resolve(&all, &filter)
-            .with_context(|| format!("snapshot {name}"))?;
-        if !chosen.iter().any(|e| e.id == entry.id) {
-            chosen.push(entry);
-        }
-    }
+    let chosen = super::resolve_named(&all, &args.snapshots, &filter)?;
     let ids: Vec<String> = chosen.iter().map(|e| e.id.clone()).collect();
     forget_ids(repo, &ids, args.dry_run)?;
     if cli.json {

@@ -101,6 +101,26 @@ impl Loaded {
     }
 }
 
+/// The snapshots `names` (ids, prefixes, `latest`, `@TIME`) pick among those `filter` keeps,
+/// each once, in the order named.
+pub fn resolve_named<'a>(
+    all: &'a [SnapshotEntry],
+    names: &[String],
+    filter: &SnapshotFilter,
+) -> Result<Vec<&'a SnapshotEntry>> {
+    let mut chosen: Vec<&SnapshotEntry> = Vec::new();
+    for name in names {
+        let spec: SnapshotSpec = name.parse()?;
+        let entry = spec
+            .resolve(all, filter)
+            .with_context(|| format!("snapshot {name}"))?;
+        if !chosen.iter().any(|e| e.id == entry.id) {
+            chosen.push(entry);
+        }
+    }
+    Ok(chosen)
+}
+
 /// Whether taking a lock failed because this user cannot write to the repository.
 fn cannot_write(error: &lifeboat_core::Error) -> bool {
     let lifeboat_core::Error::Storage(lifeboat_core::storage::StorageError::Io { source, .. }) =

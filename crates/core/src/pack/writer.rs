@@ -2,7 +2,8 @@
 
 use crate::blob::{BlobId, BlobKind};
 use crate::crypto::{random_salt, NonceDomain, Salt, UnitCipher};
-use crate::storage::StagedObject;
+use crate::index::IndexPack;
+use crate::storage::{ObjectKind, StagedObject, Storage, StorageError, StorageResult};
 
 use super::{
     blob_aad, encode_entries, PackEntry, HEADER_AAD, PACK_MAGIC, PACK_VERSION_1, TRAILER_MAGIC,
@@ -53,6 +54,25 @@ pub struct SealedPack {
 }
 
 impl SealedPack {
+    /// Writes the pack under its name and returns what an index file lists of it. A pack
+    /// already stored under that name holds the same bytes (the name is their hash).
+    pub fn store(self, storage: &dyn Storage) -> StorageResult<IndexPack> {
+        let stored = match self.content {
+            PackContent::Bytes(bytes) => storage.write(ObjectKind::Pack, &self.name, &bytes),
+            PackContent::Staged(staged) => {
+                storage.write_staged(ObjectKind::Pack, &self.name, staged)
+            }
+        };
+        match stored {
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(IndexPack {
+                name: self.name,
+                salt: self.salt,
+                blobs: self.entries,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The bytes of a pack built in memory.
     pub fn bytes(&self) -> Option<&[u8]> {
         match &self.content {

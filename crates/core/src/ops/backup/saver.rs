@@ -8,12 +8,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::blob::{compress_with, probably_compressible, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexFile;
 use crate::lock::LockGuard;
 
 use super::claimed::ClaimedSet;
 use super::known::KnownBlobs;
-use crate::pack::{FrameMember, PackContent, PackWriter, SealedPack};
+use crate::pack::{FrameMember, PackWriter, SealedPack};
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
 
@@ -528,26 +528,13 @@ impl<'a> BlobSaver<'a> {
             if self.is_aborted() {
                 continue;
             }
-            let storage = self.repo.storage();
-            let stored = match pack.content {
-                PackContent::Bytes(bytes) => storage.write(ObjectKind::Pack, &pack.name, &bytes),
-                PackContent::Staged(staged) => {
-                    storage.write_staged(ObjectKind::Pack, &pack.name, staged)
-                }
-            };
-            match stored {
-                // Same name means same bytes: the pack is already there.
-                Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+            match pack.store(self.repo.storage().as_ref()) {
+                Ok(listed) => pending.packs.push(listed),
                 Err(e) => {
                     self.fail(e.into());
                     continue;
                 }
             }
-            pending.packs.push(IndexPack {
-                name: pack.name,
-                salt: pack.salt,
-                blobs: pack.entries,
-            });
             let blobs: usize = pending.packs.iter().map(|p| p.blobs.len()).sum();
             if pending.packs.len() >= PACKS_PER_INDEX_FILE || blobs >= BLOBS_PER_INDEX_FILE {
                 if let Err(e) = self.flush_index(&mut pending) {

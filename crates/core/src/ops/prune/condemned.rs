@@ -106,7 +106,18 @@ pub fn list(repo: &Repository) -> Result<Vec<Condemned>> {
             holders,
         });
     }
-    // Holders objects whose record is gone (a prune killed between the two deletions).
+    Ok(out)
+}
+
+/// Removes holders objects whose record is gone (a prune killed between the two deletions
+/// of [`remove`]).
+pub fn remove_orphans(repo: &Repository) -> Result<()> {
+    let names: Vec<String> = repo
+        .storage()
+        .list(ObjectKind::Condemned)?
+        .into_iter()
+        .map(|info| info.name)
+        .collect();
     for name in &names {
         if let Some(record) = name.strip_suffix(HOLDERS_SUFFIX) {
             if !names.iter().any(|n| n == record) {
@@ -114,7 +125,7 @@ pub fn list(repo: &Repository) -> Result<Vec<Condemned>> {
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Removes a finished record, holders object first: a prune killed in between leaves a record

@@ -238,6 +238,7 @@ fn finish_condemned(
     seen: &mut HashSet<String>,
     report: &mut PruneReport,
 ) -> Result<()> {
+    condemned::remove_orphans(repo)?;
     let records = condemned::list(repo)?;
     if records.is_empty() {
         return Ok(());

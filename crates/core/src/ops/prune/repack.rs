@@ -9,8 +9,7 @@ use crate::blob::{compress, BlobKind, Compression};
 use crate::error::{Error, Result};
 use crate::index::{IndexFile, IndexPack, BLOBS_PER_INDEX_FILE};
 use crate::pack::{
-    blob_in_frame, open_frame_into, FrameMember, PackContent, PackEntry, PackWriter,
-    MAX_BLOBS_PER_PACK,
+    blob_in_frame, open_frame_into, FrameMember, PackEntry, PackWriter, MAX_BLOBS_PER_PACK,
 };
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
@@ -174,24 +173,9 @@ impl<'a> Repacker<'a> {
     fn store(&mut self, writer: PackWriter) -> Result<()> {
         let size = writer.size() as u64;
         let pack = writer.finish().map_err(|e| self.pack_error(e))?;
-        let storage = self.repo.storage();
-        let stored = match pack.content {
-            PackContent::Bytes(bytes) => storage.write(ObjectKind::Pack, &pack.name, &bytes),
-            PackContent::Staged(staged) => {
-                storage.write_staged(ObjectKind::Pack, &pack.name, staged)
-            }
-        };
-        match stored {
-            // Same name means same bytes.
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let listed = pack.store(self.repo.storage().as_ref())?;
         self.bytes_written += size;
-        self.written.push(IndexPack {
-            name: pack.name,
-            salt: pack.salt,
-            blobs: pack.entries,
-        });
+        self.written.push(listed);
         Ok(())
     }
 
