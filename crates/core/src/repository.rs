@@ -11,7 +11,7 @@ use crate::crypto::kdf::KdfParams;
 use crate::crypto::keys::{KeyFile, MasterKeys};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
-use crate::pack::{blob_in_frame, open_frame, open_frame_into, FrameCache};
+use crate::pack::{blob_in_frame, open_frame, open_frame_into, FrameCache, PackEntry};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::storage::{ObjectKind, Storage, StorageError};
 use crate::tree::Tree;
@@ -289,6 +289,26 @@ impl Repository {
             self.read_index_files(Index::default, |index, _, file| index.merge_file(&file))?;
         index.finish();
         Ok(index)
+    }
+
+    /// The index of the blobs `keep` accepts only: a command that reads a few blobs holds 60
+    /// bytes for each of those, not for every blob in the repository.
+    pub fn load_index_where(&self, keep: impl Fn(&PackEntry) -> bool) -> Result<Index> {
+        let mut index = self.read_index_files(Index::default, |index, _, file| {
+            for pack in &file.packs {
+                let kept: Vec<PackEntry> = pack.blobs.iter().filter(|e| keep(e)).copied().collect();
+                if !kept.is_empty() {
+                    index.add_pack(&pack.name, pack.salt, &kept);
+                }
+            }
+        })?;
+        index.finish();
+        Ok(index)
+    }
+
+    /// The index of the tree blobs: all that listing, finding and comparing files read.
+    pub fn load_tree_index(&self) -> Result<Index> {
+        self.load_index_where(|e| e.kind == BlobKind::Tree)
     }
 
     /// Opens every index file in turn, holding one at a time, into a state that `start`

@@ -4,19 +4,19 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use lifeboat_core::ops::diff::diff as diff_trees;
-use lifeboat_core::ops::dump::dump as dump_path;
+use lifeboat_core::ops::dump::{dump as dump_path, index_for as dump_index};
 use lifeboat_core::ops::find::{find as find_files, FindPattern};
 use lifeboat_core::ops::ls::ls as list;
 use lifeboat_core::ops::walk::locate;
 use lifeboat_core::snapshot::SnapshotFilter;
 use serde_json::json;
 
-use super::Loaded;
+use super::{IndexScope, Loaded};
 use crate::args::{Cli, DiffArgs, DumpArgs, FindArgs, LsArgs};
 use crate::output::{node_json, node_long};
 
 pub fn ls(cli: &Cli, args: &LsArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli, "ls")?;
+    let loaded = Loaded::open_scoped(cli, "ls", IndexScope::Trees)?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
     let path = args.path.as_deref().unwrap_or("/");
     let located = locate(
@@ -55,7 +55,7 @@ pub fn ls(cli: &Cli, args: &LsArgs) -> Result<u8> {
 }
 
 pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli, "find")?;
+    let loaded = Loaded::open_scoped(cli, "find", IndexScope::Trees)?;
     let pattern = FindPattern::new(&args.pattern)?;
     let filter = super::filter(&args.filter);
     let chosen: Vec<_> = if args.snapshots.is_empty() {
@@ -112,7 +112,7 @@ pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
 }
 
 pub fn dump(cli: &Cli, args: &DumpArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli, "dump")?;
+    let loaded = Loaded::open_scoped(cli, "dump", IndexScope::Trees)?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
     let located = locate(
         &loaded.repo,
@@ -121,15 +121,17 @@ pub fn dump(cli: &Cli, args: &DumpArgs) -> Result<u8> {
         args.path.as_bytes(),
         entry.short_id(),
     )?;
+    let index = dump_index(&loaded.repo, &loaded.index, &located)?;
+    drop(loaded.index);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    dump_path(&loaded.repo, &loaded.index, &located, &mut out)?;
+    dump_path(&loaded.repo, &index, &located, &mut out)?;
     out.flush().context("writing to stdout")?;
     Ok(crate::exit::OK)
 }
 
 pub fn diff(cli: &Cli, args: &DiffArgs) -> Result<u8> {
-    let loaded = Loaded::open(cli, "diff")?;
+    let loaded = Loaded::open_scoped(cli, "diff", IndexScope::Trees)?;
     let none = SnapshotFilter::default();
     let a = loaded.resolve(&args.first, &none)?;
     let b = loaded.resolve(&args.second, &none)?;

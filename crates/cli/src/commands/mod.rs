@@ -61,8 +61,21 @@ pub struct Loaded {
     _lock: Option<LockGuard>,
 }
 
+/// How much of the index a reading command needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IndexScope {
+    /// Every blob: restore, stats.
+    All,
+    /// Tree blobs only: ls, find, diff (and dump, which adds the blobs it writes).
+    Trees,
+}
+
 impl Loaded {
     pub fn open(cli: &Cli, operation: &str) -> Result<Loaded> {
+        Self::open_scoped(cli, operation, IndexScope::All)
+    }
+
+    pub fn open_scoped(cli: &Cli, operation: &str, scope: IndexScope) -> Result<Loaded> {
         let repo = crate::open::open(cli)?;
         let lock = if cli.no_lock {
             None
@@ -85,7 +98,10 @@ impl Loaded {
                 }
             }
         };
-        let index = repo.load_index()?;
+        let index = match scope {
+            IndexScope::All => repo.load_index()?,
+            IndexScope::Trees => repo.load_tree_index()?,
+        };
         let snapshots = repo.snapshots()?;
         Ok(Loaded {
             repo,

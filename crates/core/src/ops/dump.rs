@@ -7,7 +7,9 @@ use std::path::Path;
 
 use super::content::{frame_units, UnitReader};
 use super::walk::{Located, TreeWalker};
-use crate::blob::BlobId;
+use std::collections::HashSet;
+
+use crate::blob::{BlobId, BlobKind};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::repository::Repository;
@@ -198,6 +200,28 @@ fn located_name_len(located: &Located) -> usize {
     }
 }
 
+/// The index a dump of `located` needs: the trees (`trees`, as [`Repository::load_tree_index`]
+/// gives them) and the data blobs of the files it writes, so that dumping one file of a large
+/// repository does not hold the location of every blob in it.
+pub fn index_for(repo: &Repository, trees: &Index, located: &Located) -> Result<Index> {
+    let mut needed: HashSet<BlobId> = HashSet::new();
+    match located {
+        Located::Node { node, .. } if node.kind != NodeKind::Dir => {
+            needed.extend(node.content.iter().copied());
+            return repo.load_index_where(|e| needed.contains(&e.id));
+        }
+        _ => {
+            if let Some(tree) = located.subtree() {
+                TreeWalker::new(repo, trees).walk(tree, b"", &mut |_, node| {
+                    needed.extend(node.content.iter().copied());
+                    Ok(true)
+                })?;
+            }
+        }
+    }
+    repo.load_index_where(|e| e.kind == BlobKind::Tree || needed.contains(&e.id))
+}
+
 /// A file goes out as its bytes; a directory (or the snapshot root) as a tar archive.
 pub fn dump(
     repo: &Repository,
@@ -217,5 +241,78 @@ pub fn dump(
             )))
         }
         _ => write_tar(repo, index, located, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crypto::kdf::KdfParams;
+    use crate::ops::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+    use crate::ops::walk::locate;
+    use crate::repository::InitOptions;
+    use crate::storage::LocalStorage;
+
+    #[test]
+    fn a_dump_loads_the_index_of_what_it_writes_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+        for i in 0..20u8 {
+            std::fs::write(src.join(format!("f{i}")), vec![i; 1000 + i as usize]).expect("write");
+        }
+        std::fs::write(src.join("sub/one"), b"the file dumped".repeat(100)).expect("write");
+        let options = InitOptions {
+            kdf: KdfParams::generated_key(),
+            ..InitOptions::default()
+        };
+        let storage = Arc::new(LocalStorage::new(dir.path().join("repo")));
+        let repo = Repository::init(storage, &[b'a'; 64], options).expect("init");
+        let done = backup(
+            &repo,
+            BackupOptions::new(BackupSource::Paths(vec![src.clone()])),
+            &BackupProgress::default(),
+        )
+        .expect("backup");
+        let full = repo.load_index().expect("index");
+        let trees = repo.load_tree_index().expect("trees");
+        assert!(trees.iter().all(|(_, loc)| loc.kind == BlobKind::Tree));
+        assert!(trees.blob_count() < full.blob_count());
+
+        let path = src.join("sub/one");
+        let located = locate(
+            &repo,
+            &trees,
+            done.snapshot.tree,
+            path.as_os_str().as_bytes(),
+            "s",
+        )
+        .expect("located");
+        let file_index = index_for(&repo, &trees, &located).expect("index for a file");
+        assert_eq!(
+            file_index.blob_count(),
+            1,
+            "the file's one blob, nothing else"
+        );
+        let mut out = Vec::new();
+        dump(&repo, &file_index, &located, &mut out).expect("dump");
+        assert_eq!(out, b"the file dumped".repeat(100));
+
+        let dir_located = locate(
+            &repo,
+            &trees,
+            done.snapshot.tree,
+            src.as_os_str().as_bytes(),
+            "s",
+        )
+        .expect("located");
+        let dir_index = index_for(&repo, &trees, &dir_located).expect("index for a directory");
+        assert_eq!(
+            dir_index.blob_count(),
+            full.blob_count(),
+            "everything under it"
+        );
     }
 }
