@@ -7,6 +7,13 @@
 #                [--phases initial,unchanged,changed,restore,file]
 #                [--scratch /tmp/lifeboat-bench] [--no-install] [--no-build]
 #                [--no-floors] [--password-mode] [--timeout SECONDS]
+#   bench/run.sh --lifecycle [--dataset rustup] [--snapshots 50] [--keep-last N]
+#                [--runs 3] [--keep] [...]
+#
+#   --lifecycle: prune and check --read-data of lifeboat against restic on a
+#   history of --snapshots backups (1% changed before each), after forget
+#   --keep-last N (default snapshots/5); dataset default rustup, tools
+#   lifeboat,restic.  Runs bench/lifecycle.py instead of bench/bench.py.
 #
 #   all = generated,rustup; everything = generated,rustup,million,bigfile.
 #   Without --tools/--phases each dataset uses its own defaults (million:
@@ -31,8 +38,10 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 
-DATASET=generated
+DATASET=""
 RUNS=3
+LIFECYCLE=0
+LC_EXTRA=()
 TOOLS=""
 SCRATCH="${BENCH_SCRATCH:-/tmp/lifeboat-bench}"
 INSTALL=1
@@ -59,10 +68,22 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --no-floors) EXTRA+=(--no-floors); shift ;;
     --password-mode) EXTRA+=(--password-mode); shift ;;
+    --lifecycle) LIFECYCLE=1; shift ;;
+    --snapshots|--keep-last) LC_EXTRA+=("$1" "$2"); shift 2 ;;
+    --snapshots=*|--keep-last=*) LC_EXTRA+=("$1"); shift ;;
+    --keep) LC_EXTRA+=(--keep); shift ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
 done
+if [[ $LIFECYCLE -eq 1 ]]; then
+  [[ -n "$DATASET" ]] || DATASET=rustup
+  [[ -n "$TOOLS" ]] || TOOLS=lifeboat,restic
+  [[ " ${EXTRA[*]-} " != *" --phases "* ]] || { echo "--phases does not apply to --lifecycle" >&2; exit 2; }
+elif [[ ${#LC_EXTRA[@]} -gt 0 ]]; then
+  echo "--snapshots, --keep-last and --keep need --lifecycle" >&2; exit 2
+fi
+[[ -n "$DATASET" ]] || DATASET=generated
 DATASETS=()
 IFS=',' read -r -a ds_words <<<"$DATASET"
 for d in "${ds_words[@]}"; do
@@ -191,6 +212,11 @@ for ds in "${DATASETS[@]}"; do
   esac
 done
 
+if [[ $LIFECYCLE -eq 1 ]]; then
+  exec python3 "$BENCH_DIR/lifecycle.py" "${DS_ARGS[@]}" --runs "$RUNS" \
+    --scratch "$SCRATCH" --results-dir "$BENCH_DIR/results" --repo-root "$REPO_ROOT" \
+    --lifeboat-bin "$LB" ${EXTRA[@]+"${EXTRA[@]}"} ${LC_EXTRA[@]+"${LC_EXTRA[@]}"}
+fi
 exec python3 "$BENCH_DIR/bench.py" "${DS_ARGS[@]}" --runs "$RUNS" \
   --scratch "$SCRATCH" --results-dir "$BENCH_DIR/results" --repo-root "$REPO_ROOT" \
   --lifeboat-bin "$LB" ${EXTRA[@]+"${EXTRA[@]}"}
