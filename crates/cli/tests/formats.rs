@@ -276,3 +276,45 @@ fn init_can_create_version_1_and_refuses_unknown_versions() {
     assert!(run.stderr.contains("format-version"), "{}", run.stderr);
     assert!(!bad.repo.exists(), "nothing was created");
 }
+
+/// Trees share frames too, but small ones (128 KiB of plaintext): a snapshot's trees end up
+/// spread over the frames of many backups, and reading one tree decompresses its frame.
+#[test]
+fn tree_frames_stay_small() {
+    let env = Env::new();
+    let src = env.path("src");
+    // 300 directories of 40 files with long names: about 1.5 MB of trees.
+    for d in 0..300 {
+        let dir = src.join(format!("directory-with-a-long-name-{d:04}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..40 {
+            std::fs::write(
+                dir.join(format!("a-file-with-a-rather-long-name-{f:03}.txt")),
+                format!("{d} {f}"),
+            )
+            .unwrap();
+        }
+    }
+    env.backup(&src, &[]);
+    let repo =
+        Repository::open(Arc::new(LocalStorage::new(&env.repo)), PASSWORD.as_bytes()).unwrap();
+    let index = repo.load_index().unwrap();
+    let trees: Vec<_> = index
+        .iter()
+        .filter(|(_, l)| l.kind == BlobKind::Tree)
+        .map(|(_, l)| *l)
+        .collect();
+    let frames: HashSet<(u32, u32)> = trees.iter().map(|l| (l.pack, l.offset)).collect();
+    let largest = trees.iter().map(|l| l.raw_length).max().unwrap();
+    assert!(frames.len() >= 5, "{} tree frames", frames.len());
+    for l in &trees {
+        assert!(
+            l.frame_length <= 128 * 1024 + largest,
+            "a tree frame of {} bytes",
+            l.frame_length
+        );
+    }
+    let target = env.path("restored");
+    env.restore("latest", &target, &[]).ok();
+    assert_same_tree(&src, &restored(&target, &src));
+}
