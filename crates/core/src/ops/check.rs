@@ -312,27 +312,91 @@ fn read_data(
         .filter(|p| present.contains(*p))
         .map(String::as_str)
         .collect();
-    let (mut scratch, mut blob) = (Vec::new(), Vec::new());
-    for pack in choose_packs(&names, subset) {
-        let blobs = &by_pack[pack];
-        report.packs_read += 1;
-        // In pack order, so shared frames are opened once and reads move forward.
-        let mut ordered: Vec<&(BlobId, Location)> = blobs.iter().collect();
-        ordered.sort_by_key(|(_, loc)| (loc.offset, loc.frame_offset));
-        let mut frames = HashSet::new();
-        for (id, loc) in ordered {
-            if frames.insert(loc.offset) {
-                report.bytes_read += u64::from(loc.length);
-            }
-            if let Err(e) = repo.read_blob_into(index, id, &mut scratch, &mut blob) {
-                bad_blobs.insert(*id, report.findings.len());
-                report.error(
-                    format!("blob {}", id.to_hex()),
-                    format!("in pack {pack} is damaged: {e}"),
-                );
+    let chosen = choose_packs(&names, subset);
+    // Authenticating and decompressing is CPU work: the packs are shared out over the cores
+    // (a pack to one worker, so its shared frames are opened once), and the findings put
+    // back in pack order.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (mut results, panicked): (Vec<(usize, PackData)>, bool) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    let (mut scratch, mut blob) = (Vec::new(), Vec::new());
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(pack) = chosen.get(at) else { break };
+                        let data =
+                            read_pack_data(repo, index, &by_pack[*pack], &mut scratch, &mut blob);
+                        done.push((at, data));
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        let mut panicked = false;
+        for handle in handles {
+            match handle.join() {
+                Ok(done) => results.extend(done),
+                Err(_) => panicked = true,
             }
         }
+        (results, panicked)
+    });
+    if panicked {
+        // The packs that worker held are unread: never let that pass for "no errors".
+        report.error(
+            "check".to_string(),
+            "a reader thread failed, so not every chosen pack was read; run check again",
+        );
     }
+    results.sort_by_key(|(at, _)| *at);
+    for (at, data) in results {
+        report.packs_read += 1;
+        report.bytes_read += data.bytes_read;
+        for (id, error) in data.damaged {
+            bad_blobs.insert(id, report.findings.len());
+            report.error(
+                format!("blob {}", id.to_hex()),
+                format!("in pack {} is damaged: {error}", chosen[at]),
+            );
+        }
+    }
+}
+
+/// What reading one pack's blobs found.
+#[derive(Default)]
+struct PackData {
+    bytes_read: u64,
+    damaged: Vec<(BlobId, Error)>,
+}
+
+fn read_pack_data(
+    repo: &Repository,
+    index: &Index,
+    blobs: &[(BlobId, Location)],
+    scratch: &mut Vec<u8>,
+    blob: &mut Vec<u8>,
+) -> PackData {
+    let mut data = PackData::default();
+    // In pack order, so shared frames are opened once and reads move forward.
+    let mut ordered: Vec<&(BlobId, Location)> = blobs.iter().collect();
+    ordered.sort_by_key(|(_, loc)| (loc.offset, loc.frame_offset));
+    let mut frames = HashSet::new();
+    for (id, loc) in ordered {
+        if frames.insert(loc.offset) {
+            data.bytes_read += u64::from(loc.length);
+        }
+        if let Err(e) = repo.read_blob_into(index, id, scratch, blob) {
+            data.damaged.push((*id, e));
+        }
+    }
+    data
 }
 
 /// Walks every snapshot's trees, each distinct tree once: trees must be indexed and readable,
