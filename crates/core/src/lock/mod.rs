@@ -297,9 +297,11 @@ pub fn remove_locks(
     all: bool,
 ) -> Result<Vec<Option<LockRecord>>> {
     let mut removed = Vec::new();
-    let delete = |name: &str| match storage.delete(ObjectKind::Lock, name) {
-        Err(e) if !e.is_not_found() => Err(e),
-        _ => Ok(()), // released meanwhile: gone either way
+    // A lock released meanwhile is gone either way.
+    let delete = |name: &str| {
+        storage
+            .delete_if_present(ObjectKind::Lock, name)
+            .map(|_| ())
     };
     if !all {
         for (name, record) in list_locks(storage, key)? {

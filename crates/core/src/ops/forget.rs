@@ -99,10 +99,7 @@ fn maintenance_lock(repo: &Repository) -> Result<lock::LockGuard> {
 }
 
 fn delete_snapshot(repo: &Repository, id: &str) -> Result<()> {
-    match repo.storage().delete(ObjectKind::Snapshot, id) {
-        Ok(()) => Ok(()),
-        // Another forget (on another host, without a shared lock directory) got there first.
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    // Another forget (on another host, without a shared lock directory) may get there first.
+    repo.storage().delete_if_present(ObjectKind::Snapshot, id)?;
+    Ok(())
 }

@@ -166,6 +166,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
         self.write(kind, name, &data)
     }
     fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()>;
+    /// Deletes an object that another process may have deleted first: either way it is gone.
+    /// Returns whether this call removed it.
+    fn delete_if_present(&self, kind: ObjectKind, name: &str) -> StorageResult<bool> {
+        match self.delete(kind, name) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
     fn stat(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectInfo>;
 }
 

@@ -136,8 +136,7 @@ pub fn remove(repo: &Repository, record: &str) -> Result<()> {
 }
 
 fn delete(repo: &Repository, name: &str) -> Result<()> {
-    match repo.storage().delete(ObjectKind::Condemned, name) {
-        Err(e) if !e.is_not_found() => Err(e.into()),
-        _ => Ok(()),
-    }
+    repo.storage()
+        .delete_if_present(ObjectKind::Condemned, name)?;
+    Ok(())
 }

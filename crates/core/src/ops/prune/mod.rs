@@ -222,7 +222,7 @@ fn condemn(repo: &Repository, loaded: &Loaded, report: &mut PruneReport) -> Resu
     report.packs_condemned = packs.len();
     let record = condemned::write_packs(repo, packs)?;
     for name in replaced {
-        delete_object(repo, ObjectKind::Index, name)?;
+        repo.storage().delete_if_present(ObjectKind::Index, name)?;
         report.index_files_removed += 1;
     }
     // Every run that read the old index files took its lock before it listed them, so it is
@@ -432,15 +432,9 @@ fn delete_pack(repo: &Repository, name: &str, report: &mut PruneReport) -> Resul
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    delete_object(repo, ObjectKind::Pack, name)?;
-    report.packs_deleted += 1;
-    report.bytes_deleted += size;
-    Ok(())
-}
-
-fn delete_object(repo: &Repository, kind: ObjectKind, name: &str) -> Result<()> {
-    match repo.storage().delete(kind, name) {
-        Err(e) if !e.is_not_found() => Err(e.into()),
-        _ => Ok(()),
+    if repo.storage().delete_if_present(ObjectKind::Pack, name)? {
+        report.packs_deleted += 1;
+        report.bytes_deleted += size;
     }
+    Ok(())
 }

@@ -78,10 +78,8 @@ fn rebuild(
         }
     }
     for name in old_files.iter().filter(|n| !written.contains(*n)) {
-        match repo.storage().delete(ObjectKind::Index, name) {
-            Ok(()) => report.old_index_files_removed += 1,
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
+        if repo.storage().delete_if_present(ObjectKind::Index, name)? {
+            report.old_index_files_removed += 1;
         }
     }
     Ok(report)

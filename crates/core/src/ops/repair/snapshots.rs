@@ -220,10 +220,8 @@ fn save_repaired(
 }
 
 fn forget(repo: &Repository, id: &str) -> Result<()> {
-    match repo.storage().delete(ObjectKind::Snapshot, id) {
-        Err(e) if !e.is_not_found() => Err(e.into()),
-        _ => Ok(()),
-    }
+    repo.storage().delete_if_present(ObjectKind::Snapshot, id)?;
+    Ok(())
 }
 
 struct Repairer<'a> {
