@@ -11,7 +11,7 @@ use crate::crypto::kdf::KdfParams;
 use crate::crypto::keys::{KeyFile, MasterKeys};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
-use crate::pack::{blob_in_frame, open_frame, open_frame_into, FrameCache, PackEntry};
+use crate::pack::{blob_in_frame, open_frame_into, FrameCache, PackEntry};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::storage::{ObjectKind, Storage, StorageError};
 use crate::tree::Tree;
@@ -410,8 +410,8 @@ impl Repository {
             blob_in_frame(&self.ids, &pack.name, &entry, blob)?;
             return Ok(());
         }
-        let frame = self.frames.get_or_open(&pack.name, loc.offset, || {
-            self.open_frame(&pack.name, &pack.salt, &entry)
+        let frame = self.frames.get_or_open(&pack.name, loc.offset, |buffer| {
+            self.open_frame(&pack.name, &pack.salt, &entry, buffer)
         })?;
         let plain = blob_in_frame(&self.ids, &pack.name, &entry, &frame)?;
         blob.clear();
@@ -475,19 +475,31 @@ impl Repository {
         Ok(start..start + entry.raw_length as usize)
     }
 
+    /// Opens a frame for the frame cache into `frame`, with a spare buffer of the cache for
+    /// the sealed bytes.
     fn open_frame(
         &self,
         pack: &str,
         salt: &crate::crypto::Salt,
         entry: &crate::pack::PackEntry,
+        mut frame: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let sealed = self.storage.read_range(
-            ObjectKind::Pack,
-            pack,
-            entry.offset as u64,
-            entry.length as u64,
-        )?;
-        open_frame(&self.keys.seal, pack, salt, entry, &sealed)
+        let mut sealed = self.frames.spare_buffer();
+        let opened = self
+            .storage
+            .read_range_into(
+                ObjectKind::Pack,
+                pack,
+                entry.offset as u64,
+                entry.length as u64,
+                &mut sealed,
+            )
+            .map_err(Error::from)
+            .and_then(|()| {
+                open_frame_into(&self.keys.seal, pack, salt, entry, &mut sealed, &mut frame)
+            });
+        self.frames.recycle_buffer(sealed);
+        opened.map(|()| frame)
     }
 
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {

@@ -120,10 +120,12 @@ struct Restorer<'a> {
     include: PathPatterns,
     exclude: PathPatterns,
     as_root: bool,
+    /// Files in directories this restore created are written unnamed and linked into place.
+    unnamed_files: bool,
     summary: Mutex<RestoreSummary>,
     progress: &'a RestoreProgress,
-    /// Files this restore wrote, or found identical to the snapshot: the only ones a later
-    /// hard-link member may be linked to.
+    /// Hard-linked files this restore wrote, or found identical to the snapshot: the only
+    /// ones a later member of their group may be linked to.
     written: Mutex<HashSet<PathBuf>>,
 }
 
@@ -303,17 +305,26 @@ impl<'a> Restorer<'a> {
                 Overwrite::IfChanged => self.unchanged_on_disk(&path, &node),
             };
             if skip && self.options.overwrite == Overwrite::IfChanged {
-                self.mark_written(&path);
+                self.mark_written(&path, &node);
             }
             if skip {
                 self.record(|s| s.files_skipped += 1);
                 return;
             }
         }
+        let unnamed = fresh && self.unnamed_files;
         let (temp, metadata_set) = match node.kind {
             NodeKind::File => {
-                match write::write_content(self.repo, self.index, &node, &path, self.as_root) {
-                    Ok((temp, warning)) => (temp, Some(warning)),
+                match write::write_content(
+                    self.repo,
+                    self.index,
+                    &node,
+                    &path,
+                    self.as_root,
+                    unnamed,
+                ) {
+                    Ok((write::Written::Temp(temp), warning)) => (Some(temp), Some(warning)),
+                    Ok((write::Written::InPlace, warning)) => (None, Some(warning)),
                     Err(e) => return self.error(&path, format!("{display}: {e}")),
                 }
             }
@@ -324,20 +335,21 @@ impl<'a> Restorer<'a> {
                 {
                     return self.error(&path, format!("symlink: {e}"));
                 }
-                (temp, None)
+                (Some(temp), None)
             }
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
                 let temp = write::temp_path(&path);
                 if let Err(e) = make_special(&temp, &node) {
                     return self.error(&path, format!("{}: {e}", node.kind.as_str()));
                 }
-                (temp, None)
+                (Some(temp), None)
             }
             NodeKind::Socket | NodeKind::Dir => return,
         };
-        let warning = match metadata_set {
-            Some(warning) => warning,
-            None => metadata::apply(&temp, &node, self.as_root).err(),
+        let warning = match (metadata_set, &temp) {
+            (Some(warning), _) => warning,
+            (None, Some(temp)) => metadata::apply(temp, &node, self.as_root).err(),
+            (None, None) => None,
         };
         if let Some(e) = warning {
             let w = RestoreError {
@@ -346,11 +358,13 @@ impl<'a> Restorer<'a> {
             };
             self.record(|s| s.warnings.push(w));
         }
-        if let Err(e) = std::fs::rename(&temp, &path) {
-            let _ = std::fs::remove_file(&temp);
-            return self.error(&path, format!("rename into place: {e}"));
+        if let Some(temp) = temp {
+            if let Err(e) = std::fs::rename(&temp, &path) {
+                let _ = std::fs::remove_file(&temp);
+                return self.error(&path, format!("rename into place: {e}"));
+            }
         }
-        self.mark_written(&path);
+        self.mark_written(&path, &node);
         let bytes = node.size;
         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
         self.progress.bytes_done.fetch_add(bytes, Ordering::Relaxed);
@@ -370,7 +384,12 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn mark_written(&self, path: &Path) {
+    /// Only members of hard-link groups are remembered: a set of every restored path cost
+    /// 20 MiB on a tree of 118k files, for the few that are ever linked to.
+    fn mark_written(&self, path: &Path, node: &Node) {
+        if node.kind != NodeKind::File || node.links < 2 {
+            return;
+        }
         if let Ok(mut w) = self.written.lock() {
             w.insert(path.to_path_buf());
         }
@@ -478,6 +497,7 @@ pub fn restore(
         include: PathPatterns::new(&options.include)?,
         exclude: PathPatterns::new(&options.exclude)?,
         as_root: nix::unistd::geteuid().is_root(),
+        unnamed_files: write::unnamed_files_work(&options.target),
         summary: Mutex::new(RestoreSummary::default()),
         progress,
         written: Mutex::new(HashSet::new()),
