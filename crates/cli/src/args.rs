@@ -15,7 +15,9 @@ use lifeboat_core::snapshot::retention::{Count, GroupBy, Span};
     after_help = "Start with `lifeboat backup DIR`: with no --repo it creates a repository under your data\ndirectory and a key file under your config directory, and says where they are."
 )]
 pub struct Cli {
-    /// Repository location (a directory). Default: an embedded repository under your data directory
+    /// Repository location: a directory, s3:https://HOST[:PORT]/BUCKET[/PREFIX], s3://BUCKET[/PREFIX],
+    /// azure:CONTAINER[/PREFIX] or gs:BUCKET[/PREFIX]. Default: an embedded repository under your
+    /// data directory
     #[arg(
         short = 'r',
         long,
@@ -61,6 +63,25 @@ pub struct Cli {
     /// lock); a prune that runs meanwhile may delete data this command reads
     #[arg(long, global = true, help_heading = "Global options")]
     pub no_lock: bool,
+
+    /// Requests to an object store in flight at once (default 8)
+    #[arg(
+        long,
+        env = "LIFEBOAT_CONNECTIONS",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub connections: Option<usize>,
+
+    /// Storage class for data packs in an object store (e.g. STANDARD_IA); index, snapshots
+    /// and keys keep the bucket's default so they stay readable at once
+    #[arg(
+        long = "pack-storage-class",
+        env = "LIFEBOAT_PACK_STORAGE_CLASS",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub pack_storage_class: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,

@@ -62,6 +62,23 @@ fn return_large_buffers_to_the_system() {
     }
 }
 
+/// The error and its causes, `: `-separated like `{:#}`, leaving out a cause whose text the
+/// message already holds (errors that print their source in their own message).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, stop quietly when the reader of our output goes away
     // (`lifeboat ls latest | head`) instead of panicking on a write error.
@@ -81,12 +98,12 @@ fn main() -> ExitCode {
             if cli.json {
                 let msg = serde_json::json!({
                     "message_type": "error",
-                    "error": format!("{error:#}"),
+                    "error": error_text(&error),
                     "exit_code": code,
                 });
                 println!("{msg}");
             }
-            eprintln!("lifeboat: error: {error:#}");
+            eprintln!("lifeboat: error: {}", error_text(&error));
             ExitCode::from(code)
         }
     }

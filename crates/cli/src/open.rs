@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use lifeboat_backends::{BackendOptions, RepositoryLocation};
 use lifeboat_core::crypto::kdf::{looks_generated, KdfParams};
-use lifeboat_core::storage::{LocalStorage, Storage};
+use lifeboat_core::storage::Storage;
 use lifeboat_core::{InitOptions, Repository};
 
 use crate::args::{Cli, KdfArgs};
 
 pub struct Location {
-    pub path: PathBuf,
+    pub place: RepositoryLocation,
     /// Neither --repo nor LIFEBOAT_REPOSITORY: the embedded default.
     pub is_default: bool,
 }
@@ -32,17 +33,35 @@ pub fn default_key_file() -> Result<PathBuf> {
     Ok(config.join("lifeboat").join("repository.key"))
 }
 
+/// What `--repo` names: a URL of an object store, or else a directory.
+pub fn parse_location(spec: &Path) -> Result<RepositoryLocation> {
+    match spec.to_str() {
+        Some(text) => Ok(RepositoryLocation::parse(text)?),
+        None => Ok(RepositoryLocation::Local(spec.to_path_buf())),
+    }
+}
+
 pub fn location(cli: &Cli) -> Result<Location> {
     match &cli.repo {
         Some(p) => Ok(Location {
-            path: p.clone(),
+            place: parse_location(p)?,
             is_default: false,
         }),
         None => Ok(Location {
-            path: default_repository()?,
+            place: RepositoryLocation::Local(default_repository()?),
             is_default: true,
         }),
     }
+}
+
+/// The object-store settings of the command line.
+pub fn backend_options(cli: &Cli) -> BackendOptions {
+    let mut options = BackendOptions::default();
+    if let Some(n) = cli.connections {
+        options.connections = n.max(1);
+    }
+    options.pack_storage_class = cli.pack_storage_class.clone();
+    options
 }
 
 fn read_password_file(path: &Path) -> Result<Vec<u8>> {
@@ -99,23 +118,23 @@ fn password_for_open(cli: &Cli, loc: &Location) -> Result<Vec<u8>> {
         }
         bail!(
             "the default repository at {} exists but its key file {} is missing; restore the key file or give the password with LIFEBOAT_PASSWORD",
-            loc.path.display(),
+            loc.place,
             key_file.display()
         );
     }
     if std::io::stdin().is_terminal() {
-        return prompt(&format!("password for {}: ", loc.path.display()));
+        return prompt(&format!("password for {}: ", loc.place));
     }
     Err(no_password())
 }
 
-pub fn storage(loc: &Location) -> Arc<dyn Storage> {
-    Arc::new(LocalStorage::new(&loc.path))
+pub fn storage(cli: &Cli, loc: &Location) -> Result<Arc<dyn Storage>> {
+    Ok(lifeboat_backends::open(&loc.place, &backend_options(cli))?)
 }
 
 pub fn open(cli: &Cli) -> Result<Repository> {
     let loc = location(cli)?;
-    let storage = storage(&loc);
+    let storage = storage(cli, &loc)?;
     // Say "no repository" before asking for a password that cannot help.
     Repository::read_config(storage.as_ref())?;
     let password = password_for_open(cli, &loc)?;
@@ -133,8 +152,9 @@ pub struct OtherRepository<'a> {
     pub flag: &'static str,
 }
 
-pub fn open_other(other: &OtherRepository) -> Result<Repository> {
-    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(other.path));
+pub fn open_other(cli: &Cli, other: &OtherRepository) -> Result<Repository> {
+    let place = parse_location(other.path)?;
+    let storage = lifeboat_backends::open(&place, &backend_options(cli))?;
     Repository::read_config(storage.as_ref())
         .with_context(|| format!("{} {}", other.flag, other.path.display()))?;
     let password = match (other.password_file, other.key_file) {
@@ -201,7 +221,7 @@ fn create_key_file(path: &Path) -> Result<Vec<u8>> {
 /// a generated key file, announced once on stderr.
 pub fn init(cli: &Cli, options: InitOptions) -> Result<Repository> {
     let loc = location(cli)?;
-    let storage = storage(&loc);
+    let storage = storage(cli, &loc)?;
     // Refuse before writing anything, so no key file is made for a repository it cannot open.
     if storage.exists()? {
         return Err(lifeboat_core::Error::RepositoryExists {
@@ -221,7 +241,7 @@ pub fn init(cli: &Cli, options: InitOptions) -> Result<Repository> {
     let password = match explicit_password(cli)? {
         Some(pw) => pw,
         None if std::io::stdin().is_terminal() => {
-            let first = prompt(&format!("new password for {}: ", loc.path.display()))?;
+            let first = prompt(&format!("new password for {}: ", loc.place))?;
             let second = prompt("enter the password again: ")?;
             if first != second {
                 bail!("the passwords do not match");
@@ -260,7 +280,7 @@ fn init_with_key_file(
     })?;
     eprintln!(
         "Created a new repository at {}.\nIts key is the file {}.\nKeep a copy of that key file somewhere safe, away from this machine:\nwithout it these backups cannot be read by anyone.",
-        loc.path.display(),
+        loc.place,
         key_file.display()
     );
     Ok(repo)
@@ -270,7 +290,7 @@ fn init_with_key_file(
 /// `lifeboat backup DIR`).
 pub fn open_or_create_default(cli: &Cli) -> Result<Repository> {
     let loc = location(cli)?;
-    if loc.is_default && !storage(&loc).exists()? {
+    if loc.is_default && !storage(cli, &loc)?.exists()? {
         return init(cli, InitOptions::default());
     }
     open(cli)

@@ -6,13 +6,16 @@ use crate::args::{Cli, InitArgs};
 pub fn run(cli: &Cli, args: &InitArgs) -> Result<u8> {
     let shared_chunking = match (&args.from_repo, args.copy_chunker_params) {
         (Some(path), true) => {
-            let from = crate::open::open_other(&crate::open::OtherRepository {
-                path,
-                password_file: args.from_password_file.as_deref(),
-                key_file: args.from_key_file.as_deref(),
-                env: "LIFEBOAT_FROM_PASSWORD",
-                flag: "--from",
-            })?;
+            let from = crate::open::open_other(
+                cli,
+                &crate::open::OtherRepository {
+                    path,
+                    password_file: args.from_password_file.as_deref(),
+                    key_file: args.from_key_file.as_deref(),
+                    env: "LIFEBOAT_FROM_PASSWORD",
+                    flag: "--from",
+                },
+            )?;
             Some(from.shared_chunking())
         }
         _ => None,

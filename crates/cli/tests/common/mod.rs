@@ -2,6 +2,8 @@
 //! directories point into the temp dir, so nothing touches the user's own default repository.
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -9,7 +11,10 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// A directory, or the URL of a repository in an object store.
     pub repo: PathBuf,
+    /// Variables every command gets (an object store's credentials).
+    pub vars: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -68,7 +73,28 @@ impl Env {
     pub fn empty() -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
-        Env { dir, repo }
+        Env {
+            dir,
+            repo,
+            vars: Vec::new(),
+        }
+    }
+
+    /// [`Env::new`] with the repository under a fresh prefix of the tests' Garage bucket.
+    pub fn new_on_s3() -> Env {
+        let env = Env::empty_on_s3();
+        env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+            .ok();
+        env
+    }
+
+    /// [`Env::empty`] with the repository URL in the tests' Garage bucket.
+    pub fn empty_on_s3() -> Env {
+        let server = garage::garage();
+        let mut env = Env::empty();
+        env.repo = PathBuf::from(server.fresh_repo());
+        env.vars = server.vars();
+        env
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -95,6 +121,7 @@ impl Env {
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("LIFEBOAT_PASSWORD", PASSWORD)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .arg("--repo")
             .arg(repo)
             .stdin(Stdio::null());

@@ -1,0 +1,58 @@
+//! Where a repository lives, named by a string: a local directory, or a prefix in an object
+//! store (S3-compatible, Azure Blob, Google Cloud Storage) reached through the `object_store`
+//! crate. Everything here implements the core [`Storage`] trait; the engine never knows which.
+
+mod location;
+mod object;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat_core::storage::{LocalStorage, Storage};
+
+pub use location::{RepositoryLocation, UrlError};
+pub use object::ObjectStorage;
+
+/// How to talk to a remote store; ignored by local directories.
+#[derive(Clone, Debug)]
+pub struct BackendOptions {
+    /// Requests in flight at once.
+    pub connections: usize,
+    /// Retries of a request that failed with a server error or a timeout, with backoff.
+    pub retries: usize,
+    /// The longest one request may take (a whole pack upload included).
+    pub request_timeout: Duration,
+    /// Storage class for data packs (`STANDARD_IA`, `GLACIER_IR`, ...); metadata objects keep
+    /// the default class so they stay readable at once.
+    pub pack_storage_class: Option<String>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            connections: 8,
+            retries: 5,
+            request_timeout: Duration::from_secs(300),
+            pack_storage_class: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("cannot set up {location}: {message}")]
+    Setup { location: String, message: String },
+}
+
+/// Opens the storage `location` names.
+pub fn open(
+    location: &RepositoryLocation,
+    options: &BackendOptions,
+) -> Result<Arc<dyn Storage>, BackendError> {
+    match location {
+        RepositoryLocation::Local(path) => Ok(Arc::new(LocalStorage::new(path))),
+        remote => Ok(Arc::new(ObjectStorage::open(remote, options)?)),
+    }
+}

@@ -1,0 +1,395 @@
+//! A repository under a prefix of an object store, with the layout of a local repository
+//! (`config`, `keys/ID`, `data/XX/ID`, `index/ID`, ...), so a repository copied between a
+//! directory and a bucket with any sync tool stays a repository.
+//!
+//! The store's client is asynchronous; the engine's threads call it through a runtime of our
+//! own, each call blocking its thread, as many at once as the engine has threads.
+
+use std::io;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use lifeboat_core::storage::{
+    Capabilities, ObjectInfo, ObjectKind, Storage, StorageError, StorageResult,
+};
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
+};
+
+use crate::{BackendError, BackendOptions, RepositoryLocation};
+
+pub struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    /// Key prefix with its trailing slash, or empty.
+    prefix: String,
+    location: String,
+    runtime: tokio::runtime::Runtime,
+    pack_storage_class: Option<String>,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStorage")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+impl ObjectStorage {
+    pub fn open(
+        location: &RepositoryLocation,
+        options: &BackendOptions,
+    ) -> Result<Self, BackendError> {
+        let setup = |e: object_store::Error| BackendError::Setup {
+            location: location.to_string(),
+            message: e.to_string(),
+        };
+        let client = ClientOptions::new()
+            .with_allow_http(matches!(
+                location,
+                RepositoryLocation::S3Endpoint { endpoint, .. } if endpoint.starts_with("http://")
+            ))
+            .with_timeout(options.request_timeout)
+            .with_connect_timeout(std::time::Duration::from_secs(10))
+            .with_pool_max_idle_per_host(options.connections.max(1));
+        let retry = RetryConfig {
+            max_retries: options.retries,
+            ..RetryConfig::default()
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, &str) = match location {
+            RepositoryLocation::S3Endpoint {
+                endpoint,
+                bucket,
+                prefix,
+            } => {
+                let store = AmazonS3Builder::from_env()
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false)
+                    .with_bucket_name(bucket)
+                    .with_conditional_put(S3ConditionalPut::ETagMatch)
+                    .with_client_options(client)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(setup)?;
+                (Arc::new(store), prefix)
+            }
+            RepositoryLocation::S3 { bucket, prefix } => {
+                let store = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_conditional_put(S3ConditionalPut::ETagMatch)
+                    .with_client_options(client)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(setup)?;
+                (Arc::new(store), prefix)
+            }
+            RepositoryLocation::Azure { container, prefix } => {
+                let store = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(container)
+                    .with_client_options(client)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(setup)?;
+                (Arc::new(store), prefix)
+            }
+            RepositoryLocation::Gcs { bucket, prefix } => {
+                let store = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_client_options(client)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(setup)?;
+                (Arc::new(store), prefix)
+            }
+            RepositoryLocation::Local(_) => {
+                return Err(BackendError::Setup {
+                    location: location.to_string(),
+                    message: "a local directory is not an object store".into(),
+                })
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.connections.clamp(1, 4))
+            .thread_name("lifeboat-io")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::Setup {
+                location: location.to_string(),
+                message: format!("cannot start the I/O runtime: {e}"),
+            })?;
+        Ok(ObjectStorage {
+            store,
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            location: location.to_string(),
+            runtime,
+            pack_storage_class: options.pack_storage_class.clone(),
+        })
+    }
+
+    fn namespace(kind: ObjectKind) -> &'static str {
+        match kind {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys/",
+            ObjectKind::Pack => "data/",
+            ObjectKind::Index => "index/",
+            ObjectKind::Snapshot => "snapshots/",
+            ObjectKind::Lock => "locks/",
+            ObjectKind::Condemned => "condemned/",
+        }
+    }
+
+    fn key(&self, kind: ObjectKind, name: &str) -> StorageResult<Path> {
+        lifeboat_core::storage::validate_name(kind, name)?;
+        let fan = if kind == ObjectKind::Pack {
+            format!("{}/", &name[..name.len().min(2)])
+        } else {
+            String::new()
+        };
+        let key = format!("{}{}{fan}{name}", self.prefix, Self::namespace(kind));
+        Path::parse(&key).map_err(|_| StorageError::InvalidName {
+            kind,
+            name: name.to_string(),
+        })
+    }
+
+    fn error(&self, kind: ObjectKind, name: &str, e: object_store::Error) -> StorageError {
+        match e {
+            object_store::Error::NotFound { .. } => StorageError::NotFound {
+                location: self.location.clone(),
+                kind,
+                name: name.to_string(),
+            },
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => StorageError::AlreadyExists {
+                location: self.location.clone(),
+                kind,
+                name: name.to_string(),
+            },
+            other => StorageError::Io {
+                location: self.where_is(kind, name),
+                // The client has already retried what a retry could fix; a later attempt of
+                // the whole operation still may succeed.
+                retryable: !matches!(
+                    other,
+                    object_store::Error::NotSupported { .. }
+                        | object_store::Error::NotImplemented { .. }
+                        | object_store::Error::InvalidPath { .. }
+                ),
+                source: io::Error::other(describe(&other)),
+            },
+        }
+    }
+
+    /// The repository and the object, for messages.
+    fn where_is(&self, kind: ObjectKind, name: &str) -> String {
+        if kind == ObjectKind::Config {
+            format!("{} (config)", self.location)
+        } else {
+            format!("{} ({kind} {name})", self.location)
+        }
+    }
+
+    fn put_options(&self, kind: ObjectKind) -> PutOptions {
+        let mut attributes = Attributes::new();
+        if kind == ObjectKind::Pack {
+            if let Some(class) = &self.pack_storage_class {
+                attributes.insert(Attribute::StorageClass, class.clone().into());
+            }
+        }
+        PutOptions {
+            mode: PutMode::Create,
+            attributes,
+            ..PutOptions::default()
+        }
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // Not every server honours `If-None-Match: *` (Garage 2.5 ignores it), and
+            // nothing tells which do.
+            atomic_write_once: false,
+            delete: true,
+        }
+    }
+
+    fn exists(&self) -> StorageResult<bool> {
+        match self.stat(ObjectKind::Config, "config") {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Object stores have no directories to make; this checks that the bucket answers.
+    fn create(&self) -> StorageResult<()> {
+        let prefix =
+            Path::parse(self.prefix.trim_end_matches('/')).map_err(|e| StorageError::Io {
+                location: self.location.clone(),
+                source: io::Error::other(e),
+                retryable: false,
+            })?;
+        self.runtime
+            .block_on(self.store.list_with_delimiter(Some(&prefix)))
+            .map(|_| ())
+            .map_err(|e| self.error(ObjectKind::Config, "config", e))
+    }
+
+    fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectInfo>> {
+        if kind == ObjectKind::Config {
+            return match self.stat(kind, "config") {
+                Ok(info) => Ok(vec![info]),
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        }
+        let dir = format!("{}{}", self.prefix, Self::namespace(kind));
+        let dir = Path::parse(dir.trim_end_matches('/')).map_err(|e| StorageError::Io {
+            location: self.location.clone(),
+            source: io::Error::other(e),
+            retryable: false,
+        })?;
+        let metas: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.store.list(Some(&dir)).try_collect())
+            .map_err(|e| self.error(kind, "(listing)", e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_string();
+                // Anything that is no name of ours (a sync tool's leftovers) is not listed.
+                lifeboat_core::storage::validate_name(kind, &name).ok()?;
+                Some(ObjectInfo {
+                    name,
+                    size: meta.size,
+                })
+            })
+            .collect())
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> StorageResult<Vec<u8>> {
+        let key = self.key(kind, name)?;
+        self.runtime
+            .block_on(async {
+                let got = self.store.get(&key).await?;
+                got.bytes().await
+            })
+            .map(|b| b.to_vec())
+            .map_err(|e| self.error(kind, name, e))
+    }
+
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Vec<u8>> {
+        let key = self.key(kind, name)?;
+        let end = offset.checked_add(length).ok_or_else(|| StorageError::Io {
+            location: self.where_is(kind, name),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "range past 2^64"),
+            retryable: false,
+        })?;
+        let bytes = self
+            .runtime
+            .block_on(self.store.get_range(&key, offset..end))
+            .map_err(|e| self.error(kind, name, e))?;
+        if (bytes.len() as u64) < length {
+            return Err(StorageError::Io {
+                location: self.where_is(kind, name),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "short read: wanted {length} bytes at offset {offset}, got {}",
+                        bytes.len()
+                    ),
+                ),
+                retryable: false,
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
+        let key = self.key(kind, name)?;
+        // The write itself asks for `If-None-Match: *`, which makes it atomic where the
+        // server honours it; the look first refuses a name already taken everywhere else,
+        // and spares the upload of a pack that is already there (packs are named by their
+        // bytes' hash).
+        {
+            match self.stat(kind, name) {
+                Ok(_) => {
+                    return Err(StorageError::AlreadyExists {
+                        location: self.location.clone(),
+                        kind,
+                        name: name.to_string(),
+                    })
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        self.runtime
+            .block_on(self.store.put_opts(&key, payload, self.put_options(kind)))
+            .map(|_| ())
+            .map_err(|e| self.error(kind, name, e))
+    }
+
+    /// Object stores answer a delete of a missing key with success; a look first keeps the
+    /// trait's promise that deleting what is not there says so.
+    fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        let key = self.key(kind, name)?;
+        self.stat(kind, name)?;
+        self.runtime
+            .block_on(self.store.delete(&key))
+            .map_err(|e| self.error(kind, name, e))
+    }
+
+    fn stat(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectInfo> {
+        let key = self.key(kind, name)?;
+        let meta = self
+            .runtime
+            .block_on(self.store.head(&key))
+            .map_err(|e| self.error(kind, name, e))?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: meta.size,
+        })
+    }
+}
+
+/// The client's error in a line: the server's error code and message where it sent one
+/// (S3's XML body), else the client's own text, which repeats its chain of causes; cut there.
+fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let after = text.split_once(open.as_str())?.1;
+        Some(after.split_once(close.as_str())?.0.to_string())
+    };
+    if let (Some(code), Some(message)) = (tag("Code"), tag("Message")) {
+        return format!("{code}: {message}");
+    }
+    let head: String = text.chars().take(40).collect();
+    match text.get(1..).and_then(|rest| rest.find(&head)) {
+        Some(at) if head.len() >= 20 => text[..at + 1].trim_end_matches([':', ' ']).to_string(),
+        _ => text,
+    }
+}

@@ -1,0 +1,190 @@
+//! The CLI against a real S3 server (Garage, started by the tests on loopback): the commands
+//! of a repository's life, copies between a directory and a bucket, and the errors a user of
+//! object storage meets (wrong keys, a missing bucket, a repository that is not there).
+
+mod common;
+
+use std::path::Path;
+
+use common::garage::garage;
+use common::{manifest, random_bytes, restored, Env, Run};
+
+fn make_source(src: &Path, seed: u64) {
+    std::fs::create_dir_all(src.join("docs/deep/er")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            src.join("docs").join(format!("{i}.txt")),
+            format!("line {i} of seed {seed}\n").repeat(20 + i),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        src.join("docs/deep/er/big.bin"),
+        random_bytes(6_000_000, seed),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("docs/0.txt", src.join("link")).unwrap();
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    env.lb(&["snapshots", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn s3_backup_restore_forget_prune_check() {
+    let env = Env::new_on_s3();
+    let src = env.path("src");
+    make_source(&src, 1);
+    let first_manifest = manifest(&src);
+    env.backup(&src, &[]);
+    // Unchanged, then changed: one file rewritten, one new, one removed.
+    env.backup(&src, &[]);
+    std::fs::write(src.join("docs/3.txt"), "rewritten\n").unwrap();
+    std::fs::write(src.join("docs/new.txt"), "new\n").unwrap();
+    std::fs::remove_file(src.join("docs/7.txt")).unwrap();
+    env.backup(&src, &[]);
+    assert_eq!(snapshot_count(&env), 3);
+
+    let target = env.path("latest");
+    env.restore("latest", &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+    assert_eq!(
+        std::fs::read_link(restored(&target, &src).join("link")).unwrap(),
+        Path::new("docs/0.txt")
+    );
+    assert!(restored(&target, &src).join("empty").is_dir());
+
+    env.lb(&["forget", "--keep-last", "1", "--prune"]).ok();
+    assert_eq!(snapshot_count(&env), 1);
+    env.lb(&["check", "--read-data"]).ok();
+
+    let again = env.path("again");
+    env.restore("latest", &again, &[]).ok();
+    assert_eq!(manifest(&restored(&again, &src)), manifest(&src));
+    assert_ne!(
+        first_manifest,
+        manifest(&src),
+        "the kept snapshot is the changed tree"
+    );
+
+    let file = env.lb(&["dump", "latest", src.join("docs/3.txt").to_str().unwrap()]);
+    assert_eq!(file.ok().stdout, "rewritten\n");
+}
+
+#[test]
+fn s3_copy_from_and_to_a_directory() {
+    let local = Env::new();
+    let src = local.path("src");
+    make_source(&src, 2);
+    local.backup(&src, &[]);
+
+    let remote = Env::empty_on_s3();
+    remote
+        .lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .ok();
+    let mut copy = local.command();
+    copy.envs(remote.vars.iter().map(|(k, v)| (k, v)))
+        .env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+        .args(["copy", "--json", "--to"])
+        .arg(&remote.repo);
+    let copied = Run::from_output(copy.output().unwrap()).ok().json();
+    assert_eq!(
+        copied["copied"].as_array().map(|a| a.len()),
+        Some(1),
+        "{copied}"
+    );
+
+    // And back down into a second directory, restored from there.
+    let back = Env::new();
+    let mut down = remote.command();
+    down.env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+        .args(["copy", "--json", "--to"])
+        .arg(&back.repo);
+    let copied = Run::from_output(down.output().unwrap()).ok().json();
+    assert_eq!(
+        copied["copied"].as_array().map(|a| a.len()),
+        Some(1),
+        "{copied}"
+    );
+    let target = back.path("t");
+    back.restore("latest", &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+    remote.lb(&["check", "--read-data"]).ok();
+}
+
+#[test]
+fn s3_backups_running_at_once_share_the_repository() {
+    let env = Env::new_on_s3();
+    let (a, b) = (env.path("a"), env.path("b"));
+    make_source(&a, 3);
+    make_source(&b, 4);
+    let spawn = |dir: &Path| {
+        env.command()
+            .args(["backup", "--quiet"])
+            .arg(dir)
+            .spawn()
+            .expect("spawn backup")
+    };
+    let (mut first, mut second) = (spawn(&a), spawn(&b));
+    assert!(first.wait().unwrap().success());
+    assert!(second.wait().unwrap().success());
+    assert_eq!(snapshot_count(&env), 2);
+    env.lb(&["check", "--read-data"]).ok();
+}
+
+#[test]
+fn s3_wrong_keys_missing_bucket_and_missing_repository_say_so() {
+    let server = garage();
+    let env = Env::new_on_s3();
+
+    let mut wrong = Env::empty();
+    wrong.repo = env.repo.clone();
+    wrong.vars = server.vars();
+    wrong.vars[1].1 = "0".repeat(64);
+    let run = wrong.lb(&["snapshots"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains(&env.repo.display().to_string()),
+        "names the repository: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(&"0".repeat(64)), "no secret in errors");
+    assert!(!run.stderr.contains(&server.secret), "no secret in errors");
+
+    let mut no_bucket = Env::empty();
+    no_bucket.vars = server.vars();
+    no_bucket.repo = format!("s3:{}/no-such-bucket/r", server.endpoint).into();
+    let run = no_bucket.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
+    assert_ne!(run.code, 0, "init into a missing bucket: {}", run.stdout);
+    assert!(run.stderr.contains("no-such-bucket"), "{}", run.stderr);
+
+    let mut nothing = Env::empty();
+    nothing.vars = server.vars();
+    nothing.repo = server.fresh_repo().into();
+    let run = nothing.lb(&["snapshots"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.to_lowercase().contains("no repository") || run.stderr.contains("not found"),
+        "{}",
+        run.stderr
+    );
+
+    let run = nothing
+        .command_at(Path::new("s3:ftp://x/y"))
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let run = Run::from_output(run);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("invalid repository location"),
+        "{}",
+        run.stderr
+    );
+}
