@@ -25,6 +25,10 @@ pub struct BackendOptions {
     /// Storage class for data packs (`STANDARD_IA`, `GLACIER_IR`, ...); metadata objects keep
     /// the default class so they stay readable at once.
     pub pack_storage_class: Option<String>,
+    /// Credentials and settings are read from the usual variables (`AWS_*`, `AZURE_*`,
+    /// `GOOGLE_*`), overridden by the same names with this prefix (`LIFEBOAT_TO_AWS_...` for
+    /// the second repository of `copy`), so two stores can have two sets of keys.
+    pub env_prefix: String,
 }
 
 impl Default for BackendOptions {
@@ -34,6 +38,7 @@ impl Default for BackendOptions {
             retries: 5,
             request_timeout: Duration::from_secs(300),
             pack_storage_class: None,
+            env_prefix: String::new(),
         }
     }
 }

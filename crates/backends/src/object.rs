@@ -12,9 +12,9 @@ use futures::TryStreamExt;
 use lifeboat_core::storage::{
     Capabilities, ObjectInfo, ObjectKind, Storage, StorageError, StorageResult,
 };
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
@@ -67,7 +67,7 @@ impl ObjectStorage {
                 bucket,
                 prefix,
             } => {
-                let store = AmazonS3Builder::from_env()
+                let store = s3_builder(&options.env_prefix)
                     .with_endpoint(endpoint)
                     .with_virtual_hosted_style_request(false)
                     .with_bucket_name(bucket)
@@ -79,7 +79,7 @@ impl ObjectStorage {
                 (Arc::new(store), prefix)
             }
             RepositoryLocation::S3 { bucket, prefix } => {
-                let store = AmazonS3Builder::from_env()
+                let store = s3_builder(&options.env_prefix)
                     .with_bucket_name(bucket)
                     .with_conditional_put(S3ConditionalPut::ETagMatch)
                     .with_client_options(client)
@@ -89,7 +89,13 @@ impl ObjectStorage {
                 (Arc::new(store), prefix)
             }
             RepositoryLocation::Azure { container, prefix } => {
-                let store = MicrosoftAzureBuilder::from_env()
+                let mut builder = MicrosoftAzureBuilder::from_env();
+                for (key, value) in prefixed_vars(&options.env_prefix, "AZURE_") {
+                    if let Ok(key) = key.parse::<AzureConfigKey>() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                let store = builder
                     .with_container_name(container)
                     .with_client_options(client)
                     .with_retry(retry)
@@ -98,7 +104,13 @@ impl ObjectStorage {
                 (Arc::new(store), prefix)
             }
             RepositoryLocation::Gcs { bucket, prefix } => {
-                let store = GoogleCloudStorageBuilder::from_env()
+                let mut builder = GoogleCloudStorageBuilder::from_env();
+                for (key, value) in prefixed_vars(&options.env_prefix, "GOOGLE_") {
+                    if let Ok(key) = key.parse::<GoogleConfigKey>() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                let store = builder
                     .with_bucket_name(bucket)
                     .with_client_options(client)
                     .with_retry(retry)
@@ -372,6 +384,32 @@ impl Storage for ObjectStorage {
             size: meta.size,
         })
     }
+}
+
+/// `AWS_*` settings from the environment, then those under `prefix` (`LIFEBOAT_TO_AWS_...`).
+fn s3_builder(prefix: &str) -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::from_env();
+    for (key, value) in prefixed_vars(prefix, "AWS_") {
+        if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
+            builder = builder.with_config(key, value);
+        }
+    }
+    builder
+}
+
+/// The variables `{prefix}{family}...`, named as the client knows them (lowercase, without
+/// the prefix): `LIFEBOAT_TO_AWS_REGION` gives `aws_region`. None without a prefix.
+fn prefixed_vars(prefix: &str, family: &str) -> Vec<(String, String)> {
+    if prefix.is_empty() {
+        return Vec::new();
+    }
+    std::env::vars()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(prefix)?;
+            rest.starts_with(family)
+                .then(|| (rest.to_ascii_lowercase(), value))
+        })
+        .collect()
 }
 
 /// The client's error in a line: the server's error code and message where it sent one

@@ -64,6 +64,21 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Global options")]
     pub no_lock: bool,
 
+    /// Where to cache index files, snapshots and trees of repositories in object stores
+    /// (default: lifeboat/ under your cache directory; safe to delete)
+    #[arg(
+        long,
+        env = "LIFEBOAT_CACHE_DIR",
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Read everything from the repository itself, not from the local cache
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub no_cache: bool,
+
     /// Requests to an object store in flight at once (default 8)
     #[arg(
         long,
@@ -160,6 +175,39 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat repair index\n  lifeboat repair snapshots --dry-run\n\n`lifeboat check` says what is damaged; run it before and after a repair."
     )]
     Repair(RepairCommand),
+    /// Watch the copies of this repository made with `copy --to`
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  lifeboat replicate status --to s3:https://s3.eu-west-3.example.com/backups/web1\n  lifeboat replicate status --to /mnt/offsite --json"
+    )]
+    Replicate(ReplicateCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReplicateCommand {
+    /// Newest snapshot of every backup source here and in the copy, and how far the copy lags
+    /// behind
+    Status(ReplicateStatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReplicateStatusArgs {
+    #[command(flatten)]
+    pub to: ToRepositoryArgs,
+}
+
+/// The second repository of `copy` and `replicate`.
+#[derive(Args, Debug)]
+pub struct ToRepositoryArgs {
+    /// The copy: a directory or an object-store URL, like --repo
+    #[arg(long, value_name = "REPO", env = "LIFEBOAT_TO_REPOSITORY")]
+    pub to: PathBuf,
+    /// Password file of the --to repository (or LIFEBOAT_TO_PASSWORD)
+    #[arg(long, env = "LIFEBOAT_TO_PASSWORD_FILE", value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Key file of the --to repository
+    #[arg(long, env = "LIFEBOAT_TO_KEY_FILE", value_name = "FILE")]
+    pub to_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,14 +338,8 @@ pub struct CopyArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
     /// The repository to copy into
-    #[arg(long, value_name = "REPO", env = "LIFEBOAT_TO_REPOSITORY")]
-    pub to: PathBuf,
-    /// Password file of the --to repository (or LIFEBOAT_TO_PASSWORD)
-    #[arg(long, env = "LIFEBOAT_TO_PASSWORD_FILE", value_name = "FILE")]
-    pub to_password_file: Option<PathBuf>,
-    /// Key file of the --to repository
-    #[arg(long, env = "LIFEBOAT_TO_KEY_FILE", value_name = "FILE")]
-    pub to_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub to: ToRepositoryArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

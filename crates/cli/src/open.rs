@@ -10,10 +10,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use lifeboat_backends::{BackendOptions, RepositoryLocation};
 use lifeboat_core::crypto::kdf::{looks_generated, KdfParams};
-use lifeboat_core::storage::Storage;
+use lifeboat_core::storage::{CachedStorage, Storage};
 use lifeboat_core::{InitOptions, Repository};
 
-use crate::args::{Cli, KdfArgs};
+use crate::args::{Cli, KdfArgs, ToRepositoryArgs};
 
 pub struct Location {
     pub place: RepositoryLocation,
@@ -132,11 +132,41 @@ pub fn storage(cli: &Cli, loc: &Location) -> Result<Arc<dyn Storage>> {
     Ok(lifeboat_backends::open(&loc.place, &backend_options(cli))?)
 }
 
+/// A repository in an object store is read through a local cache of its index files,
+/// snapshots and trees, one directory per repository id (docs/storage.md).
+fn with_cache(
+    cli: &Cli,
+    place: &RepositoryLocation,
+    storage: Arc<dyn Storage>,
+    repository_id: &str,
+) -> Result<Arc<dyn Storage>> {
+    // The id comes from the repository: a hostile one must not name a path outside the cache.
+    let plain_id = !repository_id.is_empty()
+        && repository_id.len() <= 64
+        && repository_id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if place.is_local() || cli.no_cache || !plain_id {
+        return Ok(storage);
+    }
+    let root = match &cli.cache_dir {
+        Some(dir) => dir.clone(),
+        None => dirs::cache_dir()
+            .context(
+                "cannot find your cache directory (set HOME, or use --cache-dir or --no-cache)",
+            )?
+            .join("lifeboat"),
+    };
+    Ok(Arc::new(CachedStorage::new(
+        storage,
+        root.join(repository_id),
+    )))
+}
+
 pub fn open(cli: &Cli) -> Result<Repository> {
     let loc = location(cli)?;
     let storage = storage(cli, &loc)?;
     // Say "no repository" before asking for a password that cannot help.
-    Repository::read_config(storage.as_ref())?;
+    let config = Repository::read_config(storage.as_ref())?;
+    let storage = with_cache(cli, &loc.place, storage, &config.id)?;
     let password = password_for_open(cli, &loc)?;
     Ok(Repository::open(storage, &password)?)
 }
@@ -152,11 +182,29 @@ pub struct OtherRepository<'a> {
     pub flag: &'static str,
 }
 
+/// Opens the repository of `--to` (`copy`, `replicate`).
+pub fn open_to(cli: &Cli, to: &ToRepositoryArgs) -> Result<Repository> {
+    open_other(
+        cli,
+        &OtherRepository {
+            path: &to.to,
+            password_file: to.to_password_file.as_deref(),
+            key_file: to.to_key_file.as_deref(),
+            env: "LIFEBOAT_TO_PASSWORD",
+            flag: "--to",
+        },
+    )
+}
+
 pub fn open_other(cli: &Cli, other: &OtherRepository) -> Result<Repository> {
     let place = parse_location(other.path)?;
-    let storage = lifeboat_backends::open(&place, &backend_options(cli))?;
-    Repository::read_config(storage.as_ref())
+    let mut options = backend_options(cli);
+    // LIFEBOAT_TO_PASSWORD -> LIFEBOAT_TO_ (LIFEBOAT_TO_AWS_ACCESS_KEY_ID, ...).
+    options.env_prefix = other.env.trim_end_matches("PASSWORD").to_string();
+    let storage = lifeboat_backends::open(&place, &options)?;
+    let config = Repository::read_config(storage.as_ref())
         .with_context(|| format!("{} {}", other.flag, other.path.display()))?;
+    let storage = with_cache(cli, &place, storage, &config.id)?;
     let password = match (other.password_file, other.key_file) {
         (Some(file), _) | (None, Some(file)) => read_password_file(file)?,
         (None, None) => match std::env::var_os(other.env) {

@@ -273,3 +273,80 @@ fn copy_says_clearly_what_is_wrong_with_the_destination() {
         "nothing copied"
     );
 }
+
+fn replicate_status(env: &Env, to: &Path) -> serde_json::Value {
+    let mut cmd = env.command();
+    cmd.env("LIFEBOAT_TO_PASSWORD", OTHER_PASSWORD)
+        .args(["replicate", "status", "--json", "--to"])
+        .arg(to);
+    Run::from_output(cmd.output().expect("run lifeboat"))
+        .ok()
+        .json()
+}
+
+#[test]
+fn replicate_status_shows_the_lag_of_the_copy_per_source() {
+    let env = Env::new();
+    let (web, db) = (env.path("web"), env.path("db"));
+    make_source(&web, 1);
+    make_source(&db, 2);
+    env.backup(&web, &["--time", "2026-11-30T10:00:00Z"]);
+    env.backup(&db, &["--time", "2026-11-30T10:00:00Z"]);
+    let offsite = env.path("offsite");
+    init_other(&env, &offsite, &[]).ok();
+
+    let never = replicate_status(&env, &offsite);
+    assert_eq!(never["current"], false);
+    let sources = never["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{never}");
+    assert!(sources.iter().all(|s| s["lag_seconds"].is_null()));
+
+    copy_to(&env, &offsite, &[]);
+    let current = replicate_status(&env, &offsite);
+    assert_eq!(current["current"], true, "{current}");
+    assert!(current["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["lag_seconds"] == 0 && s["not_copied"] == 0));
+
+    // Two more backups of web, six hours apart from the copied one: the copy lags 8 hours.
+    env.backup(&web, &["--time", "2026-11-30T12:00:00Z"]);
+    env.backup(&web, &["--time", "2026-11-30T18:00:00Z"]);
+    let behind = replicate_status(&env, &offsite);
+    assert_eq!(behind["current"], false);
+    let web_line = behind["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["paths"][0] == web.to_str().unwrap())
+        .cloned()
+        .unwrap();
+    assert_eq!(web_line["lag_seconds"], 8 * 3600, "{behind}");
+    assert_eq!(web_line["not_copied"], 2);
+
+    let mut text = env.command();
+    text.env("LIFEBOAT_TO_PASSWORD", OTHER_PASSWORD)
+        .args(["replicate", "status", "--to"])
+        .arg(&offsite);
+    let text = Run::from_output(text.output().unwrap()).ok();
+    assert!(text.stdout.contains("8h"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("lacks 2 snapshot(s)"),
+        "{}",
+        text.stdout
+    );
+
+    let mut itself = env.command();
+    itself
+        .env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+        .args(["replicate", "status", "--to"])
+        .arg(&env.repo);
+    let itself = Run::from_output(itself.output().unwrap());
+    assert_ne!(itself.code, 0);
+    assert!(
+        itself.stderr.contains("this repository itself"),
+        "{}",
+        itself.stderr
+    );
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::garage::garage;
+use common::garage::{garage, Cluster};
 use common::{manifest, random_bytes, restored, Env, Run};
 
 fn make_source(src: &Path, seed: u64) {
@@ -187,4 +187,194 @@ fn s3_wrong_keys_missing_bucket_and_missing_repository_say_so() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn s3_three_garage_nodes_keep_serving_with_one_lost() {
+    let cluster = Cluster::start_three();
+    let mut env = Env::empty();
+    env.repo = cluster.garage.fresh_repo().into();
+    env.vars = cluster.garage.vars();
+    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .ok();
+    let src = env.path("src");
+    make_source(&src, 5);
+    env.backup(&src, &[]);
+
+    cluster.kill_node(2);
+    let target = env.path("t");
+    env.restore("latest", &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+    env.lb(&["check", "--read-data"]).ok();
+
+    // Two of three still make a quorum for writes.
+    std::fs::write(src.join("after.txt"), "written with a node down\n").unwrap();
+    env.backup(&src, &[]);
+    assert_eq!(snapshot_count(&env), 2);
+    env.lb(&["check"]).ok();
+}
+
+#[test]
+fn s3_copy_between_two_buckets_with_their_own_keys() {
+    let server = garage();
+    let env = Env::new_on_s3();
+    let src = env.path("src");
+    make_source(&src, 6);
+    env.backup(&src, &[]);
+
+    let offsite = format!(
+        "s3:{}/{}/t-{:016x}",
+        server.endpoint,
+        server.offsite_bucket,
+        rand::random::<u64>()
+    );
+    let offsite_vars = [
+        (
+            "LIFEBOAT_TO_AWS_ACCESS_KEY_ID",
+            server.offsite_key_id.as_str(),
+        ),
+        (
+            "LIFEBOAT_TO_AWS_SECRET_ACCESS_KEY",
+            server.offsite_secret.as_str(),
+        ),
+    ];
+    // The first bucket's key cannot reach the second bucket: without the LIFEBOAT_TO_ keys
+    // the copy is refused by the server.
+    let mut remote = Env::empty();
+    remote.repo = offsite.clone().into();
+    remote.vars = vec![
+        ("AWS_ACCESS_KEY_ID".into(), server.offsite_key_id.clone()),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            server.offsite_secret.clone(),
+        ),
+        ("AWS_REGION".into(), "garage".into()),
+    ];
+    remote
+        .lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .ok();
+    let copy = |with_keys: bool| {
+        let mut cmd = env.command();
+        cmd.env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+            .args(["copy", "--json", "--to", &offsite]);
+        if with_keys {
+            cmd.envs(offsite_vars);
+        }
+        Run::from_output(cmd.output().unwrap())
+    };
+    let refused = copy(false);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("AccessDenied"),
+        "{}",
+        refused.stderr
+    );
+    let copied = copy(true).ok().json();
+    assert_eq!(
+        copied["copied"].as_array().map(|a| a.len()),
+        Some(1),
+        "{copied}"
+    );
+
+    let target = remote.path("t");
+    remote.restore("latest", &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+
+    let mut status = env.command();
+    status
+        .env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+        .envs(offsite_vars)
+        .args(["replicate", "status", "--json", "--to", &offsite]);
+    let status = Run::from_output(status.output().unwrap()).ok().json();
+    assert_eq!(status["current"], true, "{status}");
+}
+
+/// Requests the server counted while `f` ran, by endpoint. Other tests share the server, so
+/// this test runs its commands on a cluster of its own.
+fn requests_during(
+    server: &common::garage::Garage,
+    f: impl FnOnce(),
+) -> std::collections::BTreeMap<String, u64> {
+    let before = server.requests();
+    f();
+    let after = server.requests();
+    after
+        .into_iter()
+        .map(|(k, v)| {
+            let was = before.get(&k).copied().unwrap_or(0);
+            (k, v - was)
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+#[test]
+fn s3_unchanged_backup_reads_index_snapshots_and_trees_from_the_cache() {
+    let cluster = Cluster::start_one();
+    let server = &cluster.garage;
+    let mut env = Env::empty();
+    env.repo = server.fresh_repo().into();
+    env.vars = server.vars();
+    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .ok();
+    let src = env.path("src");
+    make_source(&src, 7);
+    for i in 0..20 {
+        std::fs::create_dir_all(src.join(format!("d{i}"))).unwrap();
+        std::fs::write(src.join(format!("d{i}/f")), format!("{i}\n")).unwrap();
+    }
+    env.backup(&src, &[]);
+    env.backup(&src, &[]);
+
+    let cached = requests_during(server, || {
+        env.backup(&src, &[]);
+    });
+    let uncached = requests_during(server, || {
+        env.backup(&src, &["--no-cache"]);
+    });
+    // The figures docs/storage.md quotes.
+    eprintln!("unchanged backup, requests with the cache: {cached:?}; without: {uncached:?}");
+    let gets =
+        |m: &std::collections::BTreeMap<String, u64>| m.get("GetObject").copied().unwrap_or(0);
+    // From the store: the config (read to find the cache), the key, and the frame of the
+    // trees the previous backup wrote: a snapshot holds the directories above its paths,
+    // and the test's temporary directories change all the time. Index files, snapshots and
+    // every other tree come from the cache.
+    assert!(gets(&cached) <= 3, "cached: {cached:?}");
+    assert!(
+        gets(&uncached) > gets(&cached) + 3,
+        "uncached: {uncached:?}, cached: {cached:?}"
+    );
+    let total: u64 = cached.values().sum();
+    assert!(
+        total <= 20,
+        "an unchanged backup sent {total} requests: {cached:?}"
+    );
+
+    // A damaged cache costs downloads, never a wrong result.
+    let cache = env.home().join(".cache/lifeboat");
+    for entry in walk(&cache) {
+        let mut bytes = std::fs::read(&entry).unwrap();
+        if let Some(b) = bytes.first_mut() {
+            *b ^= 0xff;
+        }
+        std::fs::write(&entry, bytes).unwrap();
+    }
+    env.lb(&["check"]).ok();
+    let target = env.path("t");
+    env.restore("latest", &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

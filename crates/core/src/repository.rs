@@ -392,13 +392,7 @@ impl Repository {
         let pack = index.pack(loc.pack);
         let entry = loc.entry(*id);
         if !loc.is_shared_frame() {
-            self.storage.read_range_into(
-                ObjectKind::Pack,
-                &pack.name,
-                entry.offset as u64,
-                entry.length as u64,
-                scratch,
-            )?;
+            self.read_sealed(&pack.name, &entry, scratch)?;
             open_frame_into(
                 &self.keys.seal,
                 &pack.name,
@@ -475,6 +469,25 @@ impl Repository {
         Ok(start..start + entry.raw_length as usize)
     }
 
+    /// The sealed bytes of `entry`'s frame; tree frames through the storage's metadata path
+    /// (which a cache keeps).
+    fn read_sealed(
+        &self,
+        pack: &str,
+        entry: &crate::pack::PackEntry,
+        sealed: &mut Vec<u8>,
+    ) -> Result<()> {
+        let (offset, length) = (entry.offset as u64, entry.length as u64);
+        let read = if entry.kind == BlobKind::Tree {
+            self.storage
+                .read_metadata_range_into(ObjectKind::Pack, pack, offset, length, sealed)
+        } else {
+            self.storage
+                .read_range_into(ObjectKind::Pack, pack, offset, length, sealed)
+        };
+        Ok(read?)
+    }
+
     /// Opens a frame for the frame cache into `frame`, with a spare buffer of the cache for
     /// the sealed bytes.
     fn open_frame(
@@ -485,19 +498,9 @@ impl Repository {
         mut frame: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let mut sealed = self.frames.spare_buffer();
-        let opened = self
-            .storage
-            .read_range_into(
-                ObjectKind::Pack,
-                pack,
-                entry.offset as u64,
-                entry.length as u64,
-                &mut sealed,
-            )
-            .map_err(Error::from)
-            .and_then(|()| {
-                open_frame_into(&self.keys.seal, pack, salt, entry, &mut sealed, &mut frame)
-            });
+        let opened = self.read_sealed(pack, entry, &mut sealed).and_then(|()| {
+            open_frame_into(&self.keys.seal, pack, salt, entry, &mut sealed, &mut frame)
+        });
         self.frames.recycle_buffer(sealed);
         opened.map(|()| frame)
     }

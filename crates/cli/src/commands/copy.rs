@@ -8,16 +8,7 @@ use crate::output::bytes;
 
 pub fn run(cli: &Cli, args: &CopyArgs) -> Result<u8> {
     let from = crate::open::open(cli)?;
-    let to = crate::open::open_other(
-        cli,
-        &crate::open::OtherRepository {
-            path: &args.to,
-            password_file: args.to_password_file.as_deref(),
-            key_file: args.to_key_file.as_deref(),
-            env: "LIFEBOAT_TO_PASSWORD",
-            flag: "--to",
-        },
-    )?;
+    let to = crate::open::open_to(cli, &args.to)?;
     if from.config().id == to.config().id {
         anyhow::bail!("--to names the repository being copied from");
     }

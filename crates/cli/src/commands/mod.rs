@@ -9,6 +9,7 @@ mod init;
 mod key;
 mod prune;
 mod repair;
+mod replicate;
 mod restore;
 mod snapshots;
 mod stats;
@@ -40,6 +41,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Unlock(a) => unlock::run(cli, a),
         Command::Key(k) => key::run(cli, k),
         Command::Repair(r) => repair::run(cli, r),
+        Command::Replicate(r) => replicate::run(cli, r),
     }
 }
 

@@ -97,8 +97,20 @@ impl LockRecord {
 
 /// Reads every lock; unreadable ones are reported as errors so that a damaged lock is seen.
 pub fn list_locks(storage: &dyn Storage, key: &[u8; 32]) -> Result<Vec<(String, LockRecord)>> {
+    locks_except(storage, key, None)
+}
+
+/// [`list_locks`] without reading the lock named `own` (the caller's: one request less).
+fn locks_except(
+    storage: &dyn Storage,
+    key: &[u8; 32],
+    own: Option<&str>,
+) -> Result<Vec<(String, LockRecord)>> {
     let mut out = Vec::new();
     for info in storage.list(ObjectKind::Lock)? {
+        if Some(info.name.as_str()) == own {
+            continue;
+        }
         let data = match storage.read(ObjectKind::Lock, &info.name) {
             Ok(d) => d,
             Err(e) if e.is_not_found() => continue, // released while we listed
@@ -157,8 +169,8 @@ pub fn acquire(
     operation: &str,
 ) -> Result<LockGuard> {
     let check = |own: Option<&str>| -> Result<()> {
-        for (name, record) in list_locks(storage.as_ref(), &key)? {
-            if Some(name.as_str()) == own || record.is_stale() {
+        for (_, record) in locks_except(storage.as_ref(), &key, own)? {
+            if record.is_stale() {
                 continue;
             }
             if conflicts(kind, record.kind()) {

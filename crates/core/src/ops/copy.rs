@@ -39,7 +39,7 @@ pub struct CopyReport {
 }
 
 /// What makes two snapshots the same backup, whichever repository holds them.
-fn same_backup(a: &Snapshot, b: &Snapshot) -> bool {
+pub(crate) fn same_backup(a: &Snapshot, b: &Snapshot) -> bool {
     a.time == b.time
         && a.hostname == b.hostname
         && a.username == b.username

@@ -11,6 +11,7 @@ pub mod forget;
 pub mod ls;
 pub mod prune;
 pub mod repair;
+pub mod replicate;
 pub mod restore;
 pub mod stats;
 pub mod walk;

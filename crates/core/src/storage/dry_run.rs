@@ -43,6 +43,27 @@ impl Storage for DryRunStorage {
     ) -> StorageResult<Vec<u8>> {
         self.inner.read_range(kind, name, offset, length)
     }
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        self.inner.read_range_into(kind, name, offset, length, buf)
+    }
+    fn read_metadata_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        self.inner
+            .read_metadata_range_into(kind, name, offset, length, buf)
+    }
     fn write(&self, _kind: ObjectKind, _name: &str, _data: &[u8]) -> StorageResult<()> {
         Ok(())
     }

@@ -4,12 +4,14 @@
 //! sealed. Errors say whether a retry could help, so wrappers and alerts can tell a transient
 //! failure from a permanent one.
 
+mod cache;
 mod dry_run;
 mod local;
 mod staged;
 
 use std::fmt;
 
+pub use cache::CachedStorage;
 pub use dry_run::DryRunStorage;
 pub use local::LocalStorage;
 pub use staged::StagedObject;
@@ -138,6 +140,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ) -> StorageResult<()> {
         *buf = self.read_range(kind, name, offset, length)?;
         Ok(())
+    }
+    /// [`Storage::read_range_into`] of a range that holds metadata (tree blobs), which a
+    /// caching wrapper keeps; everything else reads it like any other range.
+    fn read_metadata_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        self.read_range_into(kind, name, offset, length, buf)
     }
     /// Stores an object atomically; fails with `AlreadyExists` if the name is taken.
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()>;

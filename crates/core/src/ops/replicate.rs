@@ -1,0 +1,161 @@
+//! How far a copy of a repository (`copy --to`, run on a schedule) lags behind the primary:
+//! for every backup source (host, kind of source, paths) the newest snapshot on each side, and
+//! the time between the primary's newest and the newest one the copy holds.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+
+use super::copy::same_backup;
+use crate::snapshot::SnapshotEntry;
+
+/// One snapshot, as the status names it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Newest {
+    pub id: String,
+    pub time: DateTime<FixedOffset>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceLag {
+    pub host: String,
+    pub source: String,
+    pub paths: Vec<String>,
+    /// Newest snapshot of this source in the primary (None: only the copy has any).
+    pub primary: Option<Newest>,
+    /// Newest snapshot of this source in the copy.
+    pub copy: Option<Newest>,
+    /// Snapshots of the primary the copy does not hold.
+    pub not_copied: usize,
+    /// From the newest snapshot the copy holds of the primary's to the primary's newest: 0
+    /// when the copy is current, None when it holds none of the primary's snapshots.
+    pub lag_seconds: Option<i64>,
+}
+
+impl SourceLag {
+    pub fn is_current(&self) -> bool {
+        self.not_copied == 0
+    }
+}
+
+type SourceKey = (String, String, Vec<String>);
+
+fn key(entry: &SnapshotEntry) -> SourceKey {
+    let s = &entry.snapshot;
+    (s.hostname.clone(), s.source.clone(), s.paths.clone())
+}
+
+fn newest(entries: &[&SnapshotEntry]) -> Option<Newest> {
+    entries
+        .iter()
+        .max_by_key(|e| e.snapshot.time)
+        .map(|e| Newest {
+            id: e.id.clone(),
+            time: e.snapshot.time,
+        })
+}
+
+/// The lag of `copy` behind `primary`, one line per source, sorted by host, source and paths.
+pub fn lag(primary: &[SnapshotEntry], copy: &[SnapshotEntry]) -> Vec<SourceLag> {
+    let mut sources: BTreeMap<SourceKey, (Vec<&SnapshotEntry>, Vec<&SnapshotEntry>)> =
+        BTreeMap::new();
+    for entry in primary {
+        sources.entry(key(entry)).or_default().0.push(entry);
+    }
+    for entry in copy {
+        sources.entry(key(entry)).or_default().1.push(entry);
+    }
+    sources
+        .into_iter()
+        .map(|((host, source, paths), (ours, theirs))| {
+            let held: Vec<&SnapshotEntry> = ours
+                .iter()
+                .copied()
+                .filter(|p| theirs.iter().any(|c| same_backup(&p.snapshot, &c.snapshot)))
+                .collect();
+            let primary_newest = newest(&ours);
+            let lag_seconds = match (&primary_newest, newest(&held)) {
+                (Some(p), Some(h)) => Some((p.time - h.time).num_seconds().max(0)),
+                _ => None,
+            };
+            SourceLag {
+                host,
+                source,
+                paths,
+                primary: primary_newest,
+                copy: newest(&theirs),
+                not_copied: ours.len() - held.len(),
+                lag_seconds,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobId;
+    use crate::snapshot::{Snapshot, Summary, SNAPSHOT_VERSION};
+
+    fn entry(id: &str, host: &str, hour: u32) -> SnapshotEntry {
+        let time = DateTime::parse_from_rfc3339(&format!("2026-12-01T{hour:02}:00:00+00:00"))
+            .expect("time");
+        SnapshotEntry {
+            id: id.to_string(),
+            snapshot: Snapshot {
+                version: SNAPSHOT_VERSION,
+                time,
+                hostname: host.into(),
+                username: "root".into(),
+                paths: vec!["/srv".into()],
+                tags: Vec::new(),
+                source: "files".into(),
+                tree: BlobId([0; 32]),
+                parent: None,
+                program_version: "test".into(),
+                summary: Summary::default(),
+                original: None,
+            },
+        }
+    }
+
+    #[test]
+    fn lag_is_measured_from_the_newest_snapshot_the_copy_holds() {
+        let primary = [
+            entry("a1", "a", 1),
+            entry("a2", "a", 2),
+            entry("a5", "a", 5),
+            entry("b1", "b", 1),
+            entry("c3", "c", 3),
+        ];
+        // The copy holds a1 and a2 (its own ids), b1, and a snapshot of host d the primary
+        // has forgotten; nothing of c.
+        let copy = [
+            entry("x1", "a", 1),
+            entry("x2", "a", 2),
+            entry("y1", "b", 1),
+            entry("z9", "d", 9),
+        ];
+        let lines = lag(&primary, &copy);
+        let hosts: Vec<&str> = lines.iter().map(|l| l.host.as_str()).collect();
+        assert_eq!(hosts, ["a", "b", "c", "d"]);
+
+        let a = &lines[0];
+        assert_eq!(a.not_copied, 1);
+        assert_eq!(a.lag_seconds, Some(3 * 3600), "a5 is three hours past a2");
+        assert_eq!(a.primary.as_ref().map(|n| n.id.as_str()), Some("a5"));
+        assert_eq!(a.copy.as_ref().map(|n| n.id.as_str()), Some("x2"));
+        assert!(!a.is_current());
+
+        assert_eq!(lines[1].lag_seconds, Some(0));
+        assert!(lines[1].is_current());
+
+        assert_eq!(lines[2].lag_seconds, None, "never copied");
+        assert_eq!(lines[2].not_copied, 1);
+        assert!(lines[2].copy.is_none());
+
+        assert!(lines[3].primary.is_none());
+        assert!(lines[3].is_current(), "nothing of the primary is missing");
+    }
+}
