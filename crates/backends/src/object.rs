@@ -49,11 +49,15 @@ impl ObjectStorage {
             location: location.to_string(),
             message: e.to_string(),
         };
+        // Plain HTTP only where asked for: an `s3:http://` endpoint, or LIFEBOAT_ALLOW_HTTP
+        // for an emulator whose address comes from its own variables.
+        let allow_http = matches!(
+            location,
+            RepositoryLocation::S3Endpoint { endpoint, .. } if endpoint.starts_with("http://")
+        ) || std::env::var("LIFEBOAT_ALLOW_HTTP")
+            .is_ok_and(|v| v == "1" || v == "true");
         let client = ClientOptions::new()
-            .with_allow_http(matches!(
-                location,
-                RepositoryLocation::S3Endpoint { endpoint, .. } if endpoint.starts_with("http://")
-            ))
+            .with_allow_http(allow_http)
             .with_timeout(options.request_timeout)
             .with_connect_timeout(std::time::Duration::from_secs(10))
             .with_pool_max_idle_per_host(options.connections.max(1));

@@ -5,10 +5,10 @@
 //! The `garage` binary comes from `LIFEBOAT_GARAGE`, else `PATH`, else the place `.ci/run`
 //! installs it (`~/.cache/lifeboat-tools/garage/bin/garage`). Without it the tests fail, loudly.
 
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use super::servers::{free_port, spawn_server};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -74,13 +74,6 @@ fn run_ok(binary: &Path, config: &Path, args: &[&str]) -> String {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// The server of this test binary, started on first use.
@@ -198,44 +191,6 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     config
 }
 
-/// Spawns the server from a thread that lives as long as the process: the child is killed
-/// (PR_SET_PDEATHSIG) when its parent thread ends, i.e. when the test process does.
-fn spawn_server(binary: &Path, config: &Path, log: &Path) -> u32 {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (binary, config, log) = (
-        binary.to_path_buf(),
-        config.to_path_buf(),
-        log.to_path_buf(),
-    );
-    std::thread::spawn(move || {
-        let log = std::fs::File::create(&log).expect("garage log");
-        let mut command = Command::new(&binary);
-        command
-            .arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "garage=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log);
-        // SAFETY: prctl only changes a property of the new process before exec.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().expect("start garage server");
-        let _ = tx.send(child.id());
-        let _ = child.wait();
-        // Keep this thread (the child's parent) alive until the process ends.
-        loop {
-            std::thread::park();
-        }
-    });
-    rx.recv().expect("garage spawned")
-}
-
 fn new_node(replication: usize, rpc_secret: &str) -> NodeConfig {
     NodeConfig {
         s3_port: free_port(),
@@ -263,7 +218,13 @@ fn start_cluster(nodes: usize, replication: usize) -> (Garage, Vec<u32>) {
             (s3_port, admin_port) = (node.s3_port, node.admin_port);
         }
         let config = write_config(&node_dir, &node);
-        pids.push(spawn_server(&binary, &config, &node_dir.join("server.log")));
+        let mut command = Command::new(&binary);
+        command
+            .arg("-c")
+            .arg(&config)
+            .arg("server")
+            .env("RUST_LOG", "garage=warn");
+        pids.push(spawn_server(command, &node_dir.join("server.log")));
         configs.push(config);
     }
     let mut garage = Garage {

@@ -2,7 +2,9 @@
 //! directories point into the temp dir, so nothing touches the user's own default repository.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod garage;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
