@@ -12,9 +12,9 @@ use futures::TryStreamExt;
 use lifeboat_core::storage::{
     Capabilities, ObjectInfo, ObjectKind, Storage, StorageError, StorageResult,
 };
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
@@ -65,62 +65,59 @@ impl ObjectStorage {
             max_retries: options.retries,
             ..RetryConfig::default()
         };
-        let (store, prefix): (Arc<dyn ObjectStore>, &str) = match location {
+        let env = options.env_prefix.as_str();
+        let s3 = |endpoint: Option<&String>, bucket: &String| {
+            let mut builder =
+                with_prefixed_env(AmazonS3Builder::from_env(), env, "AWS_", |b, k, v| {
+                    b.with_config(k, v)
+                });
+            if let Some(endpoint) = endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            builder
+                .with_bucket_name(bucket)
+                .with_conditional_put(S3ConditionalPut::ETagMatch)
+                .with_client_options(client.clone())
+                .with_retry(retry.clone())
+                .build()
+                .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+        };
+        let (store, prefix) = match location {
             RepositoryLocation::S3Endpoint {
                 endpoint,
                 bucket,
                 prefix,
-            } => {
-                let store = s3_builder(&options.env_prefix)
-                    .with_endpoint(endpoint)
-                    .with_virtual_hosted_style_request(false)
-                    .with_bucket_name(bucket)
-                    .with_conditional_put(S3ConditionalPut::ETagMatch)
-                    .with_client_options(client)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(setup)?;
-                (Arc::new(store), prefix)
-            }
-            RepositoryLocation::S3 { bucket, prefix } => {
-                let store = s3_builder(&options.env_prefix)
-                    .with_bucket_name(bucket)
-                    .with_conditional_put(S3ConditionalPut::ETagMatch)
-                    .with_client_options(client)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(setup)?;
-                (Arc::new(store), prefix)
-            }
+            } => (s3(Some(endpoint), bucket).map_err(setup)?, prefix),
+            RepositoryLocation::S3 { bucket, prefix } => (s3(None, bucket).map_err(setup)?, prefix),
             RepositoryLocation::Azure { container, prefix } => {
-                let mut builder = MicrosoftAzureBuilder::from_env();
-                for (key, value) in prefixed_vars(&options.env_prefix, "AZURE_") {
-                    if let Ok(key) = key.parse::<AzureConfigKey>() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
-                let store = builder
-                    .with_container_name(container)
-                    .with_client_options(client)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(setup)?;
-                (Arc::new(store), prefix)
+                let store = with_prefixed_env(
+                    MicrosoftAzureBuilder::from_env(),
+                    env,
+                    "AZURE_",
+                    |b, k, v| b.with_config(k, v),
+                )
+                .with_container_name(container)
+                .with_client_options(client.clone())
+                .with_retry(retry.clone())
+                .build()
+                .map_err(setup)?;
+                (Arc::new(store) as Arc<dyn ObjectStore>, prefix)
             }
             RepositoryLocation::Gcs { bucket, prefix } => {
-                let mut builder = GoogleCloudStorageBuilder::from_env();
-                for (key, value) in prefixed_vars(&options.env_prefix, "GOOGLE_") {
-                    if let Ok(key) = key.parse::<GoogleConfigKey>() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
-                let store = builder
-                    .with_bucket_name(bucket)
-                    .with_client_options(client)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(setup)?;
-                (Arc::new(store), prefix)
+                let store = with_prefixed_env(
+                    GoogleCloudStorageBuilder::from_env(),
+                    env,
+                    "GOOGLE_",
+                    |b, k, v| b.with_config(k, v),
+                )
+                .with_bucket_name(bucket)
+                .with_client_options(client.clone())
+                .with_retry(retry.clone())
+                .build()
+                .map_err(setup)?;
+                (Arc::new(store) as Arc<dyn ObjectStore>, prefix)
             }
             RepositoryLocation::Local(_) => {
                 return Err(BackendError::Setup {
@@ -390,15 +387,21 @@ impl Storage for ObjectStorage {
     }
 }
 
-/// `AWS_*` settings from the environment, then those under `prefix` (`LIFEBOAT_TO_AWS_...`).
-fn s3_builder(prefix: &str) -> AmazonS3Builder {
-    let mut builder = AmazonS3Builder::from_env();
-    for (key, value) in prefixed_vars(prefix, "AWS_") {
-        if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
-            builder = builder.with_config(key, value);
-        }
-    }
-    builder
+/// `builder` (made from the usual variables) with the variables `{prefix}{family}...` on
+/// top (`LIFEBOAT_TO_AWS_REGION` sets `aws_region`), through `with_config`; the names the
+/// client does not know are left out.
+fn with_prefixed_env<B, K: std::str::FromStr>(
+    builder: B,
+    prefix: &str,
+    family: &str,
+    with_config: fn(B, K, String) -> B,
+) -> B {
+    prefixed_vars(prefix, family)
+        .into_iter()
+        .fold(builder, |builder, (key, value)| match key.parse::<K>() {
+            Ok(key) => with_config(builder, key, value),
+            Err(_) => builder,
+        })
 }
 
 /// The variables `{prefix}{family}...`, named as the client knows them (lowercase, without

@@ -353,7 +353,7 @@ fn s3_unchanged_backup_reads_index_snapshots_and_trees_from_the_cache() {
 
     // A damaged cache costs downloads, never a wrong result.
     let cache = env.home().join(".cache/lifeboat");
-    for entry in walk(&cache) {
+    for entry in common::repo_files(&cache) {
         let mut bytes = std::fs::read(&entry).unwrap();
         if let Some(b) = bytes.first_mut() {
             *b ^= 0xff;
@@ -364,17 +364,4 @@ fn s3_unchanged_backup_reads_index_snapshots_and_trees_from_the_cache() {
     let target = env.path("t");
     env.restore("latest", &target, &[]).ok();
     assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -428,13 +428,7 @@ impl Repository {
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         let pack = index.pack(loc.pack);
         let entry = loc.entry(*id);
-        self.storage.read_range_into(
-            ObjectKind::Pack,
-            &pack.name,
-            entry.offset as u64,
-            entry.length as u64,
-            scratch,
-        )?;
+        self.read_sealed(&pack.name, &entry, scratch)?;
         open_frame_into(
             &self.keys.seal,
             &pack.name,

@@ -95,8 +95,7 @@ pub fn lag(primary: &[SnapshotEntry], copy: &[SnapshotEntry]) -> Vec<SourceLag> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::BlobId;
-    use crate::snapshot::{Snapshot, Summary, SNAPSHOT_VERSION};
+    use crate::snapshot::Snapshot;
 
     fn entry(id: &str, host: &str, hour: u32) -> SnapshotEntry {
         let time = DateTime::parse_from_rfc3339(&format!("2026-12-01T{hour:02}:00:00+00:00"))
@@ -104,18 +103,8 @@ mod tests {
         SnapshotEntry {
             id: id.to_string(),
             snapshot: Snapshot {
-                version: SNAPSHOT_VERSION,
-                time,
                 hostname: host.into(),
-                username: "root".into(),
-                paths: vec!["/srv".into()],
-                tags: Vec::new(),
-                source: "files".into(),
-                tree: BlobId([0; 32]),
-                parent: None,
-                program_version: "test".into(),
-                summary: Summary::default(),
-                original: None,
+                ..Snapshot::example(time)
             },
         }
     }

@@ -86,23 +86,35 @@ impl SnapshotEntry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn snapshot(original: Option<String>) -> Snapshot {
+impl Snapshot {
+    /// A snapshot of `/srv` by host `h` at `time`, for tests to adjust field by field.
+    pub(crate) fn example(time: DateTime<FixedOffset>) -> Snapshot {
         Snapshot {
             version: SNAPSHOT_VERSION,
-            time: DateTime::parse_from_rfc3339("2026-11-01T10:00:00+01:00").expect("time"),
+            time,
             hostname: "h".into(),
             username: "u".into(),
             paths: vec!["/srv".into()],
             tags: vec![],
             source: "files".into(),
-            tree: BlobId([3; 32]),
+            tree: BlobId([0; 32]),
             parent: None,
-            program_version: "0.2.0".into(),
+            program_version: "test".into(),
             summary: Summary::default(),
+            original: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(original: Option<String>) -> Snapshot {
+        let time = DateTime::parse_from_rfc3339("2026-11-01T10:00:00+01:00").expect("time");
+        Snapshot {
             original,
+            ..Snapshot::example(time)
         }
     }
 

@@ -4,25 +4,17 @@ use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::blob::BlobId;
-use crate::snapshot::{Snapshot, Summary, SNAPSHOT_VERSION};
+use crate::snapshot::Snapshot;
 
 fn entry(id: usize, time: DateTime<FixedOffset>, tags: &[&str]) -> SnapshotEntry {
     SnapshotEntry {
         id: format!("{id:064x}"),
         snapshot: Snapshot {
-            version: SNAPSHOT_VERSION,
-            time,
             hostname: "host".into(),
             username: "user".into(),
             paths: vec!["/data".into()],
             tags: tags.iter().map(|t| t.to_string()).collect(),
-            source: "files".into(),
-            tree: BlobId([0; 32]),
-            parent: None,
-            program_version: "test".into(),
-            summary: Summary::default(),
-            original: None,
+            ..Snapshot::example(time)
         },
     }
 }
