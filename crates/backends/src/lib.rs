@@ -2,8 +2,10 @@
 //! store (S3-compatible, Azure Blob, Google Cloud Storage) reached through the `object_store`
 //! crate. Everything here implements the core [`Storage`] trait; the engine never knows which.
 
+mod aws_profile;
 mod location;
 mod object;
+mod rest;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use lifeboat_core::storage::{LocalStorage, Storage};
 
 pub use location::{RepositoryLocation, UrlError};
 pub use object::ObjectStorage;
+pub use rest::RestStorage;
 
 /// How to talk to a remote store; ignored by local directories.
 #[derive(Clone, Debug)]
@@ -58,6 +61,7 @@ pub fn open(
 ) -> Result<Arc<dyn Storage>, BackendError> {
     match location {
         RepositoryLocation::Local(path) => Ok(Arc::new(LocalStorage::new(path))),
+        RepositoryLocation::Rest { url } => Ok(Arc::new(RestStorage::open(url, options)?)),
         remote => Ok(Arc::new(ObjectStorage::open(remote, options)?)),
     }
 }

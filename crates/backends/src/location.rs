@@ -20,6 +20,9 @@ pub enum RepositoryLocation {
     Azure { container: String, prefix: String },
     /// `gs:BUCKET[/PREFIX]`, credentials from `GOOGLE_*` variables.
     Gcs { bucket: String, prefix: String },
+    /// `rest:http(s)://HOST[:PORT][/PATH]`: a `lifeboat serve-repo` server; the user and
+    /// password come from `LIFEBOAT_REST_USER` and `LIFEBOAT_REST_PASSWORD`.
+    Rest { url: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,22 @@ impl RepositoryLocation {
                 endpoint: format!("{scheme}://{host}"),
                 bucket,
                 prefix,
+            });
+        }
+        if let Some(rest) = spec.strip_prefix("rest:") {
+            let after = rest
+                .strip_prefix("https://")
+                .or_else(|| rest.strip_prefix("http://"))
+                .ok_or_else(|| fail("use rest:http(s)://HOST[:PORT][/PATH]"))?;
+            let host = after.split('/').next().unwrap_or("");
+            if host.is_empty() || host.contains('@') {
+                return Err(fail(
+                    "the server needs a host (the user and password go in LIFEBOAT_REST_USER \
+                     and LIFEBOAT_REST_PASSWORD, not the URL)",
+                ));
+            }
+            return Ok(RepositoryLocation::Rest {
+                url: rest.trim_end_matches('/').to_string(),
             });
         }
         if let Some(rest) = spec.strip_prefix("azure:") {
@@ -127,6 +146,7 @@ impl fmt::Display for RepositoryLocation {
             RepositoryLocation::Gcs { bucket, prefix } => {
                 with_prefix(f, format!("gs:{bucket}"), prefix)
             }
+            RepositoryLocation::Rest { url } => write!(f, "rest:{url}"),
         }
     }
 }
@@ -170,7 +190,14 @@ mod tests {
                 prefix: "p".into()
             }
         );
+        assert_eq!(
+            parse("rest:https://backup.example.com:8000/"),
+            RepositoryLocation::Rest {
+                url: "https://backup.example.com:8000".into()
+            }
+        );
         for text in [
+            "rest:http://127.0.0.1:8000",
             "s3:https://s3.example.com/b/p/q",
             "s3://b",
             "azure:c/p",
@@ -199,6 +226,9 @@ mod tests {
             "s3://b/../x",
             "azure:",
             "gs:b/p//q",
+            "rest:ftp://host",
+            "rest:http://",
+            "rest:https://user:pw@host",
             "",
         ] {
             assert!(RepositoryLocation::parse(bad).is_err(), "{bad} accepted");

@@ -21,6 +21,7 @@ use object_store::{
     PutPayload, RetryConfig,
 };
 
+use crate::aws_profile::{read_profile, Profile, ProfileFiles};
 use crate::{BackendError, BackendOptions, RepositoryLocation};
 
 pub struct ObjectStorage {
@@ -66,11 +67,23 @@ impl ObjectStorage {
             ..RetryConfig::default()
         };
         let env = options.env_prefix.as_str();
+        let profile = match location {
+            RepositoryLocation::S3Endpoint { .. } | RepositoryLocation::S3 { .. } => {
+                Some(aws_profile(env).map_err(|message| BackendError::Setup {
+                    location: location.to_string(),
+                    message,
+                })?)
+            }
+            _ => None,
+        };
         let s3 = |endpoint: Option<&String>, bucket: &String| {
             let mut builder =
                 with_prefixed_env(AmazonS3Builder::from_env(), env, "AWS_", |b, k, v| {
                     b.with_config(k, v)
                 });
+            if let Some(profile) = &profile {
+                builder = with_profile(builder, profile, env, endpoint.is_none());
+            }
             if let Some(endpoint) = endpoint {
                 builder = builder
                     .with_endpoint(endpoint)
@@ -119,10 +132,10 @@ impl ObjectStorage {
                 .map_err(setup)?;
                 (Arc::new(store) as Arc<dyn ObjectStore>, prefix)
             }
-            RepositoryLocation::Local(_) => {
+            RepositoryLocation::Local(_) | RepositoryLocation::Rest { .. } => {
                 return Err(BackendError::Setup {
                     location: location.to_string(),
-                    message: "a local directory is not an object store".into(),
+                    message: "not an object store".into(),
                 })
             }
         };
@@ -157,6 +170,7 @@ impl ObjectStorage {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Lock => "locks/",
             ObjectKind::Condemned => "condemned/",
+            ObjectKind::Forgotten => "forgotten/",
         }
     }
 
@@ -385,6 +399,67 @@ impl Storage for ObjectStorage {
             size: meta.size,
         })
     }
+}
+
+/// A variable for the store: `{prefix}{name}` if set, else `{name}`.
+fn store_var(prefix: &str, name: &str) -> Option<String> {
+    let prefixed = (!prefix.is_empty())
+        .then(|| std::env::var(format!("{prefix}{name}")).ok())
+        .flatten();
+    prefixed.or_else(|| std::env::var(name).ok())
+}
+
+/// The profile `AWS_PROFILE` names (which must exist), or the `default` one if any.
+fn aws_profile(prefix: &str) -> Result<Profile, String> {
+    let var = |name: &str| store_var(prefix, name);
+    let Some(files) = ProfileFiles::from_env(var) else {
+        return Ok(Profile::default());
+    };
+    match var("AWS_PROFILE") {
+        Some(name) => read_profile(&files, &name, true),
+        None => read_profile(&files, "default", false),
+    }
+}
+
+/// `builder` with what the profile sets and no variable does (variables win, as in AWS's own
+/// tools); its endpoint only for `s3://` locations, which name none themselves.
+fn with_profile(
+    mut builder: AmazonS3Builder,
+    profile: &Profile,
+    prefix: &str,
+    use_endpoint: bool,
+) -> AmazonS3Builder {
+    // A profile named for this store alone (`LIFEBOAT_TO_AWS_PROFILE`) is not overridden by
+    // the first store's variables, only by this store's own.
+    let own_profile = !prefix.is_empty() && std::env::var(format!("{prefix}AWS_PROFILE")).is_ok();
+    let unset = |name: &str| {
+        if own_profile {
+            std::env::var(format!("{prefix}{name}")).is_err()
+        } else {
+            store_var(prefix, name).is_none()
+        }
+    };
+    if unset("AWS_ACCESS_KEY_ID") {
+        if let (Some(id), Some(secret)) = (&profile.access_key_id, &profile.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+            if let Some(token) = &profile.session_token {
+                builder = builder.with_token(token);
+            }
+        }
+    }
+    if unset("AWS_REGION") && unset("AWS_DEFAULT_REGION") {
+        if let Some(region) = &profile.region {
+            builder = builder.with_region(region);
+        }
+    }
+    if use_endpoint && unset("AWS_ENDPOINT_URL") && unset("AWS_ENDPOINT") {
+        if let Some(endpoint) = &profile.endpoint_url {
+            builder = builder.with_endpoint(endpoint);
+        }
+    }
+    builder
 }
 
 /// `builder` (made from the usual variables) with the variables `{prefix}{family}...` on

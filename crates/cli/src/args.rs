@@ -16,8 +16,8 @@ use lifeboat_core::snapshot::retention::{Count, GroupBy, Span};
 )]
 pub struct Cli {
     /// Repository location: a directory, s3:https://HOST[:PORT]/BUCKET[/PREFIX], s3://BUCKET[/PREFIX],
-    /// azure:CONTAINER[/PREFIX] or gs:BUCKET[/PREFIX]. Default: an embedded repository under your
-    /// data directory
+    /// azure:CONTAINER[/PREFIX], gs:BUCKET[/PREFIX] or rest:http(s)://HOST:PORT (serve-repo).
+    /// Default: an embedded repository under your data directory
     #[arg(
         short = 'r',
         long,
@@ -181,6 +181,53 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat replicate status --to s3:https://s3.eu-west-3.example.com/backups/web1\n  lifeboat replicate status --to /mnt/offsite --json"
     )]
     Replicate(ReplicateCommand),
+    /// Serve a repository directory over HTTP(S) to `rest:` clients, optionally append-only
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  lifeboat serve-repo add-user web1 --users /srv/backup.users\n  lifeboat serve-repo add-user ops --role admin --users /srv/backup.users\n  lifeboat serve-repo --append-only --users /srv/backup.users --listen 127.0.0.1:8000 /srv/backup\n\nClients: --repo rest:http://127.0.0.1:8000 with LIFEBOAT_REST_USER and LIFEBOAT_REST_PASSWORD."
+    )]
+    ServeRepo(ServeRepoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeRepoArgs {
+    #[command(subcommand)]
+    pub command: Option<ServeRepoCommand>,
+    /// The repository directory to serve (`init` through the server creates it)
+    pub dir: Option<PathBuf>,
+    /// Address and port to listen on
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
+    /// Users and their roles (made with `serve-repo add-user`)
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Backup users may add objects but delete none (except their locks); admins may
+    #[arg(long)]
+    pub append_only: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServeRepoCommand {
+    /// Add a user with a generated password, which is printed once
+    AddUser(AddUserArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AddUserArgs {
+    /// The user name (letters, digits, '.', '_', '-')
+    pub name: String,
+    /// backup: read and add; admin: also delete (forget, prune) on an append-only server
+    #[arg(long, default_value = "backup", value_parser = ["backup", "admin"])]
+    pub role: String,
+    /// The users file (created 0600 if missing)
+    #[arg(long, value_name = "FILE")]
+    pub users: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

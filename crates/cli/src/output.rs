@@ -23,6 +23,7 @@ pub fn snapshot_json(e: &SnapshotEntry) -> Value {
         "tree": s.tree.to_hex(),
         "parent": s.parent,
         "original": s.original,
+        "previous": s.previous,
         "program_version": s.program_version,
         "summary": s.summary,
     })

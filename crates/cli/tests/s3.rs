@@ -365,3 +365,47 @@ fn s3_unchanged_backup_reads_index_snapshots_and_trees_from_the_cache() {
     env.restore("latest", &target, &[]).ok();
     assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
 }
+
+#[test]
+fn s3_credentials_from_a_named_aws_profile() {
+    let server = garage();
+    let mut env = Env::empty();
+    env.repo = server.fresh_repo().into();
+    // Keys and region only in the profile files, as `aws configure --profile` writes them.
+    let aws = env.home().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        format!(
+            "[default]\naws_access_key_id = GKdefault\naws_secret_access_key = {}\n\n\
+             [lifeboat-test]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            "1".repeat(64),
+            server.key_id,
+            server.secret
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[profile lifeboat-test]\nregion = garage\n",
+    )
+    .unwrap();
+    env.vars = vec![("AWS_PROFILE".into(), "lifeboat-test".into())];
+    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .ok();
+    let src = env.path("src");
+    make_source(&src, 5);
+    let id = env.backup(&src, &[]);
+    let target = env.path("restored");
+    env.restore(&id, &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+
+    // The default profile's key is not Garage's: without AWS_PROFILE access is refused.
+    env.vars.clear();
+    assert_ne!(env.lb(&["snapshots"]).code, 0);
+    env.vars = vec![("AWS_PROFILE".into(), "no-such-profile".into())];
+    let run = env.lb(&["snapshots"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("\"no-such-profile\""), "{}", run.stderr);
+    assert!(!run.stderr.contains(&server.secret), "no secret in errors");
+}

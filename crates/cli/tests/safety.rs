@@ -129,6 +129,7 @@ impl Forge {
                 program_version: "forged".into(),
                 summary: Default::default(),
                 original: None,
+                previous: None,
             })
             .expect("write snapshot")
     }

@@ -66,6 +66,12 @@ pub enum Error {
 
     #[error("refusing unsafe name {name:?} in {context}")]
     UnsafeName { name: String, context: String },
+
+    #[error(
+        "{operation} deletes objects, and {location} does not let this user delete (an \
+         append-only server): run it with an admin user of the server, or on the server itself"
+    )]
+    DeleteRefused { operation: String, location: String },
 }
 
 impl Error {

@@ -362,6 +362,31 @@ impl Repository {
         Ok(out)
     }
 
+    /// Refuses an operation that deletes objects where the storage would refuse the deletes,
+    /// before it changes anything.
+    pub fn ensure_can_delete(&self, operation: &str) -> Result<()> {
+        if self.storage.capabilities().delete {
+            return Ok(());
+        }
+        Err(Error::DeleteRefused {
+            operation: operation.to_string(),
+            location: self.storage.location(),
+        })
+    }
+
+    /// Records, durably and before anything is deleted, that `operation` removes `ids`: the
+    /// snapshot chain then knows these removals from tampering (`snapshot::chain`).
+    pub fn record_forgotten(&self, operation: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let record = crate::snapshot::chain::ForgetRecord::new(operation, ids.to_vec());
+        let bytes = record.seal(&self.keys.seal);
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        self.storage.write(ObjectKind::Forgotten, &name, &bytes)?;
+        Ok(())
+    }
+
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<String> {
         let bytes = snapshot.seal(&self.keys.seal);
         let name = blake3::hash(&bytes).to_hex().to_string();

@@ -11,6 +11,7 @@ mod prune;
 mod repair;
 mod replicate;
 mod restore;
+mod serve_repo;
 mod snapshots;
 mod stats;
 mod unlock;
@@ -42,6 +43,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Key(k) => key::run(cli, k),
         Command::Repair(r) => repair::run(cli, r),
         Command::Replicate(r) => replicate::run(cli, r),
+        Command::ServeRepo(a) => serve_repo::run(cli, a),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, Location};
 use crate::pack::read_header;
 use crate::repository::Repository;
+use crate::snapshot::chain::{chain_breaks, ForgetRecord};
 use crate::snapshot::SnapshotEntry;
 use crate::storage::ObjectKind;
 use crate::tree::{NodeKind, Tree};
@@ -112,8 +113,9 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     // Snapshots before the index: a backup writes its index files before its snapshot, so
     // every snapshot listed here has its blobs in an index file listed below.
-    let snapshots = load_snapshots(repo, &mut report)?;
+    let (snapshots, stored) = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
+    check_chain(repo, &snapshots, &stored, &mut report)?;
     let index = load_index(repo, &mut report)?;
     let by_pack = blobs_by_pack(&index);
     report.packs = by_pack.len();
@@ -154,7 +156,10 @@ fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Index> {
         let opened = storage
             .read(ObjectKind::Index, &info.name)
             .map_err(Error::from)
-            .and_then(|data| IndexFile::open(&repo.keys().seal, data, &object));
+            .and_then(|data| {
+                content_matches_name(&data, &object, &info.name)?;
+                IndexFile::open(&repo.keys().seal, data, &object)
+            });
         match opened {
             Ok(file) => {
                 index.merge_file(&file);
@@ -246,18 +251,25 @@ fn check_packs(
     Ok(damaged)
 }
 
-fn load_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<Vec<SnapshotEntry>> {
+/// The snapshots that open, sorted by time, and the names of all that are stored.
+fn load_snapshots(
+    repo: &Repository,
+    report: &mut CheckReport,
+) -> Result<(Vec<SnapshotEntry>, HashSet<String>)> {
     let storage = repo.storage();
     let mut out = Vec::new();
+    let mut stored = HashSet::new();
     for info in storage.list(ObjectKind::Snapshot)? {
+        stored.insert(info.name.clone());
         let object = format!("snapshot {}", info.name);
         let data = match storage.read(ObjectKind::Snapshot, &info.name) {
             Err(e) if e.is_not_found() => continue, // forgotten since it was listed
             other => other,
         };
-        let opened = data
-            .map_err(Error::from)
-            .and_then(|data| crate::snapshot::Snapshot::open(&repo.keys().seal, &data, &object));
+        let opened = data.map_err(Error::from).and_then(|data| {
+            content_matches_name(&data, &object, &info.name)?;
+            crate::snapshot::Snapshot::open(&repo.keys().seal, &data, &object)
+        });
         match opened {
             Ok(snapshot) => out.push(SnapshotEntry {
                 id: info.name,
@@ -267,7 +279,68 @@ fn load_snapshots(repo: &Repository, report: &mut CheckReport) -> Result<Vec<Sna
         }
     }
     out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
-    Ok(out)
+    Ok((out, stored))
+}
+
+/// Names of snapshots, index files and forget records are the BLAKE3 of their bytes: a
+/// different hash means the object was replaced under its name.
+fn content_matches_name(data: &[u8], object: &str, name: &str) -> Result<()> {
+    let hash = blake3::hash(data).to_hex();
+    if hash.as_str() == name {
+        return Ok(());
+    }
+    Err(Error::format(
+        object,
+        format!("its content hashes to {hash}, not to its name: it was rewritten in storage"),
+    ))
+}
+
+/// Reports every snapshot that a later one names as its previous, that is gone, and that no
+/// forget accounts for (`snapshot::chain`).
+fn check_chain(
+    repo: &Repository,
+    snapshots: &[SnapshotEntry],
+    stored: &HashSet<String>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let storage = repo.storage();
+    let mut forgotten = HashSet::new();
+    for info in storage.list(ObjectKind::Forgotten)? {
+        let object = format!("forget record {}", info.name);
+        let opened = storage
+            .read(ObjectKind::Forgotten, &info.name)
+            .map_err(Error::from)
+            .and_then(|data| {
+                content_matches_name(&data, &object, &info.name)?;
+                ForgetRecord::open(&repo.keys().seal, &data, &object)
+            });
+        match opened {
+            Ok(record) => forgotten.extend(record.snapshots),
+            Err(e) => report.error(object, format!("cannot be read: {e}")),
+        }
+    }
+    for gap in chain_breaks(snapshots, stored, &forgotten) {
+        let named_by = snapshots.iter().find(|e| e.id == gap.named_by);
+        let source = named_by
+            .map(|e| {
+                format!(
+                    " (host {}, paths {}, taken {})",
+                    e.snapshot.hostname,
+                    e.snapshot.paths.join(" "),
+                    e.snapshot.time.to_rfc3339()
+                )
+            })
+            .unwrap_or_default();
+        report.error(
+            format!("snapshot {}", gap.missing),
+            format!(
+                "is missing: snapshot {}{source} names it as the snapshot before it, and no \
+                 forget removed it: it was deleted or rewritten outside of lifeboat",
+                gap.named_by
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Which packs of `packs` (sorted names) the subset takes.

@@ -58,7 +58,7 @@ pub fn copy(from: &Repository, to: &Repository, snapshots: &[SnapshotEntry]) -> 
         same_ids: from.keys().blob_id == to.keys().blob_id,
         ..CopyReport::default()
     };
-    let todo: Vec<&SnapshotEntry> = snapshots
+    let mut todo: Vec<&SnapshotEntry> = snapshots
         .iter()
         .filter(|s| {
             let done = held.iter().any(|h| same_backup(&h.snapshot, &s.snapshot));
@@ -71,6 +71,8 @@ pub fn copy(from: &Repository, to: &Repository, snapshots: &[SnapshotEntry]) -> 
     if todo.is_empty() {
         return Ok(report);
     }
+    // Oldest first, so that the snapshot a copy names as its previous is copied before it.
+    todo.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
     let index = from.load_index()?;
     let roots = with_blob_saver(to, Some(&writing), |saver, jobs| {
         let mut copier = Copier {
@@ -90,15 +92,24 @@ pub fn copy(from: &Repository, to: &Repository, snapshots: &[SnapshotEntry]) -> 
     })?;
     // Every pack and index file the copies need is durable: now the snapshots.
     writing.ensure_held()?;
-    let mut copied_ids: HashMap<&str, String> = HashMap::new();
+    // Source id -> id in the destination, of what this run copied and what was there before:
+    // `parent` and `previous` name snapshots of the destination.
+    let mut copied_ids: HashMap<&str, String> = snapshots
+        .iter()
+        .filter_map(|s| {
+            let held = held
+                .iter()
+                .find(|h| same_backup(&h.snapshot, &s.snapshot))?;
+            Some((s.id.as_str(), held.id.clone()))
+        })
+        .collect();
     for (source, root) in todo.into_iter().zip(roots) {
+        let in_destination =
+            |id: &Option<String>| id.as_deref().and_then(|p| copied_ids.get(p).cloned());
         let snapshot = Snapshot {
             tree: root,
-            parent: source
-                .snapshot
-                .parent
-                .as_deref()
-                .and_then(|p| copied_ids.get(p).cloned()),
+            parent: in_destination(&source.snapshot.parent),
+            previous: in_destination(&source.snapshot.previous),
             ..source.snapshot.clone()
         };
         let id = to.save_snapshot(&snapshot)?;

@@ -73,11 +73,11 @@ pub fn forget_by_policy<Tz: TimeZone>(
         })
         .collect();
     if !options.dry_run {
-        for group in &groups {
-            for entry in group.removed() {
-                delete_snapshot(repo, &entry.id)?;
-            }
-        }
+        let removed: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g.removed().map(|e| e.id.clone()))
+            .collect();
+        delete_snapshots(repo, "forget", &removed)?;
     }
     Ok(groups)
 }
@@ -88,18 +88,21 @@ pub fn forget_ids(repo: &Repository, ids: &[String], dry_run: bool) -> Result<()
         return Ok(());
     }
     let _lock = maintenance_lock(repo)?;
-    for id in ids {
-        delete_snapshot(repo, id)?;
-    }
-    Ok(())
+    delete_snapshots(repo, "forget", ids)
 }
 
 fn maintenance_lock(repo: &Repository) -> Result<lock::LockGuard> {
+    repo.ensure_can_delete("forget")?;
     repo.lock(LockKind::Maintenance, "forget")
 }
 
-fn delete_snapshot(repo: &Repository, id: &str) -> Result<()> {
-    // Another forget (on another host, without a shared lock directory) may get there first.
-    repo.storage().delete_if_present(ObjectKind::Snapshot, id)?;
+/// Records the removal (for the snapshot chain), then deletes.
+pub(crate) fn delete_snapshots(repo: &Repository, operation: &str, ids: &[String]) -> Result<()> {
+    repo.record_forgotten(operation, ids)?;
+    for id in ids {
+        // Another forget (on another host, without a shared lock directory) may get there
+        // first.
+        repo.storage().delete_if_present(ObjectKind::Snapshot, id)?;
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Snapshot records: the last object a backup writes, naming the root tree and what was saved.
 
+pub mod chain;
 pub mod retention;
 pub mod select;
 
@@ -50,6 +51,11 @@ pub struct Snapshot {
     /// ignore unknown fields) read repaired snapshots too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<String>,
+    /// The newest snapshot of the same host, source and paths when this one was taken: the
+    /// link `check` follows to find snapshots removed outside of `forget` ([`chain`]). Added
+    /// without a version change, like `original`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 impl Snapshot {
@@ -102,6 +108,7 @@ impl Snapshot {
             program_version: "test".into(),
             summary: Summary::default(),
             original: None,
+            previous: None,
         }
     }
 }

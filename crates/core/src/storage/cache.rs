@@ -41,6 +41,7 @@ impl CachedStorage {
             ObjectKind::Config => Some("config"),
             ObjectKind::Index => Some("index"),
             ObjectKind::Snapshot => Some("snapshots"),
+            ObjectKind::Forgotten => Some("forgotten"),
             _ => None,
         }
     }
@@ -133,7 +134,7 @@ impl Storage for CachedStorage {
         let listed = self.inner.list(kind)?;
         let names: HashSet<&str> = listed.iter().map(|i| i.name.as_str()).collect();
         match kind {
-            ObjectKind::Index | ObjectKind::Snapshot => {
+            ObjectKind::Index | ObjectKind::Snapshot | ObjectKind::Forgotten => {
                 if let Some(sub) = Self::cached_kind(kind) {
                     self.forget_unlisted(sub, &names, |file| file);
                 }

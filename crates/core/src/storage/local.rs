@@ -102,6 +102,7 @@ impl LocalStorage {
             ObjectKind::Snapshot => self.root.join("snapshots"),
             ObjectKind::Lock => self.root.join("locks"),
             ObjectKind::Condemned => self.root.join("condemned"),
+            ObjectKind::Forgotten => self.root.join("forgotten"),
         }
     }
 

@@ -28,6 +28,9 @@ pub enum ObjectKind {
     /// Packs a prune has taken out of the index and will delete once no backup that could
     /// still rely on them is running (docs/format.md, "Prune").
     Condemned,
+    /// Records of snapshots that `forget` removed, so `check` can tell a removal it made
+    /// from one made behind its back (docs/format.md, "Snapshot chain").
+    Forgotten,
 }
 
 impl ObjectKind {
@@ -40,7 +43,29 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
             ObjectKind::Condemned => "condemned",
+            ObjectKind::Forgotten => "forgotten",
         }
+    }
+}
+
+impl std::str::FromStr for ObjectKind {
+    type Err = String;
+
+    /// The inverse of [`ObjectKind::as_str`] (the REST protocol names kinds this way).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const ALL: [ObjectKind; 8] = [
+            ObjectKind::Config,
+            ObjectKind::Key,
+            ObjectKind::Pack,
+            ObjectKind::Index,
+            ObjectKind::Snapshot,
+            ObjectKind::Lock,
+            ObjectKind::Condemned,
+            ObjectKind::Forgotten,
+        ];
+        ALL.into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("no object kind {s:?}"))
     }
 }
 

@@ -169,14 +169,25 @@ pub fn find_parent<'a>(
     hostname: &str,
     paths: &[String],
 ) -> Option<&'a SnapshotEntry> {
+    find_previous(snapshots, hostname, "files", paths)
+}
+
+/// The newest snapshot of the same host, source and paths: the link of the snapshot chain
+/// (`crate::snapshot::chain`).
+pub fn find_previous<'a>(
+    snapshots: &'a [SnapshotEntry],
+    hostname: &str,
+    source: &str,
+    paths: &[String],
+) -> Option<&'a SnapshotEntry> {
     snapshots
         .iter()
         .filter(|e| {
             e.snapshot.hostname == hostname
                 && e.snapshot.paths == paths
-                && e.snapshot.source == "files"
+                && e.snapshot.source == source
         })
-        .max_by_key(|e| e.snapshot.time)
+        .max_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)))
 }
 
 pub fn backup(
@@ -222,11 +233,8 @@ pub fn backup(
             .collect(),
     };
     let snapshots = repo.snapshots()?;
-    let parent = if source_label == "files" {
-        find_parent(&snapshots, &hostname, &path_labels)
-    } else {
-        None
-    };
+    let previous = find_previous(&snapshots, &hostname, source_label, &path_labels);
+    let parent = previous.filter(|_| source_label == "files");
     let parent_tree = match parent {
         Some(p) if !options.force => Some(p.snapshot.tree),
         _ => None,
@@ -268,6 +276,7 @@ pub fn backup(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
         original: None,
+        previous: previous.map(|p| p.id.clone()),
     };
     let snapshot_id = match held {
         None => None,

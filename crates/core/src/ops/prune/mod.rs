@@ -78,6 +78,9 @@ pub struct PruneReport {
 
 /// Plans and (unless a dry run) carries out a prune; see the module documentation.
 pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    if !options.dry_run {
+        repo.ensure_can_delete("prune")?;
+    }
     let _lock = (!options.dry_run)
         .then(|| repo.lock(LockKind::Maintenance, "prune"))
         .transpose()?;

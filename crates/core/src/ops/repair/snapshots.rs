@@ -220,8 +220,7 @@ fn save_repaired(
 }
 
 fn forget(repo: &Repository, id: &str) -> Result<()> {
-    repo.storage().delete_if_present(ObjectKind::Snapshot, id)?;
-    Ok(())
+    crate::ops::forget::delete_snapshots(repo, "repair snapshots", &[id.to_string()])
 }
 
 struct Repairer<'a> {
