@@ -32,6 +32,46 @@ pub struct BackendOptions {
     /// `GOOGLE_*`), overridden by the same names with this prefix (`LIFEBOAT_TO_AWS_...` for
     /// the second repository of `copy`), so two stores can have two sets of keys.
     pub env_prefix: String,
+    /// S3 Object Lock: every object that is never deleted in normal use (all but locks and
+    /// prune's records) is written with this retention.
+    pub retention: Option<Retention>,
+}
+
+/// An Object Lock retention period, counted from when the store is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub days: u32,
+    pub mode: RetentionMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetentionMode {
+    /// Users with `s3:BypassGovernanceRetention` may still delete.
+    Governance,
+    /// Nobody, the account's root included, deletes before the date.
+    Compliance,
+}
+
+impl RetentionMode {
+    pub fn as_header(self) -> &'static str {
+        match self {
+            RetentionMode::Governance => "GOVERNANCE",
+            RetentionMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+impl std::str::FromStr for RetentionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "governance" => Ok(RetentionMode::Governance),
+            "compliance" => Ok(RetentionMode::Compliance),
+            _ => Err(format!(
+                "unknown retention mode {s:?} (governance or compliance)"
+            )),
+        }
+    }
 }
 
 impl Default for BackendOptions {
@@ -42,6 +82,7 @@ impl Default for BackendOptions {
             request_timeout: Duration::from_secs(300),
             pack_storage_class: None,
             env_prefix: String::new(),
+            retention: None,
         }
     }
 }

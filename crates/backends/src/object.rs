@@ -9,10 +9,11 @@ use std::io;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use lifeboat_core::storage::{
     Capabilities, ObjectInfo, ObjectKind, Storage, StorageError, StorageResult,
 };
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3Builder, Checksum, S3ConditionalPut};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path;
@@ -22,7 +23,7 @@ use object_store::{
 };
 
 use crate::aws_profile::{read_profile, Profile, ProfileFiles};
-use crate::{BackendError, BackendOptions, RepositoryLocation};
+use crate::{BackendError, BackendOptions, RepositoryLocation, Retention};
 
 pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
@@ -31,6 +32,8 @@ pub struct ObjectStorage {
     location: String,
     runtime: tokio::runtime::Runtime,
     pack_storage_class: Option<String>,
+    /// With a retention period: the client that writes with Object Lock headers.
+    locked_store: Option<Arc<dyn ObjectStore>>,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -76,7 +79,7 @@ impl ObjectStorage {
             }
             _ => None,
         };
-        let s3 = |endpoint: Option<&String>, bucket: &String| {
+        let s3_with = |client: &ClientOptions, endpoint: Option<&String>, bucket: &String| {
             let mut builder =
                 with_prefixed_env(AmazonS3Builder::from_env(), env, "AWS_", |b, k, v| {
                     b.with_config(k, v)
@@ -89,6 +92,10 @@ impl ObjectStorage {
                     .with_endpoint(endpoint)
                     .with_virtual_hosted_style_request(false);
             }
+            if client_sends_lock_headers(client) {
+                // Object Lock wants the body's checksum with every locked PUT.
+                builder = builder.with_checksum_algorithm(Checksum::SHA256);
+            }
             builder
                 .with_bucket_name(bucket)
                 .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -96,6 +103,31 @@ impl ObjectStorage {
                 .with_retry(retry.clone())
                 .build()
                 .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+        };
+        let s3 = |endpoint: Option<&String>, bucket: &String| s3_with(&client, endpoint, bucket);
+        // The client sends its headers with every request, so locked writes go through a
+        // store of their own; everything else through the plain one.
+        let locked_store = match (options.retention, location) {
+            (None, _) => None,
+            (
+                Some(retention),
+                RepositoryLocation::S3Endpoint {
+                    endpoint, bucket, ..
+                },
+            ) => {
+                Some(s3_with(&locking(&client, retention), Some(endpoint), bucket).map_err(setup)?)
+            }
+            (Some(retention), RepositoryLocation::S3 { bucket, .. }) => {
+                Some(s3_with(&locking(&client, retention), None, bucket).map_err(setup)?)
+            }
+            (Some(_), _) => {
+                return Err(BackendError::Setup {
+                    location: location.to_string(),
+                    message: "a retention period (Object Lock) needs an S3 store; Azure and \
+                              GCS set immutability on the container or bucket itself"
+                        .into(),
+                })
+            }
         };
         let (store, prefix) = match location {
             RepositoryLocation::S3Endpoint {
@@ -158,7 +190,17 @@ impl ObjectStorage {
             location: location.to_string(),
             runtime,
             pack_storage_class: options.pack_storage_class.clone(),
+            locked_store,
         })
+    }
+
+    /// The store that writes `kind`: objects that are never deleted in normal use get the
+    /// retention; locks and prune's condemned records, which are, do not.
+    fn store_for(&self, kind: ObjectKind) -> &Arc<dyn ObjectStore> {
+        match (&self.locked_store, kind) {
+            (Some(_), ObjectKind::Lock | ObjectKind::Condemned) | (None, _) => &self.store,
+            (Some(locked), _) => locked,
+        }
     }
 
     fn namespace(kind: ObjectKind) -> &'static str {
@@ -373,7 +415,10 @@ impl Storage for ObjectStorage {
         }
         let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
         self.runtime
-            .block_on(self.store.put_opts(&key, payload, self.put_options(kind)))
+            .block_on(
+                self.store_for(kind)
+                    .put_opts(&key, payload, self.put_options(kind)),
+            )
             .map(|_| ())
             .map_err(|e| self.error(kind, name, e))
     }
@@ -399,6 +444,35 @@ impl Storage for ObjectStorage {
             size: meta.size,
         })
     }
+}
+
+const LOCK_MODE: &str = "x-amz-object-lock-mode";
+const LOCK_UNTIL: &str = "x-amz-object-lock-retain-until-date";
+
+/// `client` sending Object Lock headers: the mode, the date `retention` ends (from now, in
+/// the `...Z` form every server parses) and the checksum algorithm, which S3 (and moto)
+/// demand with a locked write.
+fn locking(client: &ClientOptions, retention: Retention) -> ClientOptions {
+    let until = chrono::Utc::now() + chrono::Duration::days(i64::from(retention.days));
+    let mut headers = HeaderMap::new();
+    let mut add = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    add(LOCK_MODE, retention.mode.as_header().to_string());
+    add(
+        LOCK_UNTIL,
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    add("x-amz-sdk-checksum-algorithm", "SHA256".to_string());
+    client.clone().with_default_headers(headers)
+}
+
+fn client_sends_lock_headers(client: &ClientOptions) -> bool {
+    client
+        .get_default_headers()
+        .is_some_and(|h| h.contains_key(LOCK_MODE))
 }
 
 /// A variable for the store: `{prefix}{name}` if set, else `{name}`.

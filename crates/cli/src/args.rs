@@ -98,6 +98,30 @@ pub struct Cli {
     )]
     pub pack_storage_class: Option<String>,
 
+    /// S3 Object Lock: write every object but locks with this many days of retention (the
+    /// bucket must have Object Lock enabled). For the --to repository of copy:
+    /// LIFEBOAT_TO_RETENTION_DAYS
+    #[arg(
+        long = "retention-days",
+        value_name = "DAYS",
+        env = "LIFEBOAT_RETENTION_DAYS",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub retention_days: Option<u32>,
+
+    /// governance (users with the bypass permission may still delete) or compliance (nobody
+    /// may, until the date)
+    #[arg(
+        long = "retention-mode",
+        value_name = "MODE",
+        env = "LIFEBOAT_RETENTION_MODE",
+        default_value = "governance",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub retention_mode: lifeboat_backends::RetentionMode,
+
     #[command(subcommand)]
     pub command: Command,
 }

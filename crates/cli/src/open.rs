@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use lifeboat_backends::{BackendOptions, RepositoryLocation};
+use lifeboat_backends::{BackendOptions, RepositoryLocation, Retention, RetentionMode};
 use lifeboat_core::crypto::kdf::{looks_generated, KdfParams};
 use lifeboat_core::storage::{CachedStorage, Storage};
 use lifeboat_core::{InitOptions, Repository};
@@ -61,7 +61,28 @@ pub fn backend_options(cli: &Cli) -> BackendOptions {
         options.connections = n.max(1);
     }
     options.pack_storage_class = cli.pack_storage_class.clone();
+    options.retention = cli.retention_days.map(|days| Retention {
+        days,
+        mode: cli.retention_mode,
+    });
     options
+}
+
+/// The retention of a second repository: only from its own variables
+/// (`LIFEBOAT_TO_RETENTION_DAYS`, `..._MODE`), never from --retention-days.
+fn retention_from_env(prefix: &str) -> Result<Option<Retention>> {
+    let Ok(days) = std::env::var(format!("{prefix}RETENTION_DAYS")) else {
+        return Ok(None);
+    };
+    let days: u32 = days
+        .trim()
+        .parse()
+        .with_context(|| format!("{prefix}RETENTION_DAYS={days:?} is not a number of days"))?;
+    let mode = match std::env::var(format!("{prefix}RETENTION_MODE")) {
+        Ok(mode) => mode.parse().map_err(anyhow::Error::msg)?,
+        Err(_) => RetentionMode::Governance,
+    };
+    Ok(Some(Retention { days, mode }))
 }
 
 fn read_password_file(path: &Path) -> Result<Vec<u8>> {
@@ -201,6 +222,7 @@ pub fn open_other(cli: &Cli, other: &OtherRepository) -> Result<Repository> {
     let mut options = backend_options(cli);
     // LIFEBOAT_TO_PASSWORD -> LIFEBOAT_TO_ (LIFEBOAT_TO_AWS_ACCESS_KEY_ID, ...).
     options.env_prefix = other.env.trim_end_matches("PASSWORD").to_string();
+    options.retention = retention_from_env(&options.env_prefix)?;
     let storage = lifeboat_backends::open(&place, &options)?;
     let config = Repository::read_config(storage.as_ref())
         .with_context(|| format!("{} {}", other.flag, other.path.display()))?;

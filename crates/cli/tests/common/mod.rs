@@ -4,6 +4,7 @@
 
 pub mod azurite;
 pub mod garage;
+pub mod moto;
 pub mod servers;
 
 use std::path::{Path, PathBuf};
