@@ -2,6 +2,15 @@
 # lifeboat benchmark: lifeboat vs restic, borg, rustic and bupstash, plus
 # machine floors, on the same data.  See docs/benchmarks.md.
 #
+# S3: `bench/run.sh --s3` backs up and restores the rustup dataset through a
+# local Garage server on loopback, lifeboat against restic's s3 backend (both
+# to the same server, in the same run; fresh repository per run, restore with
+# a cold cache), then sweeps lifeboat's --connections (2,8,32) to show time and
+# peak RSS as connections grow.  Smoke test: `BENCH_GEN_SCALE=tiny
+# bench/run.sh --s3 --dataset generated --runs 1`.  Needs Garage 2.5
+# ($LIFEBOAT_GARAGE, default ~/.cache/lifeboat-tools/garage/bin/garage;
+# installed there with cargo if missing, as .ci/run does).
+#
 #   bench/run.sh [--dataset generated|rustup|million|bigfile|all|everything|A,B,...]
 #                [--runs 3] [--tools lifeboat,restic,borg,rustic,bupstash]
 #                [--phases initial,unchanged,changed,restore,file]
@@ -9,11 +18,20 @@
 #                [--no-floors] [--password-mode] [--timeout SECONDS]
 #   bench/run.sh --lifecycle [--dataset rustup] [--snapshots 50] [--keep-last N]
 #                [--runs 3] [--keep] [...]
+#   bench/run.sh --s3 [--dataset rustup] [--runs 3] [--connections 2,8,32]
+#                [--sweep-runs 1] [--no-sweep] [...]
 #
 #   --lifecycle: prune and check --read-data of lifeboat against restic on a
 #   history of --snapshots backups (1% changed before each), after forget
 #   --keep-last N (default snapshots/5); dataset default rustup, tools
 #   lifeboat,restic.  Runs bench/lifecycle.py instead of bench/bench.py.
+#
+#   --s3: initial backup and full restore, lifeboat against restic, through a
+#   Garage S3 server on 127.0.0.1 (started and killed by bench/s3.py, its data
+#   under the scratch dir); targets backup and restore <= 0.6x restic.  Then
+#   lifeboat's initial backup with each --connections value (--sweep-runs runs
+#   each; --no-sweep skips it).  Dataset default rustup, tools lifeboat,restic.
+#   Runs bench/s3.py instead of bench/bench.py; raw JSON to bench/results/s3-<date>.json.
 #
 #   all = generated,rustup; everything = generated,rustup,million,bigfile.
 #   Without --tools/--phases each dataset uses its own defaults (million:
@@ -31,6 +49,7 @@
 #   BENCH_RUSTUP_DIR    source of the rustup dataset (default ${RUSTUP_HOME:-~/.rustup}),
 #                       only ever read: it is copied once to $BENCH_DATA_DIR/rustup-copy
 #   BENCH_SCRATCH       scratch dir for repositories and restores (default /tmp/lifeboat-bench)
+#   LIFEBOAT_GARAGE     Garage binary for --s3 (default ~/.cache/lifeboat-tools/garage/bin/garage)
 #
 # Markdown goes to stdout, progress to stderr, raw JSON to bench/results/.
 set -euo pipefail
@@ -42,6 +61,8 @@ DATASET=""
 RUNS=3
 LIFECYCLE=0
 LC_EXTRA=()
+S3=0
+S3_EXTRA=()
 TOOLS=""
 SCRATCH="${BENCH_SCRATCH:-/tmp/lifeboat-bench}"
 INSTALL=1
@@ -72,10 +93,22 @@ while [[ $# -gt 0 ]]; do
     --snapshots|--keep-last) LC_EXTRA+=("$1" "$2"); shift 2 ;;
     --snapshots=*|--keep-last=*) LC_EXTRA+=("$1"); shift ;;
     --keep) LC_EXTRA+=(--keep); shift ;;
+    --s3) S3=1; shift ;;
+    --connections|--sweep-runs) S3_EXTRA+=("$1" "$2"); shift 2 ;;
+    --connections=*|--sweep-runs=*) S3_EXTRA+=("$1"); shift ;;
+    --no-sweep) S3_EXTRA+=(--no-sweep); shift ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
 done
+[[ $LIFECYCLE -eq 1 && $S3 -eq 1 ]] && { echo "--lifecycle and --s3 are separate benchmarks: give one" >&2; exit 2; }
+if [[ $S3 -eq 1 ]]; then
+  [[ -n "$DATASET" ]] || DATASET=rustup
+  [[ -n "$TOOLS" ]] || TOOLS=lifeboat,restic
+  [[ " ${EXTRA[*]-} " != *" --phases "* ]] || { echo "--phases does not apply to --s3" >&2; exit 2; }
+elif [[ ${#S3_EXTRA[@]} -gt 0 ]]; then
+  echo "--connections, --sweep-runs and --no-sweep need --s3" >&2; exit 2
+fi
 if [[ $LIFECYCLE -eq 1 ]]; then
   [[ -n "$DATASET" ]] || DATASET=rustup
   [[ -n "$TOOLS" ]] || TOOLS=lifeboat,restic
@@ -148,6 +181,18 @@ if [[ $INSTALL -eq 1 ]]; then
   has_tool rustic && cargo_install rustic-rs rustic
   has_tool bupstash && cargo_install bupstash bupstash
 fi
+if [[ $S3 -eq 1 ]]; then
+  # the Garage the S3 tests use (.ci/run installs the same one, in the same place)
+  GARAGE_ROOT="$HOME/.cache/lifeboat-tools/garage"
+  export LIFEBOAT_GARAGE="${LIFEBOAT_GARAGE:-$GARAGE_ROOT/bin/garage}"
+  if [[ ! -x "$LIFEBOAT_GARAGE" && $INSTALL -eq 1 ]] && have_bin cargo; then
+    say "installing Garage 2.5.0: cargo install garage --version 2.5.0 --locked (about 11 minutes on 2 cores, once)"
+    cargo install garage --version 2.5.0 --locked --root "$GARAGE_ROOT" >&2 ||
+      say "WARNING: cargo install garage failed"
+    LIFEBOAT_GARAGE="$GARAGE_ROOT/bin/garage"
+  fi
+  [[ -x "$LIFEBOAT_GARAGE" ]] || { echo "Garage binary $LIFEBOAT_GARAGE not found (set LIFEBOAT_GARAGE)" >&2; exit 1; }
+fi
 for b in zstd tar find cp du python3; do
   have_bin "$b" || { echo "required program $b is missing" >&2; exit 1; }
 done
@@ -212,6 +257,12 @@ for ds in "${DATASETS[@]}"; do
   esac
 done
 
+if [[ $S3 -eq 1 ]]; then
+  exec python3 "$BENCH_DIR/s3.py" "${DS_ARGS[@]}" --runs "$RUNS" \
+    --scratch "$SCRATCH" --results-dir "$BENCH_DIR/results" --repo-root "$REPO_ROOT" \
+    --lifeboat-bin "$LB" --garage-bin "$LIFEBOAT_GARAGE" ${EXTRA[@]+"${EXTRA[@]}"} \
+    ${S3_EXTRA[@]+"${S3_EXTRA[@]}"}
+fi
 if [[ $LIFECYCLE -eq 1 ]]; then
   exec python3 "$BENCH_DIR/lifecycle.py" "${DS_ARGS[@]}" --runs "$RUNS" \
     --scratch "$SCRATCH" --results-dir "$BENCH_DIR/results" --repo-root "$REPO_ROOT" \

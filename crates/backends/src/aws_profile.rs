@@ -70,6 +70,26 @@ pub fn read_profile(files: &ProfileFiles, name: &str, required: bool) -> Result<
             files.config.display()
         ));
     }
+    // Profiles that get their keys some other way are not followed: refusing beats falling
+    // back silently to other credentials (the instance's, another account's).
+    for key in [
+        "role_arn",
+        "credential_process",
+        "sso_session",
+        "sso_start_url",
+    ] {
+        let used = [from_credentials, from_config]
+            .into_iter()
+            .flatten()
+            .any(|section| section.contains_key(key));
+        if used {
+            return Err(format!(
+                "AWS profile {name:?} uses {key}, which lifeboat does not follow: export the \
+                 keys it gives (e.g. `aws configure export-credentials --profile {name} \
+                 --format env`) instead"
+            ));
+        }
+    }
     let get = |key: &str| {
         from_credentials
             .and_then(|s| s.get(key))
@@ -123,6 +143,13 @@ mod tests {
         let default = read_profile(&files, "default", false).expect("profile");
         assert_eq!(default.access_key_id.as_deref(), Some("DEF"));
         assert_eq!(default.region.as_deref(), Some("us-east-1"));
+    }
+
+    #[test]
+    fn profiles_that_assume_roles_are_refused_not_skipped() {
+        let (_dir, files) = files("", "[profile admin]\nrole_arn = arn:aws:iam::1:role/x\n");
+        let err = read_profile(&files, "admin", true).expect_err("refused");
+        assert!(err.contains("role_arn"), "{err}");
     }
 
     #[test]

@@ -63,7 +63,9 @@ impl RestStorage {
         let mut builder = Client::builder()
             .timeout(options.request_timeout)
             .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(options.connections.max(1));
+            .pool_max_idle_per_host(options.connections.max(1))
+            // Credentials go to the server named, not to wherever it points.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = variable(&options.env_prefix, "CACERT") {
             let pem = std::fs::read(&path)
                 .map_err(|e| setup(format!("cannot read LIFEBOAT_REST_CACERT {path}: {e}")))?;
@@ -305,7 +307,14 @@ impl Storage for RestStorage {
         if length == 0 {
             return Ok(Vec::new());
         }
-        let range = format!("bytes={}-{}", offset, offset + length - 1);
+        let last = offset.checked_add(length - 1).ok_or_else(|| {
+            self.io_error(
+                format!("{kind} {name}: range {offset}+{length} is out of bounds"),
+                io::ErrorKind::InvalidInput,
+                false,
+            )
+        })?;
+        let range = format!("bytes={offset}-{last}");
         let response = self.send(|c| {
             c.get(self.object_url(kind, name))
                 .header(reqwest::header::RANGE, &range)
@@ -332,11 +341,19 @@ impl Storage for RestStorage {
             self.send_counting(|c| c.put(self.object_url(kind, name)).body(body.clone()))?;
         match self.expect(response, StatusCode::CREATED, kind, name) {
             // An attempt that failed on its way back may have stored the object: then the
-            // retry finds it, whole (the server never exposes a partial one) and its size.
+            // retry finds it, whole (the server never exposes a partial one). Names are
+            // hashes of the bytes or random, so its size tells; `config` is read back.
             Err(e @ StorageError::AlreadyExists { .. }) if failed_attempts > 0 => {
-                match self.stat(kind, name) {
-                    Ok(info) if info.size == data.len() as u64 => Ok(()),
-                    _ => Err(e),
+                let ours = if kind == ObjectKind::Config {
+                    self.read(kind, name).is_ok_and(|stored| stored == data)
+                } else {
+                    self.stat(kind, name)
+                        .is_ok_and(|info| info.size == data.len() as u64)
+                };
+                if ours {
+                    Ok(())
+                } else {
+                    Err(e)
                 }
             }
             other => other.map(|_| ()),

@@ -104,6 +104,7 @@ pub struct Cli {
     #[arg(
         long = "retention-days",
         value_name = "DAYS",
+        value_parser = clap::value_parser!(u32).range(1..=36500),
         env = "LIFEBOAT_RETENTION_DAYS",
         global = true,
         help_heading = "Global options"

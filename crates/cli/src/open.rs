@@ -77,7 +77,9 @@ fn retention_from_env(prefix: &str) -> Result<Option<Retention>> {
     let days: u32 = days
         .trim()
         .parse()
-        .with_context(|| format!("{prefix}RETENTION_DAYS={days:?} is not a number of days"))?;
+        .ok()
+        .filter(|d| (1..=36500).contains(d))
+        .with_context(|| format!("{prefix}RETENTION_DAYS={days:?} is not 1 to 36500 days"))?;
     let mode = match std::env::var(format!("{prefix}RETENTION_MODE")) {
         Ok(mode) => mode.parse().map_err(anyhow::Error::msg)?,
         Err(_) => RetentionMode::Governance,
@@ -183,11 +185,25 @@ fn with_cache(
 }
 
 pub fn open(cli: &Cli) -> Result<Repository> {
+    open_cached(cli, true)
+}
+
+/// [`open`] reading everything from the repository itself: what `check` verifies is what
+/// storage holds, not the copy the cache holds.
+pub fn open_uncached(cli: &Cli) -> Result<Repository> {
+    open_cached(cli, false)
+}
+
+fn open_cached(cli: &Cli, cached: bool) -> Result<Repository> {
     let loc = location(cli)?;
     let storage = storage(cli, &loc)?;
     // Say "no repository" before asking for a password that cannot help.
     let config = Repository::read_config(storage.as_ref())?;
-    let storage = with_cache(cli, &loc.place, storage, &config.id)?;
+    let storage = if cached {
+        with_cache(cli, &loc.place, storage, &config.id)?
+    } else {
+        storage
+    };
     let password = password_for_open(cli, &loc)?;
     Ok(Repository::open(storage, &password)?)
 }

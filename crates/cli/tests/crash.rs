@@ -397,3 +397,68 @@ fn kill_9_during_backup_never_damages_earlier_snapshots() {
         started.elapsed()
     );
 }
+
+/// A backup killed after it stored some packs but before any index file named them: the next
+/// backup indexes those packs (their interrupted run left a stale lock) and uploads only the
+/// rest.
+#[test]
+fn a_backup_after_a_killed_one_reuses_the_packs_it_stored() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    const FILES: usize = 8;
+    const SIZE: usize = 12 * 1024 * 1024;
+    for i in 0..FILES {
+        std::fs::write(
+            src.join(format!("{i}.bin")),
+            random_bytes(SIZE, 40 + i as u64),
+        )
+        .unwrap();
+    }
+    let mut child = env
+        .command()
+        .arg("backup")
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start backup");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counts(&env).packs < 2 {
+        assert!(Instant::now() < deadline, "no pack appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill -9");
+    child.wait().unwrap();
+    let killed = counts(&env);
+    assert_eq!(
+        killed.index, 0,
+        "killed before its first index file: {killed:?}"
+    );
+    assert_eq!(killed.locks, 1, "its stale lock stays: {killed:?}");
+
+    let run = env.lb(&["backup", "--json", src.to_str().unwrap()]).ok();
+    let summary = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary: {}", run.stdout));
+    let resumed = summary["resumed_packs"].as_u64().unwrap();
+    assert!(resumed >= 2, "{summary}");
+    let total = (FILES * SIZE) as u64;
+    let uploaded = summary["bytes_added_packed"].as_u64().unwrap();
+    assert!(
+        uploaded + resumed * 15 * 1024 * 1024 <= total + 1024 * 1024,
+        "uploaded {uploaded} of {total} after reusing {resumed} packs"
+    );
+    assert_eq!(counts(&env).locks, 0, "the stale lock is gone");
+    env.lb(&["check", "--read-data"]).ok();
+    let target = env.path("restored");
+    env.restore("latest", &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+}

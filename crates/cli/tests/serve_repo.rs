@@ -15,6 +15,8 @@ use common::{binary, manifest, restored, Env};
 struct Server {
     port: u16,
     backup: (String, String),
+    /// A second backup user (another host).
+    other: (String, String),
     admin: (String, String),
     dir: PathBuf,
 }
@@ -45,6 +47,7 @@ fn add_user(users: &Path, name: &str, role: &str) -> (String, String) {
 fn start(env: &Env, extra: &[&str]) -> Server {
     let users = env.path("users");
     let backup = add_user(&users, "web1", "backup");
+    let other = add_user(&users, "web2", "backup");
     let admin = add_user(&users, "ops", "admin");
     let port = free_port();
     let dir = env.path("served");
@@ -61,6 +64,7 @@ fn start(env: &Env, extra: &[&str]) -> Server {
     Server {
         port,
         backup,
+        other,
         admin,
         dir,
     }
@@ -84,11 +88,23 @@ fn source(env: &Env) -> PathBuf {
 
 /// One raw HTTP/1.1 request; the status code of the answer.
 fn raw_request(port: u16, method: &str, path: &str, user: &(String, String), body: &[u8]) -> u16 {
+    raw_request_full(port, method, path, user, "", body)
+}
+
+/// [`raw_request`] with more header lines (each ending in CRLF).
+fn raw_request_full(
+    port: u16,
+    method: &str,
+    path: &str,
+    user: &(String, String),
+    headers: &str,
+    body: &[u8],
+) -> u16 {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.0, user.1));
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -169,7 +185,42 @@ fn backup_user_adds_and_restores_but_cannot_delete_or_overwrite() {
         raw_request(server.port, "PUT", "/config/config", &server.backup, b"{}"),
         409
     );
-    // Names that climb out of their namespace, and kinds that do not exist.
+    // A lock may be deleted by the user who wrote it, not by another backup user.
+    let lock_path = "/lock/0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        raw_request(server.port, "PUT", lock_path, &server.backup, b"l"),
+        201
+    );
+    assert_eq!(
+        raw_request(server.port, "DELETE", lock_path, &server.other, b""),
+        403
+    );
+    assert_eq!(
+        raw_request(server.port, "DELETE", lock_path, &server.backup, b""),
+        204
+    );
+    // Ranges that overflow or end past the object are the client's mistake, not a 5xx.
+    for range in [
+        "bytes=0-18446744073709551615",
+        "bytes=10-5",
+        "bytes=0-99999999",
+    ] {
+        let header = format!("Range: {range}\r\n");
+        let status = raw_request_full(server.port, "GET", &path, &server.backup, &header, b"");
+        assert_eq!(status, 416, "{range}");
+    }
+    // Names that climb out of their namespace, kinds that do not exist, and a second object
+    // beside the config.
+    assert_eq!(
+        raw_request(
+            server.port,
+            "PUT",
+            "/config/forgotten",
+            &server.backup,
+            b"x"
+        ),
+        400
+    );
     for path in [
         "/pack/..%2Fconfig",
         "/pack/../config",
@@ -276,4 +327,23 @@ fn https_with_a_certificate_the_client_trusts() {
     // Plain HTTP to the TLS port gets nowhere.
     env.repo = PathBuf::from(format!("rest:http://127.0.0.1:{}", server.port));
     assert_ne!(env.lb(&["snapshots"]).code, 0);
+}
+
+#[test]
+fn check_verifies_what_the_server_holds_not_the_local_cache() {
+    let mut env = Env::empty();
+    let server = start(&env, &[]);
+    client(&mut env, &server, "http", &server.backup);
+    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .ok();
+    let src = source(&env);
+    let first = env.backup(&src, &[]);
+    std::fs::write(src.join("a.txt"), "changed").unwrap();
+    let second = env.backup(&src, &[]);
+    env.lb(&["snapshots"]).ok(); // both are in the client's cache now
+    let stored = |id: &str| server.dir.join("snapshots").join(id);
+    std::fs::copy(stored(&first), stored(&second)).unwrap();
+    let run = env.lb(&["check"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("rewritten"), "{}", run.stdout);
 }

@@ -47,6 +47,9 @@ pub(crate) struct ServerState {
     pub storage: LocalStorage,
     pub users: Users,
     pub append_only: bool,
+    /// Who wrote each lock since the server started: on an append-only server a backup user
+    /// deletes only its own (a lock written before a restart stays until it is stale).
+    pub lock_owners: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Serves until the process is stopped. `ready` gets the address actually bound (useful
@@ -62,6 +65,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()
         storage: LocalStorage::new(&options.dir),
         users,
         append_only: options.append_only,
+        lock_owners: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -111,10 +111,25 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     }
 }
 
+/// The largest object a `PUT` may send (a pack of the largest pack size, 4 GiB, with room).
+const MAX_OBJECT: u64 = (4 << 30) + (64 << 20);
+/// The most one `GET` returns; packs are read by ranges far smaller than this.
+const MAX_READ: u64 = 512 << 20;
+
 fn can_delete(state: &ServerState, user: &User, kind: ObjectKind) -> bool {
-    // A backup removes its own lock when it ends; refusing that would leave every lock to go
-    // stale. Locks hold no data, so deleting one destroys nothing.
     user.role == Role::Admin || !state.append_only || kind == ObjectKind::Lock
+}
+
+/// A backup removes its own lock when it ends (refusing would leave every lock to go stale),
+/// but not another user's: that would let one host make every other host's backup fail.
+fn owns_lock(state: &ServerState, user: &User, name: &str) -> bool {
+    user.role == Role::Admin
+        || !state.append_only
+        || state
+            .lock_owners
+            .lock()
+            .map(|owners| owners.get(name) == Some(&user.name))
+            .unwrap_or(false)
 }
 
 fn kind_of(kind: &str) -> Result<ObjectKind, Refusal> {
@@ -183,10 +198,12 @@ fn requested_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Refusal> {
         .ok_or_else(bad)?;
     let start: u64 = start.parse().map_err(|_| bad())?;
     let end: u64 = end.parse().map_err(|_| bad())?;
-    if end < start {
-        return Err(bad());
-    }
-    Ok(Some((start, end - start + 1)))
+    let length = end
+        .checked_sub(start)
+        .and_then(|d| d.checked_add(1))
+        .filter(|l| *l <= MAX_READ)
+        .ok_or_else(bad)?;
+    Ok(Some((start, length)))
 }
 
 async fn read(
@@ -197,12 +214,42 @@ async fn read(
     let kind = kind_of(&kind)?;
     match requested_range(&headers)? {
         None => {
-            let data = blocking(move || state.storage.read(kind, &name)).await?;
+            let data = blocking(move || {
+                let size = state.storage.stat(kind, &name)?.size;
+                if size > MAX_READ {
+                    return Ok(None);
+                }
+                state.storage.read(kind, &name).map(Some)
+            })
+            .await?
+            .ok_or_else(|| {
+                Refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("objects over {MAX_READ} bytes are read by ranges"),
+                )
+            })?;
             Ok((StatusCode::OK, data).into_response())
         }
         Some((offset, length)) => {
-            let data =
-                blocking(move || state.storage.read_range(kind, &name, offset, length)).await?;
+            let data = blocking(move || {
+                let size = state.storage.stat(kind, &name)?.size;
+                // A range past the end is the client's mistake (or a truncated object),
+                // not a server failure to retry.
+                if offset.checked_add(length).map_or(true, |end| end > size) {
+                    return Ok(None);
+                }
+                state
+                    .storage
+                    .read_range(kind, &name, offset, length)
+                    .map(Some)
+            })
+            .await?
+            .ok_or_else(|| {
+                Refusal(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "the range ends past the end of the object".into(),
+                )
+            })?;
             Ok((StatusCode::PARTIAL_CONTENT, data).into_response())
         }
     }
@@ -210,6 +257,7 @@ async fn read(
 
 async fn write(
     State(state): State<AppState>,
+    Extension(user): Extension<User>,
     Path((kind, name)): Path<(String, String)>,
     body: Body,
 ) -> Answer {
@@ -221,6 +269,12 @@ async fn write(
     while let Some(chunk) = stream.next().await {
         // A client that goes away mid-upload leaves nothing under the name.
         let chunk = chunk.map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))?;
+        if staged.len() + chunk.len() as u64 > MAX_OBJECT {
+            return Err(Refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("objects are at most {MAX_OBJECT} bytes"),
+            ));
+        }
         tokio::task::block_in_place(|| staged.write_all(&chunk)).map_err(|source| {
             Refusal::from(StorageError::Io {
                 location: format!("staging {kind} {name}"),
@@ -229,7 +283,13 @@ async fn write(
             })
         })?;
     }
-    blocking(move || state.storage.write_staged(kind, &name, staged)).await?;
+    let (writer, stored) = (state.clone(), name.clone());
+    blocking(move || writer.storage.write_staged(kind, &stored, staged)).await?;
+    if kind == ObjectKind::Lock {
+        if let Ok(mut owners) = state.lock_owners.lock() {
+            owners.insert(name, user.name);
+        }
+    }
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -239,6 +299,20 @@ async fn delete(
     Path((kind, name)): Path<(String, String)>,
 ) -> Answer {
     let kind = kind_of(&kind)?;
+    if kind == ObjectKind::Lock && !owns_lock(&state, &user, &name) {
+        eprintln!(
+            "serve-repo: refused: user {} ({}) deleting another user's lock {name}",
+            user.name, user.role
+        );
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this server is append-only: user {} may delete only the locks it wrote; \
+                 stale locks of others are ignored, and an admin user removes them",
+                user.name
+            ),
+        ));
+    }
     if !can_delete(&state, &user, kind) {
         eprintln!(
             "serve-repo: refused: user {} ({}) deleting {kind} {name}",
@@ -253,6 +327,12 @@ async fn delete(
             ),
         ));
     }
-    blocking(move || state.storage.delete(kind, &name)).await?;
+    let (deleter, gone) = (state.clone(), name.clone());
+    blocking(move || deleter.storage.delete(kind, &gone)).await?;
+    if kind == ObjectKind::Lock {
+        if let Ok(mut owners) = state.lock_owners.lock() {
+            owners.remove(&name);
+        }
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -11,6 +11,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::ServeError;
 
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect())
@@ -51,10 +53,16 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
+            // A client that connects and says nothing must not hold a connection forever.
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
                     eprintln!("serve-repo: TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    eprintln!("serve-repo: TLS handshake with {peer} timed out");
                     return;
                 }
             };

@@ -120,6 +120,8 @@ fn report(cli: &Cli, r: &BackupResult) {
                 "blobs_added": s.blobs_added,
                 "errors": s.errors,
                 "duration_seconds": s.duration_seconds,
+                "resumed_packs": r.resumed.packs,
+                "resumed_blobs": r.resumed.blobs,
             })
         );
         return;
@@ -129,6 +131,12 @@ fn report(cli: &Cli, r: &BackupResult) {
     }
     if cli.quiet {
         return;
+    }
+    if r.resumed.packs > 0 {
+        println!(
+            "resuming an interrupted backup: {} pack(s) it stored ({} blobs) are reused",
+            r.resumed.packs, r.resumed.blobs
+        );
     }
     if let Some(parent) = &r.parent {
         println!("using parent snapshot {}", &parent[..8.min(parent.len())]);

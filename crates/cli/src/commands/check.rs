@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::args::{CheckArgs, Cli};
 
 pub fn run(cli: &Cli, args: &CheckArgs) -> Result<u8> {
-    let repo = crate::open::open(cli)?;
+    let repo = crate::open::open_uncached(cli)?;
     let read_data = match (args.read_data, args.read_data_subset) {
         (_, Some(subset)) => Some(subset),
         (true, None) => Some(DataSubset::All),

@@ -139,6 +139,9 @@ fn locks_except(
 /// A held lock; released (deleted) on drop. A background thread refreshes it.
 pub struct LockGuard {
     storage: Arc<dyn Storage>,
+    /// The other locks in storage once this one was: what the run may assume about who else
+    /// was there when it started (listed after its own lock was durable).
+    others: Vec<(String, LockRecord)>,
     name: Arc<std::sync::Mutex<String>>,
     /// When the lock object was last written (wall clock, which keeps counting while the
     /// machine sleeps).
@@ -168,8 +171,9 @@ pub fn acquire(
     kind: LockKind,
     operation: &str,
 ) -> Result<LockGuard> {
-    let check = |own: Option<&str>| -> Result<()> {
-        for (_, record) in locks_except(storage.as_ref(), &key, own)? {
+    let check = |own: Option<&str>| -> Result<Vec<(String, LockRecord)>> {
+        let others = locks_except(storage.as_ref(), &key, own)?;
+        for (_, record) in &others {
             if record.is_stale() {
                 continue;
             }
@@ -179,7 +183,7 @@ pub fn acquire(
                 });
             }
         }
-        Ok(())
+        Ok(others)
     };
     check(None)?;
     let record = LockRecord {
@@ -195,10 +199,13 @@ pub fn acquire(
     let name = write_lock(storage.as_ref(), &key, &record)?;
     // Two processes may have passed the first check at once; looking again after our lock is
     // visible means at least one of them sees the other.
-    if let Err(e) = check(Some(&name)) {
-        let _ = storage.delete(ObjectKind::Lock, &name);
-        return Err(e);
-    }
+    let others = match check(Some(&name)) {
+        Ok(others) => others,
+        Err(e) => {
+            let _ = storage.delete(ObjectKind::Lock, &name);
+            return Err(e);
+        }
+    };
     let name = Arc::new(std::sync::Mutex::new(name));
     let refreshed = Arc::new(std::sync::Mutex::new(SystemTime::now()));
     let (stop, stopped) = mpsc::channel::<()>();
@@ -226,6 +233,7 @@ pub fn acquire(
     };
     Ok(LockGuard {
         storage,
+        others,
         name,
         refreshed,
         stop: Some(stop),
@@ -234,6 +242,11 @@ pub fn acquire(
 }
 
 impl LockGuard {
+    /// The other locks in storage when this one was taken (listed after it was durable).
+    pub fn others_at_start(&self) -> &[(String, LockRecord)] {
+        &self.others
+    }
+
     /// Fails unless the lock is certainly still in force: refreshed recently enough that no
     /// other process can have called it stale, and still in storage (`unlock --remove-all`
     /// may have removed it). A backup asks before each index file and before its snapshot, so

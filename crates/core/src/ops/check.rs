@@ -96,6 +96,15 @@ impl CheckReport {
         self.findings.iter().filter(|f| f.error).count()
     }
 
+    fn note(&mut self, object: String, message: impl Into<String>) {
+        self.findings.push(Finding {
+            error: false,
+            object,
+            message: message.into(),
+            affects: Vec::new(),
+        });
+    }
+
     fn error(&mut self, object: String, message: impl Into<String>) {
         self.findings.push(Finding {
             error: true,
@@ -315,7 +324,30 @@ fn check_chain(
                 ForgetRecord::open(&repo.keys().seal, &data, &object)
             });
         match opened {
-            Ok(record) => forgotten.extend(record.snapshots),
+            Ok(record) => {
+                // A forget that stopped between its record and its deletes: not damage, but
+                // the record no longer vouches for what it names if that goes later.
+                let still: Vec<&String> = record
+                    .snapshots
+                    .iter()
+                    .filter(|id| stored.contains(*id))
+                    .collect();
+                if !still.is_empty() {
+                    report.note(
+                        object.clone(),
+                        format!(
+                            "names snapshots that are still stored (a {} that did not finish): {}",
+                            record.operation,
+                            still
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+                forgotten.extend(record.snapshots);
+            }
             Err(e) => report.error(object, format!("cannot be read: {e}")),
         }
     }
@@ -335,7 +367,9 @@ fn check_chain(
             format!("snapshot {}", gap.missing),
             format!(
                 "is missing: snapshot {}{source} names it as the snapshot before it, and no \
-                 forget removed it: it was deleted or rewritten outside of lifeboat",
+                 forget removed it: it was deleted or rewritten outside of lifeboat (or \
+                 forgotten by lifeboat 0.2.0 or older, which kept no record: the two cannot \
+                 be told apart)",
                 gap.named_by
             ),
         );

@@ -225,7 +225,9 @@ pub fn validate_name(kind: ObjectKind, name: &str) -> StorageResult<()> {
         && !name.starts_with('.')
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        // The one config object lives at the root: no other name may be stored beside it.
+        && (kind != ObjectKind::Config || name == "config");
     if ok {
         Ok(())
     } else {

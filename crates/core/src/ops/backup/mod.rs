@@ -15,6 +15,7 @@ mod finisher;
 mod known;
 mod listing;
 mod metadata;
+mod resume;
 mod saver;
 mod source;
 
@@ -32,6 +33,8 @@ use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry, Summary, SNAPSHOT_VERSION};
 use crate::storage::DryRunStorage;
+
+pub use resume::Resumed;
 
 pub use finisher::Change as FileChange;
 pub use saver::BlobSaver;
@@ -161,6 +164,8 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     pub parent: Option<String>,
     pub errors: Vec<SourceError>,
+    /// Packs of an interrupted backup that this one indexed and reused.
+    pub resumed: Resumed,
 }
 
 /// The newest snapshot of the same host and the same paths: its unchanged files need no read.
@@ -212,6 +217,11 @@ pub fn backup(
         .hostname
         .clone()
         .unwrap_or_else(crate::host::hostname);
+    // Before the index is read, so that what an interrupted backup stored is found in it.
+    let resumed = match held {
+        Some(lock) => resume::adopt_interrupted(repo, lock)?,
+        None => Resumed::default(),
+    };
     let known = known::KnownBlobs::load(repo)?;
     let (source_label, paths, stdin) =
         match std::mem::replace(&mut options.source, BackupSource::Paths(Vec::new())) {
@@ -290,6 +300,7 @@ pub fn backup(
         parent: snapshot.parent.clone(),
         snapshot,
         errors: walked.errors,
+        resumed,
     })
 }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::blob::{compress_with, probably_compressible, BlobId, BlobKind, Compression};
 use crate::error::{Error, Result};
@@ -17,9 +17,18 @@ use crate::pack::{FrameMember, PackWriter, SealedPack};
 use crate::repository::Repository;
 use crate::storage::{ObjectKind, StorageError};
 
-/// Write an index file after this many packs (or [`BLOBS_PER_INDEX_FILE`] blobs), so a crashed
-/// backup's packs are still found (and reused) by the next run.
+/// Write an index file after this many packs (or [`BLOBS_PER_INDEX_FILE`] blobs, or once the
+/// oldest pack not yet named is [`INDEX_FILE_MAX_AGE`] old), so a crashed backup's packs are
+/// still found (and reused) by the next run: on a slow uplink 64 packs are an hour of upload.
 const PACKS_PER_INDEX_FILE: usize = 64;
+const INDEX_FILE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether the packs waiting for an index file should get it now.
+fn index_file_due(packs: usize, blobs: usize, oldest: Option<std::time::Instant>) -> bool {
+    packs >= PACKS_PER_INDEX_FILE
+        || blobs >= BLOBS_PER_INDEX_FILE
+        || oldest.is_some_and(|t| packs > 0 && t.elapsed() >= INDEX_FILE_MAX_AGE)
+}
 use crate::index::BLOBS_PER_INDEX_FILE;
 use crate::pack::MAX_BLOBS_PER_PACK;
 
@@ -536,28 +545,36 @@ impl<'a> BlobSaver<'a> {
     pub fn run_uploader(&self, packs: Receiver<SealedPack>) {
         let _guard = FailOnPanic(self);
         let mut pending = IndexFile::new(self.repo.pack_version());
-        for pack in packs {
-            if self.is_aborted() {
-                continue;
-            }
-            match pack.store(self.repo.storage().as_ref()) {
-                Ok(listed) => pending.packs.push(listed),
-                Err(e) => {
-                    self.fail(e.into());
-                    continue;
-                }
+        let mut oldest: Option<std::time::Instant> = None;
+        loop {
+            // Wake up when the oldest waiting pack is due, even if no pack comes meanwhile
+            // (a long stretch of unchanged files).
+            let wait = oldest.map_or(INDEX_FILE_MAX_AGE, |t| {
+                INDEX_FILE_MAX_AGE.saturating_sub(t.elapsed())
+            });
+            match packs.recv_timeout(wait) {
+                Ok(pack) if !self.is_aborted() => match pack.store(self.repo.storage().as_ref()) {
+                    Ok(listed) => {
+                        pending.packs.push(listed);
+                        oldest.get_or_insert_with(std::time::Instant::now);
+                    }
+                    Err(e) => self.fail(e.into()),
+                },
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
             let blobs: usize = pending.packs.iter().map(|p| p.blobs.len()).sum();
-            if pending.packs.len() >= PACKS_PER_INDEX_FILE || blobs >= BLOBS_PER_INDEX_FILE {
+            if index_file_due(pending.packs.len(), blobs, oldest) {
                 if let Err(e) = self.flush_index(&mut pending) {
                     self.fail(e);
                 }
+                oldest = None;
             }
         }
-        if !self.is_aborted() {
-            if let Err(e) = self.flush_index(&mut pending) {
-                self.fail(e);
-            }
+        // Also after a failure: the packs stored are whole, and named they are reused by the
+        // next run (if the lock is still held; flush_index checks).
+        if let Err(e) = self.flush_index(&mut pending) {
+            self.fail(e);
         }
     }
 
@@ -571,5 +588,24 @@ impl<'a> BlobSaver<'a> {
         self.repo.save_index_file(pending)?;
         pending.packs.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn index_files_are_written_by_count_or_by_age() {
+        let now = Instant::now();
+        assert!(!index_file_due(0, 0, None));
+        assert!(!index_file_due(3, 100, Some(now)));
+        assert!(index_file_due(PACKS_PER_INDEX_FILE, 100, Some(now)));
+        assert!(index_file_due(1, BLOBS_PER_INDEX_FILE, Some(now)));
+        if let Some(long_ago) = now.checked_sub(INDEX_FILE_MAX_AGE + Duration::from_secs(1)) {
+            assert!(index_file_due(1, 1, Some(long_ago)));
+            assert!(!index_file_due(0, 0, Some(long_ago)));
+        }
     }
 }

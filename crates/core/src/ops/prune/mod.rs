@@ -14,7 +14,7 @@
 //!
 //! Packs that no index lists (an interrupted backup's) are deleted only while no backup runs.
 
-mod condemned;
+pub(crate) mod condemned;
 pub mod plan;
 mod repack;
 

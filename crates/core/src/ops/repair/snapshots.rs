@@ -80,6 +80,9 @@ pub fn repair_snapshots(
     repo: &Repository,
     options: &RepairSnapshotsOptions,
 ) -> Result<RepairSnapshotsReport> {
+    if options.forget && !options.dry_run {
+        repo.ensure_can_delete("repair snapshots --forget")?;
+    }
     let (dry, _lock) = super::prepare(repo, options.dry_run, "repair snapshots")?;
     let repo = dry.as_ref().unwrap_or(repo);
     let all = repo.snapshots()?;
