@@ -5,6 +5,7 @@
 mod aws_profile;
 mod location;
 mod object;
+mod read_ahead;
 mod rest;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use crate::read_ahead::ReadAhead;
 use crate::{BackendError, BackendOptions};
 
 pub struct RestStorage {
@@ -24,6 +25,7 @@ pub struct RestStorage {
     credentials: Option<(String, String)>,
     retries: usize,
     can_delete: bool,
+    read_ahead: ReadAhead,
 }
 
 impl std::fmt::Debug for RestStorage {
@@ -91,6 +93,7 @@ impl RestStorage {
             credentials,
             retries: options.retries,
             can_delete: false,
+            read_ahead: ReadAhead::default(),
         };
         let response = storage
             .send(|c| c.get(format!("{url}/")))
@@ -215,6 +218,60 @@ impl RestStorage {
         })
     }
 
+    /// `start..start + length` of an object, or less where it ends first (the server cuts
+    /// a range at the object's end, as HTTP has it).
+    fn fetch(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        start: u64,
+        length: u64,
+    ) -> StorageResult<bytes::Bytes> {
+        lifeboat_core::storage::validate_name(kind, name)?;
+        if length == 0 {
+            return Ok(bytes::Bytes::new());
+        }
+        let last = start.checked_add(length - 1).ok_or_else(|| {
+            self.io_error(
+                format!("{kind} {name}: range {start}+{length} is out of bounds"),
+                io::ErrorKind::InvalidInput,
+                false,
+            )
+        })?;
+        let range = format!("bytes={start}-{last}");
+        let response = self.send(|c| {
+            c.get(self.object_url(kind, name))
+                .header(reqwest::header::RANGE, &range)
+        })?;
+        let response = self.expect(response, StatusCode::PARTIAL_CONTENT, kind, name)?;
+        response.bytes().map_err(|e| {
+            self.io_error(
+                format!("reading {kind} {name}: {}", describe(&e)),
+                io::ErrorKind::UnexpectedEof,
+                true,
+            )
+        })
+    }
+
+    /// Fails unless `got` bytes are the `length` asked for.
+    fn whole(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        got: usize,
+    ) -> StorageResult<()> {
+        if got as u64 == length {
+            return Ok(());
+        }
+        Err(self.io_error(
+            format!("{kind} {name}: asked for {length} bytes at {offset}, got {got}"),
+            io::ErrorKind::UnexpectedEof,
+            false,
+        ))
+    }
+
     fn body(&self, response: Response, kind: ObjectKind, name: &str) -> StorageResult<Vec<u8>> {
         response.bytes().map(|b| b.to_vec()).map_err(|e| {
             self.io_error(
@@ -303,35 +360,42 @@ impl Storage for RestStorage {
         offset: u64,
         length: u64,
     ) -> StorageResult<Vec<u8>> {
-        lifeboat_core::storage::validate_name(kind, name)?;
-        if length == 0 {
-            return Ok(Vec::new());
+        let data = self.fetch(kind, name, offset, length)?;
+        self.whole(kind, name, offset, length, data.len())?;
+        Ok(data.to_vec())
+    }
+
+    /// Pack data in windows, as for object stores (`read_ahead`).
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        if kind != ObjectKind::Pack {
+            *buf = self.read_range(kind, name, offset, length)?;
+            return Ok(());
         }
-        let last = offset.checked_add(length - 1).ok_or_else(|| {
-            self.io_error(
-                format!("{kind} {name}: range {offset}+{length} is out of bounds"),
-                io::ErrorKind::InvalidInput,
-                false,
-            )
-        })?;
-        let range = format!("bytes={offset}-{last}");
-        let response = self.send(|c| {
-            c.get(self.object_url(kind, name))
-                .header(reqwest::header::RANGE, &range)
-        })?;
-        let response = self.expect(response, StatusCode::PARTIAL_CONTENT, kind, name)?;
-        let data = self.body(response, kind, name)?;
-        if data.len() as u64 != length {
-            return Err(self.io_error(
-                format!(
-                    "{kind} {name}: asked for {length} bytes at {offset}, got {}",
-                    data.len()
-                ),
-                io::ErrorKind::UnexpectedEof,
-                false,
-            ));
-        }
-        Ok(data)
+        self.read_ahead
+            .read_into(name, offset, length, buf, |start, len| {
+                self.fetch(kind, name, start, len)
+            })?;
+        self.whole(kind, name, offset, length, buf.len())
+    }
+
+    /// Trees: exactly the range.
+    fn read_metadata_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        *buf = self.read_range(kind, name, offset, length)?;
+        Ok(())
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {

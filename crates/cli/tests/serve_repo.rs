@@ -109,8 +109,10 @@ fn raw_request_full(
     );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
+    // The body may be binary (object bytes): only the status line is text.
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let answer = String::from_utf8_lossy(&raw);
     answer
         .split_whitespace()
         .nth(1)
@@ -199,15 +201,17 @@ fn backup_user_adds_and_restores_but_cannot_delete_or_overwrite() {
         raw_request(server.port, "DELETE", lock_path, &server.backup, b""),
         204
     );
-    // Ranges that overflow or end past the object are the client's mistake, not a 5xx.
-    for range in [
-        "bytes=0-18446744073709551615",
-        "bytes=10-5",
-        "bytes=0-99999999",
+    // A range that ends past the object is cut at its end (as HTTP has it), even at 2^64;
+    // one that starts past it, or backwards, is the client's mistake, not a 5xx.
+    for (range, expected) in [
+        ("bytes=0-18446744073709551615", 206),
+        ("bytes=0-99999999", 206),
+        ("bytes=10-5", 416),
+        ("bytes=99999999-100000000", 416),
     ] {
         let header = format!("Range: {range}\r\n");
         let status = raw_request_full(server.port, "GET", &path, &server.backup, &header, b"");
-        assert_eq!(status, 416, "{range}");
+        assert_eq!(status, expected, "{range}");
     }
     // Names that climb out of their namespace, kinds that do not exist, and a second object
     // beside the config.

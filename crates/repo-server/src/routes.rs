@@ -180,7 +180,7 @@ async fn stat(State(state): State<AppState>, Path((kind, name)): Path<(String, S
     Ok((StatusCode::OK, [(header::CONTENT_LENGTH, info.size)]).into_response())
 }
 
-/// `bytes=A-B` (one range, both ends given): offset and length.
+/// `bytes=A-B` (one range, both ends given): its first and last byte.
 fn requested_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Refusal> {
     let Some(value) = headers.get(header::RANGE) else {
         return Ok(None);
@@ -196,14 +196,12 @@ fn requested_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Refusal> {
         .strip_prefix("bytes=")
         .and_then(|r| r.split_once('-'))
         .ok_or_else(bad)?;
-    let start: u64 = start.parse().map_err(|_| bad())?;
-    let end: u64 = end.parse().map_err(|_| bad())?;
-    let length = end
-        .checked_sub(start)
-        .and_then(|d| d.checked_add(1))
-        .filter(|l| *l <= MAX_READ)
-        .ok_or_else(bad)?;
-    Ok(Some((start, length)))
+    let first: u64 = start.parse().map_err(|_| bad())?;
+    let last: u64 = end.parse().map_err(|_| bad())?;
+    if last < first {
+        return Err(bad());
+    }
+    Ok(Some((first, last)))
 }
 
 async fn read(
@@ -230,27 +228,39 @@ async fn read(
             })?;
             Ok((StatusCode::OK, data).into_response())
         }
-        Some((offset, length)) => {
-            let data = blocking(move || {
+        Some((first, last)) => {
+            let (data, size) = blocking(move || {
                 let size = state.storage.stat(kind, &name)?.size;
-                // A range past the end is the client's mistake (or a truncated object),
-                // not a server failure to retry.
-                if offset.checked_add(length).map_or(true, |end| end > size) {
-                    return Ok(None);
+                // As HTTP has it: a range that ends past the object is cut at its end; one
+                // that starts past it is the client's mistake (or a truncated object), not
+                // a server failure to retry.
+                if first >= size {
+                    return Ok((None, size));
                 }
-                state
-                    .storage
-                    .read_range(kind, &name, offset, length)
-                    .map(Some)
+                let length = last.min(size - 1) - first + 1;
+                if length > MAX_READ {
+                    return Ok((None, size));
+                }
+                let data = state.storage.read_range(kind, &name, first, length)?;
+                Ok((Some(data), size))
             })
-            .await?
-            .ok_or_else(|| {
-                Refusal(
+            .await?;
+            let Some(data) = data else {
+                return Err(Refusal(
                     StatusCode::RANGE_NOT_SATISFIABLE,
-                    "the range ends past the end of the object".into(),
-                )
-            })?;
-            Ok((StatusCode::PARTIAL_CONTENT, data).into_response())
+                    format!(
+                        "the range starts past the end of the object ({size} bytes) or is over \
+                         {MAX_READ} bytes"
+                    ),
+                ));
+            };
+            let range = format!("bytes {first}-{}/{size}", first + data.len() as u64 - 1);
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                [(header::CONTENT_RANGE, range)],
+                data,
+            )
+                .into_response())
         }
     }
 }
