@@ -462,3 +462,73 @@ fn a_backup_after_a_killed_one_reuses_the_packs_it_stored() {
     env.restore("latest", &target, &[]).ok();
     assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
 }
+
+/// The same for a copy killed halfway: the next copy reuses the packs it stored.
+#[test]
+fn a_copy_after_a_killed_one_reuses_the_packs_it_stored() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        let data = random_bytes(12 * 1024 * 1024, 60 + i as u64);
+        std::fs::write(src.join(format!("{i}.bin")), data).unwrap();
+    }
+    env.backup(&src, &[]);
+    let twin = env.path("twin");
+    env.command_at(&twin)
+        .args(["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .output()
+        .unwrap();
+    let twin_packs = || count(&twin.join("data"));
+    let mut child = env
+        .command()
+        .env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+        .args(["copy", "--to"])
+        .arg(&twin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start copy");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while twin_packs() < 2 {
+        assert!(Instant::now() < deadline, "no pack appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the copy ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill -9");
+    child.wait().unwrap();
+    assert_eq!(
+        count(&twin.join("index")),
+        0,
+        "killed before its first index file"
+    );
+
+    let out = env
+        .command()
+        .env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+        .args(["copy", "--json", "--to"])
+        .arg(&twin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["resumed_packs"].as_u64().unwrap() >= 2, "{report}");
+    let check = env
+        .command_at(&twin)
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let target = env.path("restored");
+    let restore = env
+        .command_at(&twin)
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{restore:?}");
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+}

@@ -38,9 +38,16 @@ pub fn run(cli: &Cli, args: &CopyArgs) -> Result<u8> {
                 "blobs_stored": report.blobs_stored,
                 "bytes_stored": report.bytes_stored,
                 "same_chunking": report.same_ids,
+                "resumed_packs": report.resumed.packs,
             })
         );
     } else if !cli.quiet {
+        if report.resumed.packs > 0 {
+            println!(
+                "resuming an interrupted copy: {} pack(s) it stored ({} blobs) are reused",
+                report.resumed.packs, report.resumed.blobs
+            );
+        }
         for (source, copy) in &report.copied {
             println!("copied snapshot {} as {}", &source[..8], &copy[..8]);
         }

@@ -36,6 +36,8 @@ pub struct CopyReport {
     pub bytes_stored: u64,
     /// Whether the two repositories share blob ids (no blob read to find out it is there).
     pub same_ids: bool,
+    /// Packs an interrupted copy (or backup) into the destination left, indexed and reused.
+    pub resumed: crate::ops::backup::Resumed,
 }
 
 /// What makes two snapshots the same backup, whichever repository holds them.
@@ -74,6 +76,8 @@ pub fn copy(from: &Repository, to: &Repository, snapshots: &[SnapshotEntry]) -> 
     // Oldest first, so that the snapshot a copy names as its previous is copied before it.
     todo.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
     let index = from.load_index()?;
+    // Before the destination's index is read: what an interrupted copy stored is reused.
+    report.resumed = crate::ops::backup::resume::adopt_interrupted(to, &writing)?;
     let roots = with_blob_saver(to, Some(&writing), |saver, jobs| {
         let mut copier = Copier {
             from,

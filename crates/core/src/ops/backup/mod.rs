@@ -15,7 +15,7 @@ mod finisher;
 mod known;
 mod listing;
 mod metadata;
-mod resume;
+pub(crate) mod resume;
 mod saver;
 mod source;
 

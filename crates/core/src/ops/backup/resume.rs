@@ -21,7 +21,10 @@ use crate::pack::read_header;
 use crate::repository::Repository;
 use crate::storage::ObjectKind;
 
-/// What a backup picked up from an interrupted one.
+/// The operations whose interrupted runs leave packs to pick up (the lock's `operation`).
+const WRITERS: [&str; 2] = ["backup", "copy"];
+
+/// What a backup (or copy) picked up from an interrupted one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resumed {
     pub packs: usize,
@@ -36,7 +39,7 @@ pub fn adopt_interrupted(repo: &Repository, lock: &LockGuard) -> Result<Resumed>
     let others = lock.others_at_start();
     let interrupted: Vec<&String> = others
         .iter()
-        .filter(|(_, record)| record.is_stale() && record.operation == "backup")
+        .filter(|(_, record)| record.is_stale() && WRITERS.contains(&record.operation.as_str()))
         .map(|(name, _)| name)
         .collect();
     if interrupted.is_empty() || others.iter().any(|(_, record)| !record.is_stale()) {
