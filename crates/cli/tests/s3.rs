@@ -409,3 +409,100 @@ fn s3_credentials_from_a_named_aws_profile() {
     assert!(run.stderr.contains("\"no-such-profile\""), "{}", run.stderr);
     assert!(!run.stderr.contains(&server.secret), "no secret in errors");
 }
+
+/// The rest of the CLI against the bucket: browsing, diff, stats, keys, repair and unlock
+/// behave as on a directory.
+#[test]
+fn s3_browse_diff_stats_keys_repair_and_unlock() {
+    let env = Env::new_on_s3();
+    let src = env.path("src");
+    make_source(&src, 2);
+    let first = env.backup(&src, &[]);
+    std::fs::write(src.join("docs/5.txt"), "changed\n").unwrap();
+    let second = env.backup(&src, &[]);
+
+    let docs = src.join("docs");
+    let listed = env
+        .lb(&["ls", "latest", docs.to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(
+        listed.contains("5.txt") && listed.contains("39.txt"),
+        "{listed}"
+    );
+    let found = env.lb(&["find", "big.bin"]).ok().stdout;
+    assert!(found.contains("deep/er/big.bin"), "{found}");
+    let diff = env.lb(&["diff", &first, &second]).ok().stdout;
+    assert!(diff.contains("docs/5.txt"), "{diff}");
+    let stats = env.lb(&["stats", "--json"]).ok().json();
+    assert!(
+        stats["restore_size"].as_u64().unwrap_or(0) > 6_000_000,
+        "{stats}"
+    );
+
+    // A second password opens the bucket's repository, and can be removed again.
+    let mut add = env.command();
+    add.env("LIFEBOAT_NEW_PASSWORD", "second password").args([
+        "key",
+        "add",
+        "--kdf-memory-kib",
+        "64",
+        "--kdf-iterations",
+        "1",
+    ]);
+    Run::from_output(add.output().unwrap()).ok();
+    let second_pw = env
+        .command()
+        .env("LIFEBOAT_PASSWORD", "second password")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(second_pw.status.success(), "{second_pw:?}");
+    let keys = env.lb(&["key", "list", "--json"]).ok().json();
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .expect("the added key")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.lb(&["key", "remove", &other]).ok();
+    assert_eq!(
+        env.lb(&["key", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A killed backup's lock is stale: unlock removes it. (Nothing lists locks in a bucket
+    // but lifeboat itself, so the backup gets a while to write its lock, longer if needed.)
+    let removed = (1..=3u64).find(|attempt| {
+        let mut hold = env
+            .command()
+            .args(["backup", "--stdin", "--stdin-filename", "x"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700 * attempt));
+        hold.kill().unwrap();
+        hold.wait().unwrap();
+        env.lb(&["unlock"])
+            .ok()
+            .stdout
+            .contains("1 lock(s) removed")
+    });
+    assert!(removed.is_some(), "unlock removed no stale lock");
+    // repair index rebuilds an index that checks and restores.
+    env.lb(&["repair", "index"]).ok();
+    env.lb(&["check", "--read-data"]).ok();
+    let target = env.path("t");
+    env.restore("latest", &target, &[]).ok();
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+}
