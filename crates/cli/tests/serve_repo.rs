@@ -331,6 +331,23 @@ fn https_with_a_certificate_the_client_trusts() {
     // Plain HTTP to the TLS port gets nowhere.
     env.repo = PathBuf::from(format!("rest:http://127.0.0.1:{}", server.port));
     assert_ne!(env.lb(&["snapshots"]).code, 0);
+    // A client that connects and never starts its handshake is cut off (after 10 s).
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = silent.read(&mut byte);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server closed the connection: {read:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
 
 #[test]

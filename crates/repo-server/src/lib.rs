@@ -4,6 +4,7 @@
 //! overwritten (objects are write-once for everyone), so a compromised client host cannot
 //! destroy the backups it made. The protocol is in docs/storage.md ("The rest protocol").
 
+mod connections;
 mod routes;
 mod tls;
 pub mod users;
@@ -82,11 +83,6 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()
         let bound = listener.local_addr().map_err(ServeError::Runtime)?;
         let app = routes::router(state);
         ready(bound);
-        match tls {
-            None => axum::serve(listener, app)
-                .await
-                .map_err(ServeError::Runtime),
-            Some(acceptor) => tls::serve(listener, acceptor, app).await,
-        }
+        connections::serve(listener, tls, app).await
     })
 }

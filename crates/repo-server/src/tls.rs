@@ -1,17 +1,13 @@
-//! HTTPS: rustls over each accepted connection, hyper serving the same router as plain HTTP.
+//! The TLS side: the acceptor made from the certificate and key files.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::ServeError;
-
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -33,45 +29,4 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
         .with_single_cert(certs, key)
         .map_err(|e| ServeError::Tls(format!("certificate and key do not fit: {e}")))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    acceptor: TlsAcceptor,
-    app: axum::Router,
-) -> Result<(), ServeError> {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            // Out of descriptors and the like: the next accept may work.
-            Err(e) => {
-                eprintln!("serve-repo: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            // A client that connects and says nothing must not hold a connection forever.
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-            let tls = match handshake.await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    eprintln!("serve-repo: TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    eprintln!("serve-repo: TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
-                eprintln!("serve-repo: connection with {peer}: {e}");
-            }
-        });
-    }
 }
