@@ -173,4 +173,27 @@ fn forgetting_by_policy_and_copying_keep_the_chain_whole() {
     assert_eq!(with_previous, ids.len(), "{listed}");
     let check = env.command_at(&twin).args(["check"]).output().unwrap();
     assert!(check.status.success(), "{check:?}");
+
+    // A later copy of the newest snapshot alone still links it to the copy made before.
+    let src = env.path("src");
+    std::fs::write(src.join("file"), "one more").unwrap();
+    env.backup(&src, &[]);
+    let again = env
+        .command()
+        .env("LIFEBOAT_TO_PASSWORD", common::PASSWORD)
+        .args(["copy", "latest", "--to"])
+        .arg(&twin)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    let listed = env
+        .command_at(&twin)
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let all = listed.as_array().unwrap();
+    let newest = all.last().unwrap();
+    let before = &all[all.len() - 2];
+    assert_eq!(newest["previous"], before["id"], "{listed}");
 }

@@ -96,9 +96,11 @@ pub fn copy(from: &Repository, to: &Repository, snapshots: &[SnapshotEntry]) -> 
     })?;
     // Every pack and index file the copies need is durable: now the snapshots.
     writing.ensure_held()?;
-    // Source id -> id in the destination, of what this run copied and what was there before:
-    // `parent` and `previous` name snapshots of the destination.
-    let mut copied_ids: HashMap<&str, String> = snapshots
+    // Source id -> id in the destination, of what this run copied and what was there before
+    // (also copies of source snapshots not selected this time): `parent` and `previous`
+    // name snapshots of the destination.
+    let all_source = from.snapshots()?;
+    let mut copied_ids: HashMap<&str, String> = all_source
         .iter()
         .filter_map(|s| {
             let held = held
