@@ -23,7 +23,7 @@ use object_store::{
 };
 
 use crate::aws_profile::{read_profile, Profile, ProfileFiles};
-use crate::read_ahead::ReadAhead;
+use crate::read_ahead::{RangedStore, ReadAhead};
 use crate::{BackendError, BackendOptions, RepositoryLocation, Retention};
 
 pub struct ObjectStorage {
@@ -197,43 +197,6 @@ impl ObjectStorage {
         })
     }
 
-    /// `start..start + length` of an object, or less where the object ends first.
-    fn fetch(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        start: u64,
-        length: u64,
-    ) -> StorageResult<bytes::Bytes> {
-        let key = self.key(kind, name)?;
-        let end = start.checked_add(length).ok_or_else(|| StorageError::Io {
-            location: self.where_is(kind, name),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "range past 2^64"),
-            retryable: false,
-        })?;
-        self.runtime
-            .block_on(self.store.get_range(&key, start..end))
-            .map_err(|e| self.error(kind, name, e))
-    }
-
-    fn short_read(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        offset: u64,
-        length: u64,
-        got: usize,
-    ) -> StorageError {
-        StorageError::Io {
-            location: self.where_is(kind, name),
-            source: io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("short read: wanted {length} bytes at offset {offset}, got {got}"),
-            ),
-            retryable: false,
-        }
-    }
-
     /// The store that writes `kind`: objects that are never deleted in normal use get the
     /// retention; locks and prune's condemned records, which are, do not.
     fn store_for(&self, kind: ObjectKind) -> &Arc<dyn ObjectStore> {
@@ -319,6 +282,49 @@ impl ObjectStorage {
             attributes,
             ..PutOptions::default()
         }
+    }
+}
+
+impl RangedStore for ObjectStorage {
+    /// `start..start + length` of an object, or less where the object ends first.
+    fn fetch(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        start: u64,
+        length: u64,
+    ) -> StorageResult<bytes::Bytes> {
+        let key = self.key(kind, name)?;
+        let end = start.checked_add(length).ok_or_else(|| StorageError::Io {
+            location: self.where_is(kind, name),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "range past 2^64"),
+            retryable: false,
+        })?;
+        self.runtime
+            .block_on(self.store.get_range(&key, start..end))
+            .map_err(|e| self.error(kind, name, e))
+    }
+
+    fn short_read(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        got: usize,
+    ) -> StorageError {
+        StorageError::Io {
+            location: self.where_is(kind, name),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("short read: wanted {length} bytes at offset {offset}, got {got}"),
+            ),
+            retryable: false,
+        }
+    }
+
+    fn read_ahead(&self) -> &ReadAhead {
+        &self.read_ahead
     }
 }
 
@@ -408,11 +414,7 @@ impl Storage for ObjectStorage {
         offset: u64,
         length: u64,
     ) -> StorageResult<Vec<u8>> {
-        let bytes = self.fetch(kind, name, offset, length)?;
-        if (bytes.len() as u64) < length {
-            return Err(self.short_read(kind, name, offset, length, bytes.len()));
-        }
-        Ok(bytes.to_vec())
+        self.read_exact_range(kind, name, offset, length)
     }
 
     /// Pack data is read in windows (a restore asks for a pack's frames one by one, in
@@ -425,18 +427,7 @@ impl Storage for ObjectStorage {
         length: u64,
         buf: &mut Vec<u8>,
     ) -> StorageResult<()> {
-        if kind != ObjectKind::Pack {
-            *buf = self.read_range(kind, name, offset, length)?;
-            return Ok(());
-        }
-        self.read_ahead
-            .read_into(name, offset, length, buf, |start, len| {
-                self.fetch(kind, name, start, len)
-            })?;
-        if (buf.len() as u64) < length {
-            return Err(self.short_read(kind, name, offset, length, buf.len()));
-        }
-        Ok(())
+        self.read_windowed_range_into(kind, name, offset, length, buf)
     }
 
     /// Trees: exactly the range (an unchanged backup reads one frame of them, not a window).
@@ -448,7 +439,7 @@ impl Storage for ObjectStorage {
         length: u64,
         buf: &mut Vec<u8>,
     ) -> StorageResult<()> {
-        *buf = self.read_range(kind, name, offset, length)?;
+        *buf = self.read_exact_range(kind, name, offset, length)?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use lifeboat_core::storage::StorageResult;
+use lifeboat_core::storage::{ObjectKind, StorageError, StorageResult};
 
 /// Bytes fetched by one miss (fewer at the end of a pack).
 pub const WINDOW: u64 = 4 * 1024 * 1024;
@@ -84,6 +84,60 @@ impl ReadAhead {
         let data = window.data.slice(from..from + length as usize);
         windows.push_front(window);
         Some(data)
+    }
+}
+
+/// A store whose reads are ranged requests: the object-store and rest backends.
+pub trait RangedStore {
+    /// `start..start + length` of an object, or less where it ends first.
+    fn fetch(&self, kind: ObjectKind, name: &str, start: u64, length: u64) -> StorageResult<Bytes>;
+    /// The error for `got` bytes where `length` were asked for at `offset`.
+    fn short_read(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        got: usize,
+    ) -> StorageError;
+    fn read_ahead(&self) -> &ReadAhead;
+
+    /// Exactly the range, or an error.
+    fn read_exact_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<Vec<u8>> {
+        let data = self.fetch(kind, name, offset, length)?;
+        if (data.len() as u64) < length {
+            return Err(self.short_read(kind, name, offset, length, data.len()));
+        }
+        Ok(data.to_vec())
+    }
+
+    /// The range into `buf`; pack data through the windows.
+    fn read_windowed_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        if kind != ObjectKind::Pack {
+            *buf = self.read_exact_range(kind, name, offset, length)?;
+            return Ok(());
+        }
+        self.read_ahead()
+            .read_into(name, offset, length, buf, |start, len| {
+                self.fetch(kind, name, start, len)
+            })?;
+        if (buf.len() as u64) < length {
+            return Err(self.short_read(kind, name, offset, length, buf.len()));
+        }
+        Ok(())
     }
 }
 

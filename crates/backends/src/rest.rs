@@ -16,7 +16,7 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::read_ahead::ReadAhead;
+use crate::read_ahead::{RangedStore, ReadAhead};
 use crate::{BackendError, BackendOptions};
 
 pub struct RestStorage {
@@ -218,6 +218,29 @@ impl RestStorage {
         })
     }
 
+    fn body(&self, response: Response, kind: ObjectKind, name: &str) -> StorageResult<Vec<u8>> {
+        response.bytes().map(|b| b.to_vec()).map_err(|e| {
+            self.io_error(
+                format!("reading {kind} {name}: {}", describe(&e)),
+                io::ErrorKind::UnexpectedEof,
+                true,
+            )
+        })
+    }
+}
+
+/// reqwest's error with its causes, which its own text leaves out.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+impl RangedStore for RestStorage {
     /// `start..start + length` of an object, or less where it ends first (the server cuts
     /// a range at the object's end, as HTTP has it).
     fn fetch(
@@ -253,45 +276,24 @@ impl RestStorage {
         })
     }
 
-    /// Fails unless `got` bytes are the `length` asked for.
-    fn whole(
+    fn short_read(
         &self,
         kind: ObjectKind,
         name: &str,
         offset: u64,
         length: u64,
         got: usize,
-    ) -> StorageResult<()> {
-        if got as u64 == length {
-            return Ok(());
-        }
-        Err(self.io_error(
+    ) -> StorageError {
+        self.io_error(
             format!("{kind} {name}: asked for {length} bytes at {offset}, got {got}"),
             io::ErrorKind::UnexpectedEof,
             false,
-        ))
+        )
     }
 
-    fn body(&self, response: Response, kind: ObjectKind, name: &str) -> StorageResult<Vec<u8>> {
-        response.bytes().map(|b| b.to_vec()).map_err(|e| {
-            self.io_error(
-                format!("reading {kind} {name}: {}", describe(&e)),
-                io::ErrorKind::UnexpectedEof,
-                true,
-            )
-        })
+    fn read_ahead(&self) -> &ReadAhead {
+        &self.read_ahead
     }
-}
-
-/// reqwest's error with its causes, which its own text leaves out.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 impl Storage for RestStorage {
@@ -360,9 +362,7 @@ impl Storage for RestStorage {
         offset: u64,
         length: u64,
     ) -> StorageResult<Vec<u8>> {
-        let data = self.fetch(kind, name, offset, length)?;
-        self.whole(kind, name, offset, length, data.len())?;
-        Ok(data.to_vec())
+        self.read_exact_range(kind, name, offset, length)
     }
 
     /// Pack data in windows, as for object stores (`read_ahead`).
@@ -374,15 +374,7 @@ impl Storage for RestStorage {
         length: u64,
         buf: &mut Vec<u8>,
     ) -> StorageResult<()> {
-        if kind != ObjectKind::Pack {
-            *buf = self.read_range(kind, name, offset, length)?;
-            return Ok(());
-        }
-        self.read_ahead
-            .read_into(name, offset, length, buf, |start, len| {
-                self.fetch(kind, name, start, len)
-            })?;
-        self.whole(kind, name, offset, length, buf.len())
+        self.read_windowed_range_into(kind, name, offset, length, buf)
     }
 
     /// Trees: exactly the range.
@@ -394,7 +386,7 @@ impl Storage for RestStorage {
         length: u64,
         buf: &mut Vec<u8>,
     ) -> StorageResult<()> {
-        *buf = self.read_range(kind, name, offset, length)?;
+        *buf = self.read_exact_range(kind, name, offset, length)?;
         Ok(())
     }
 
