@@ -510,3 +510,31 @@ fn readers_take_a_shared_lock_unless_told_not_to() {
     env.lb(&["ls", "latest"]).ok();
     assert_eq!(env.locks(), 0);
 }
+
+/// Temporary files a killed writer left in the repository are removed by prune once a day
+/// old; a fresh one may belong to a writer at work and stays.
+#[test]
+fn prune_removes_temporaries_of_killed_writers_once_a_day_old() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), "a").unwrap();
+    env.backup(&src, &[]);
+    let old_pack = env.repo.join("data/.tmp-stage-00000000000000aa");
+    let old_index = env.repo.join("index/.tmp-stage-00000000000000bb");
+    let fresh = env.repo.join("data/.tmp-stage-00000000000000cc");
+    for path in [&old_pack, &old_index, &fresh] {
+        std::fs::write(path, vec![7u8; 4096]).unwrap();
+    }
+    let two_days_ago = filetime::FileTime::from_system_time(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600),
+    );
+    for path in [&old_pack, &old_index] {
+        filetime::set_file_mtime(path, two_days_ago).unwrap();
+    }
+    let report = env.lb(&["prune", "--json"]).ok().json();
+    assert_eq!(report["temporaries_removed"], 2, "{report}");
+    assert!(!old_pack.exists() && !old_index.exists());
+    assert!(fresh.exists(), "a fresh temporary may be a live writer's");
+    env.lb(&["check"]).ok();
+}

@@ -57,6 +57,7 @@ fn report_json(r: &PruneReport, dry_run: bool) -> Value {
         "unindexed_waiting": r.unindexed_waiting,
         "waiting_for": r.waiting_for,
         "unreadable": r.unreadable,
+        "temporaries_removed": r.temporaries_removed,
     })
 }
 
@@ -132,6 +133,12 @@ fn print_report(r: &PruneReport, dry_run: bool) {
         for holder in waiting {
             println!("  {holder}");
         }
+    }
+    if r.temporaries_removed > 0 {
+        println!(
+            "removed {} temporary file(s) of writers killed mid-write",
+            r.temporaries_removed
+        );
     }
     for note in &r.unreadable {
         println!("warning: left in place, unreadable: {note}");

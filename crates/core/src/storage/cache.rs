@@ -127,6 +127,9 @@ impl Storage for CachedStorage {
     fn exists(&self) -> StorageResult<bool> {
         self.inner.exists()
     }
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> StorageResult<u64> {
+        self.inner.remove_stale_temporaries(older_than)
+    }
     fn create(&self) -> StorageResult<()> {
         self.inner.create()
     }

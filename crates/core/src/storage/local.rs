@@ -233,6 +233,48 @@ impl Storage for LocalStorage {
         }
     }
 
+    /// Temporaries live in the namespace directories (and `data/` for packs), never deeper.
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> StorageResult<u64> {
+        let mut removed = 0;
+        let namespaces = [
+            "keys",
+            "data",
+            "index",
+            "snapshots",
+            "locks",
+            "condemned",
+            "forgotten",
+        ];
+        for dir in namespaces.iter().map(|ns| self.root.join(ns)) {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io_error(&dir, e))?;
+                if !entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(super::staged::STAGE_PREFIX)
+                {
+                    continue;
+                }
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > older_than);
+                // Gone meanwhile (its writer finished or gave up): nothing to do.
+                if stale && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn create(&self) -> StorageResult<()> {
         for ns in NAMESPACES {
             let dir = self.root.join(ns);

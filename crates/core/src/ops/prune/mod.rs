@@ -74,7 +74,12 @@ pub struct PruneReport {
     pub waiting_for: Vec<String>,
     /// Unindexed packs whose header could not be read, with the reason; left in place.
     pub unreadable: Vec<String>,
+    /// Temporary files of writers killed mid-write, removed once a day old.
+    pub temporaries_removed: u64,
 }
+
+/// No writer keeps a temporary file this long: a pack is staged for seconds to minutes.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Plans and (unless a dry run) carries out a prune; see the module documentation.
 pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
@@ -114,6 +119,7 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let mut seen = snapshot_ids;
     finish_condemned(repo, &mut used, &mut seen, &mut report)?;
     delete_unindexed(repo, &mut used, &mut seen, &mut report)?;
+    report.temporaries_removed = repo.storage().remove_stale_temporaries(STALE_TEMPORARY)?;
     Ok(report)
 }
 
