@@ -57,6 +57,7 @@ impl SealedPack {
     /// Writes the pack under its name and returns what an index file lists of it. A pack
     /// already stored under that name holds the same bytes (the name is their hash).
     pub fn store(self, storage: &dyn Storage) -> StorageResult<IndexPack> {
+        self.offer_tree_frames(storage);
         let stored = match self.content {
             PackContent::Bytes(bytes) => storage.write(ObjectKind::Pack, &self.name, &bytes),
             PackContent::Staged(staged) => {
@@ -70,6 +71,25 @@ impl SealedPack {
                 blobs: self.entries,
             }),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Hands the sealed tree frames of a pack built in memory to the storage's cache, if it
+    /// has one: the next backup walks these trees as its parent's.
+    fn offer_tree_frames(&self, storage: &dyn Storage) {
+        let mut offered = std::collections::HashSet::new();
+        for entry in self.entries.iter().filter(|e| e.kind == BlobKind::Tree) {
+            let (offset, length) = (entry.offset as u64, entry.length as usize);
+            if !offered.insert(offset) {
+                continue; // another blob of the same shared frame
+            }
+            let mut bytes = || match &self.content {
+                PackContent::Bytes(bytes) => bytes
+                    .get(offset as usize..offset as usize + length)
+                    .map(<[u8]>::to_vec),
+                PackContent::Staged(staged) => staged.read_at(offset, length).ok().flatten(),
+            };
+            storage.remember_metadata_range(ObjectKind::Pack, &self.name, offset, &mut bytes);
         }
     }
 

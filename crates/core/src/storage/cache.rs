@@ -201,6 +201,23 @@ impl Storage for CachedStorage {
         Self::store(&path, buf);
         Ok(())
     }
+    fn remember_metadata_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        bytes: &mut dyn FnMut() -> Option<Vec<u8>>,
+    ) {
+        if kind != ObjectKind::Pack {
+            return;
+        }
+        let Some(data) = bytes() else {
+            return;
+        };
+        if let Some(path) = self.range_path(name, offset, data.len() as u64) {
+            Self::store(&path, &data);
+        }
+    }
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
         self.inner.write(kind, name, data)?;
         if let Some(path) = self.object_path(kind, name) {
@@ -287,6 +304,28 @@ mod tests {
             cached.read(ObjectKind::Snapshot, "bb").expect("read"),
             b"snapshot"
         );
+    }
+
+    #[test]
+    fn tree_frames_offered_while_writing_are_read_from_the_cache() {
+        let (_dir, inner, cached) = setup();
+        let mut bytes = || Some(b"2345".to_vec());
+        cached.remember_metadata_range(ObjectKind::Pack, "beef", 2, &mut bytes);
+        // Not even in the store: the cache answers alone.
+        let mut buf = Vec::new();
+        cached
+            .read_metadata_range_into(ObjectKind::Pack, "beef", 2, 4, &mut buf)
+            .expect("from the cache");
+        assert_eq!(buf, b"2345");
+        assert!(inner.stat(ObjectKind::Pack, "beef").is_err());
+        // Other kinds are not kept.
+        let mut asked = false;
+        let mut never = || {
+            asked = true;
+            None
+        };
+        cached.remember_metadata_range(ObjectKind::Index, "aa", 0, &mut never);
+        assert!(!asked);
     }
 
     #[test]

@@ -178,6 +178,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ) -> StorageResult<()> {
         self.read_range_into(kind, name, offset, length, buf)
     }
+    /// Offers a metadata range of an object being written (a tree frame of a new pack), so a
+    /// caching wrapper keeps it without reading it back: the next backup reads its parent's
+    /// trees. `bytes` gives the sealed bytes, and only a cache calls it.
+    fn remember_metadata_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        bytes: &mut dyn FnMut() -> Option<Vec<u8>>,
+    ) {
+        let _ = (kind, name, offset, bytes);
+    }
     /// Stores an object atomically; fails with `AlreadyExists` if the name is taken.
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()>;
     /// A temporary object to write piecewise and then store with [`Storage::write_staged`].

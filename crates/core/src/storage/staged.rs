@@ -81,6 +81,16 @@ impl StagedObject {
         }
     }
 
+    /// `length` bytes at `offset` of what was written (`None` for a discarding object).
+    pub fn read_at(&self, offset: u64, length: usize) -> io::Result<Option<Vec<u8>>> {
+        let Some((file, _)) = &self.file else {
+            return Ok(None);
+        };
+        let mut out = vec![0u8; length];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut out, offset)?;
+        Ok(Some(out))
+    }
+
     /// Everything written, read back (for backends that upload from memory).
     pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.len as usize);
