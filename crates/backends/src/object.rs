@@ -81,7 +81,9 @@ impl ObjectStorage {
             }
             _ => None,
         };
-        let s3_with = |client: &ClientOptions, endpoint: Option<&String>, bucket: &String| {
+        // A client with a retention sends the Object Lock headers with every request, so
+        // locked writes go through a store of their own; everything else through a plain one.
+        let s3 = |retention: Option<Retention>, endpoint: Option<&String>, bucket: &String| {
             let mut builder =
                 with_prefixed_env(AmazonS3Builder::from_env(), env, "AWS_", |b, k, v| {
                     b.with_config(k, v)
@@ -94,35 +96,35 @@ impl ObjectStorage {
                     .with_endpoint(endpoint)
                     .with_virtual_hosted_style_request(false);
             }
-            if client_sends_lock_headers(client) {
+            let client = match retention {
                 // Object Lock wants the body's checksum with every locked PUT.
-                builder = builder.with_checksum_algorithm(Checksum::SHA256);
-            }
+                Some(retention) => {
+                    builder = builder.with_checksum_algorithm(Checksum::SHA256);
+                    locking(&client, retention)
+                }
+                None => client.clone(),
+            };
             builder
                 .with_bucket_name(bucket)
                 .with_conditional_put(S3ConditionalPut::ETagMatch)
-                .with_client_options(client.clone())
+                .with_client_options(client)
                 .with_retry(retry.clone())
                 .build()
                 .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
         };
-        let s3 = |endpoint: Option<&String>, bucket: &String| s3_with(&client, endpoint, bucket);
-        // The client sends its headers with every request, so locked writes go through a
-        // store of their own; everything else through the plain one.
-        let locked_store = match (options.retention, location) {
+        let s3_target = match location {
+            RepositoryLocation::S3Endpoint {
+                endpoint, bucket, ..
+            } => Some((Some(endpoint), bucket)),
+            RepositoryLocation::S3 { bucket, .. } => Some((None, bucket)),
+            _ => None,
+        };
+        let locked_store = match (options.retention, s3_target) {
             (None, _) => None,
-            (
-                Some(retention),
-                RepositoryLocation::S3Endpoint {
-                    endpoint, bucket, ..
-                },
-            ) => {
-                Some(s3_with(&locking(&client, retention), Some(endpoint), bucket).map_err(setup)?)
+            (Some(retention), Some((endpoint, bucket))) => {
+                Some(s3(Some(retention), endpoint, bucket).map_err(setup)?)
             }
-            (Some(retention), RepositoryLocation::S3 { bucket, .. }) => {
-                Some(s3_with(&locking(&client, retention), None, bucket).map_err(setup)?)
-            }
-            (Some(_), _) => {
+            (Some(_), None) => {
                 return Err(BackendError::Setup {
                     location: location.to_string(),
                     message: "a retention period (Object Lock) needs an S3 store; Azure and \
@@ -136,8 +138,10 @@ impl ObjectStorage {
                 endpoint,
                 bucket,
                 prefix,
-            } => (s3(Some(endpoint), bucket).map_err(setup)?, prefix),
-            RepositoryLocation::S3 { bucket, prefix } => (s3(None, bucket).map_err(setup)?, prefix),
+            } => (s3(None, Some(endpoint), bucket).map_err(setup)?, prefix),
+            RepositoryLocation::S3 { bucket, prefix } => {
+                (s3(None, None, bucket).map_err(setup)?, prefix)
+            }
             RepositoryLocation::Azure { container, prefix } => {
                 let store = with_prefixed_env(
                     MicrosoftAzureBuilder::from_env(),
@@ -495,9 +499,6 @@ impl Storage for ObjectStorage {
     }
 }
 
-const LOCK_MODE: &str = "x-amz-object-lock-mode";
-const LOCK_UNTIL: &str = "x-amz-object-lock-retain-until-date";
-
 /// `client` sending Object Lock headers: the mode, the date `retention` ends (from now, in
 /// the `...Z` form every server parses) and the checksum algorithm, which S3 (and moto)
 /// demand with a locked write.
@@ -509,19 +510,16 @@ fn locking(client: &ClientOptions, retention: Retention) -> ClientOptions {
             headers.insert(HeaderName::from_static(name), value);
         }
     };
-    add(LOCK_MODE, retention.mode.as_header().to_string());
     add(
-        LOCK_UNTIL,
+        "x-amz-object-lock-mode",
+        retention.mode.as_header().to_string(),
+    );
+    add(
+        "x-amz-object-lock-retain-until-date",
         until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
     add("x-amz-sdk-checksum-algorithm", "SHA256".to_string());
     client.clone().with_default_headers(headers)
-}
-
-fn client_sends_lock_headers(client: &ClientOptions) -> bool {
-    client
-        .get_default_headers()
-        .is_some_and(|h| h.contains_key(LOCK_MODE))
 }
 
 /// A variable for the store: `{prefix}{name}` if set, else `{name}`.
