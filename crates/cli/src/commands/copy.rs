@@ -22,7 +22,7 @@ pub fn run(cli: &Cli, args: &CopyArgs) -> Result<u8> {
             .cloned()
             .collect()
     };
-    let report = copy(&from, &to, &chosen)?;
+    let report = copy(&from, &to, &all, &chosen)?;
     if cli.json {
         let copied: Vec<_> = report
             .copied

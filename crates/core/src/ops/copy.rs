@@ -51,7 +51,14 @@ pub(crate) fn same_backup(a: &Snapshot, b: &Snapshot) -> bool {
 }
 
 /// Copies `snapshots` (entries of `from`) into `to`, skipping those `to` already holds.
-pub fn copy(from: &Repository, to: &Repository, snapshots: &[SnapshotEntry]) -> Result<CopyReport> {
+/// `all` is every snapshot of `from` (as `Repository::snapshots` lists them), to link the
+/// copies to those an earlier run copied.
+pub fn copy(
+    from: &Repository,
+    to: &Repository,
+    all: &[SnapshotEntry],
+    snapshots: &[SnapshotEntry],
+) -> Result<CopyReport> {
     // Readers and writers both: a prune in either repository waits for this run.
     let _reading = from.lock(LockKind::Shared, "copy (source)")?;
     let writing = to.lock(LockKind::Shared, "copy")?;
@@ -99,8 +106,7 @@ pub fn copy(from: &Repository, to: &Repository, snapshots: &[SnapshotEntry]) -> 
     // Source id -> id in the destination, of what this run copied and what was there before
     // (also copies of source snapshots not selected this time): `parent` and `previous`
     // name snapshots of the destination.
-    let all_source = from.snapshots()?;
-    let mut copied_ids: HashMap<&str, String> = all_source
+    let mut copied_ids: HashMap<&str, String> = all
         .iter()
         .filter_map(|s| {
             let held = held
