@@ -78,6 +78,17 @@ fn client(env: &mut Env, server: &Server, scheme: &str, user: &(String, String))
         .push(("LIFEBOAT_REST_PASSWORD".into(), user.1.clone()));
 }
 
+/// A plain-HTTP append-only server and a repository initialised through it by the backup
+/// user, whom `env` speaks as.
+fn serving_initialised() -> (Env, Server) {
+    let mut env = Env::empty();
+    let server = start(&env, &[]);
+    client(&mut env, &server, "http", &server.backup);
+    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .ok();
+    (env, server)
+}
+
 fn source(env: &Env) -> PathBuf {
     let src = env.path("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
@@ -130,11 +141,7 @@ fn first_object(dir: &Path) -> String {
 
 #[test]
 fn backup_user_adds_and_restores_but_cannot_delete_or_overwrite() {
-    let mut env = Env::empty();
-    let server = start(&env, &[]);
-    client(&mut env, &server, "http", &server.backup);
-    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
-        .ok();
+    let (mut env, server) = serving_initialised();
     let src = source(&env);
     let first = env.backup(&src, &[]);
     std::fs::write(src.join("a.txt"), "alpha, changed").unwrap();
@@ -264,11 +271,7 @@ fn backup_user_adds_and_restores_but_cannot_delete_or_overwrite() {
 
 #[test]
 fn wrong_credentials_and_a_missing_server_are_clear() {
-    let mut env = Env::empty();
-    let server = start(&env, &[]);
-    client(&mut env, &server, "http", &server.backup);
-    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
-        .ok();
+    let (mut env, server) = serving_initialised();
     let wrong = (server.backup.0.clone(), "not-the-password".to_string());
     client(&mut env, &server, "http", &wrong);
     let run = env.lb(&["snapshots"]);
@@ -352,11 +355,7 @@ fn https_with_a_certificate_the_client_trusts() {
 
 #[test]
 fn check_verifies_what_the_server_holds_not_the_local_cache() {
-    let mut env = Env::empty();
-    let server = start(&env, &[]);
-    client(&mut env, &server, "http", &server.backup);
-    env.lb(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
-        .ok();
+    let (env, server) = serving_initialised();
     let src = source(&env);
     let first = env.backup(&src, &[]);
     std::fs::write(src.join("a.txt"), "changed").unwrap();
