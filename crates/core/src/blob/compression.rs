@@ -116,6 +116,32 @@ fn probe_compresses(data: &[u8], scratch: &mut Vec<u8>) -> bool {
     matches!(zstd_compress_into(probe, 1, scratch), Some(()) if scratch.len() * 100 < probe.len() * 97)
 }
 
+/// Bytes of a small blob that [`looks_random`] samples.
+const SPREAD_SAMPLE: usize = 512;
+
+/// Whether a small blob's bytes look random (compressed, encrypted, or random data): the
+/// chance that two bytes of a sample of its middle are equal is below 1/128, as if drawn from
+/// more than 128 equally likely values (text draws from a few dozen). It costs a pass over 512
+/// bytes. A wrong answer costs a little speed or ratio, never data: both kinds of frame are
+/// compressed whenever that saves space.
+pub fn looks_random(data: &[u8]) -> bool {
+    let n = data.len().min(SPREAD_SAMPLE);
+    if n < 64 {
+        return false;
+    }
+    let start = (data.len() - n) / 2;
+    let mut counts = [0u32; 256];
+    for &b in &data[start..start + n] {
+        counts[b as usize] += 1;
+    }
+    let equal_pairs: u64 = counts
+        .iter()
+        .map(|&c| u64::from(c) * u64::from(c.saturating_sub(1)))
+        .sum();
+    let n = n as u64;
+    equal_pairs * 128 < n * (n - 1)
+}
+
 /// Compresses into `out`; false when storing the data raw is as good.
 fn compress_to(data: &[u8], mode: Compression, out: &mut Vec<u8>) -> bool {
     let Some(level) = mode.level() else {
@@ -249,6 +275,29 @@ mod tests {
         assert!(compress(&data, Compression::Auto).is_none());
         assert!(compress(&data, Compression::Max).is_none());
         assert!(compress(b"x".repeat(1000).as_slice(), Compression::Off).is_none());
+    }
+
+    #[test]
+    fn random_bytes_look_random_and_text_does_not() {
+        let mut random = vec![0u8; 8192];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        assert!(looks_random(&random));
+        assert!(looks_random(&random[..200]));
+        let text = b"fn main() { println!(\"lifeboat {}\", 42); } // a comment\n".repeat(100);
+        assert!(!looks_random(&text));
+        let json = br#"{"id": 12345, "name": "Mary Smith", "tags": ["a", "b"]}"#.repeat(50);
+        assert!(!looks_random(&json));
+        // Too short to judge: goes with the text.
+        assert!(!looks_random(&random[..40]));
+        // Random bytes drawn from 64 values (base64) are text to zstd too.
+        let base64: Vec<u8> = random
+            .iter()
+            .map(|b| {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                    [(b & 63) as usize]
+            })
+            .collect();
+        assert!(!looks_random(&base64));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 mod compression;
 
 pub use compression::{
-    compress, compress_with, decompress, decompress_into, probably_compressible, Compression,
+    compress, compress_with, decompress, decompress_into, looks_random, probably_compressible,
+    Compression,
 };
 
 use std::fmt;

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::blob::{compress_with, probably_compressible, BlobId, BlobKind, Compression};
+use crate::blob::{
+    compress_with, looks_random, probably_compressible, BlobId, BlobKind, Compression,
+};
 use crate::error::{Error, Result};
 use crate::index::IndexFile;
 use crate::lock::LockGuard;
@@ -98,8 +100,8 @@ pub struct BlobSaver<'a> {
     known: KnownBlobs<'a>,
     claimed: Mutex<ClaimedSet>,
     packers: Mutex<[Option<PackWriter>; 2]>,
-    /// The shared frame being filled, per blob kind.
-    frames: Mutex<[OpenFrame; 2]>,
+    /// The shared frames being filled, one per [`FrameSlot`].
+    frames: Mutex<[OpenFrame; FrameSlot::COUNT]>,
     groups_blobs: bool,
     compression: Compression,
     pub stats: SaverStats,
@@ -110,6 +112,39 @@ pub struct BlobSaver<'a> {
     /// The backup's lock, confirmed before each index file: an index file must not name
     /// packs whose blobs a prune may have judged unused while this run was cut off.
     lock: Option<&'a LockGuard>,
+}
+
+/// Which shared frame a small blob waits in. Data that looks random has frames of its own:
+/// zstd -3 runs through a frame of random bytes about 15 times as fast as through text, but
+/// mixed into text frames the random files slowed them instead. On 500 MB of the million-file
+/// benchmark tree, 2 MiB frames of files in walk order took 4.4 s to compress, the same files
+/// split by kind 2.8 s (text 2.77 s, random 0.07 s), at the same size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FrameSlot {
+    Data,
+    Tree,
+    RandomData,
+}
+
+impl FrameSlot {
+    const COUNT: usize = 3;
+    const ALL: [FrameSlot; FrameSlot::COUNT] =
+        [FrameSlot::Data, FrameSlot::Tree, FrameSlot::RandomData];
+
+    fn of(kind: BlobKind, data: &[u8]) -> FrameSlot {
+        match kind {
+            BlobKind::Tree => FrameSlot::Tree,
+            BlobKind::Data if looks_random(data) => FrameSlot::RandomData,
+            BlobKind::Data => FrameSlot::Data,
+        }
+    }
+
+    fn kind(self) -> BlobKind {
+        match self {
+            FrameSlot::Tree => BlobKind::Tree,
+            FrameSlot::Data | FrameSlot::RandomData => BlobKind::Data,
+        }
+    }
 }
 
 /// Small blobs waiting to be compressed and sealed together.
@@ -379,7 +414,7 @@ impl<'a> BlobSaver<'a> {
         self.count_added(1, job.data.len());
         let full = if self.groups_blobs && job.data.len() < GROUP_BELOW {
             match self.add_to_frame(&job) {
-                Ok(Some(frame)) => self.seal_frame(job.kind, frame),
+                Ok(Some((slot, frame))) => self.seal_frame(slot, frame),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             }
@@ -414,10 +449,11 @@ impl<'a> BlobSaver<'a> {
         }
     }
 
-    /// Appends a small blob to the open frame of its kind; returns the frame once it is full.
-    fn add_to_frame(&self, job: &BlobJob) -> Result<Option<OpenFrame>> {
+    /// Appends a small blob to its open frame; returns the frame once it is full.
+    fn add_to_frame(&self, job: &BlobJob) -> Result<Option<(FrameSlot, OpenFrame)>> {
+        let slot = FrameSlot::of(job.kind, &job.data);
         let mut frames = self.frames.lock().map_err(|_| poisoned())?;
-        let frame = &mut frames[job.kind.as_byte() as usize];
+        let frame = &mut frames[slot as usize];
         let target = match job.kind {
             BlobKind::Data => FRAME_TARGET,
             BlobKind::Tree => TREE_FRAME_TARGET,
@@ -431,14 +467,16 @@ impl<'a> BlobSaver<'a> {
             raw_length: job.data.len() as u32,
         });
         frame.plaintext.extend_from_slice(&job.data);
-        Ok((frame.plaintext.len() >= target).then(|| std::mem::take(frame)))
+        Ok((frame.plaintext.len() >= target).then(|| (slot, std::mem::take(frame))))
     }
 
-    fn seal_frame(&self, kind: BlobKind, frame: OpenFrame) -> Result<Option<SealedPack>> {
-        // A frame mixes files, so a probe of its middle says little: compress it whole (the
-        // result is still dropped unless it saves 1/64).
+    fn seal_frame(&self, slot: FrameSlot, frame: OpenFrame) -> Result<Option<SealedPack>> {
+        let kind = slot.kind();
+        // A frame of text-like blobs mixes files, so a probe of its middle says little:
+        // compress it whole (the result is still dropped unless it saves 1/64). A frame of
+        // random-looking ones is probed: most of them are stored raw.
         let mode = match self.mode(kind) {
-            Compression::Auto => Compression::Level(3),
+            Compression::Auto if slot != FrameSlot::RandomData => Compression::Level(3),
             other => other,
         };
         self.seal(kind, &frame.members, &frame.plaintext, mode)
@@ -521,13 +559,13 @@ impl<'a> BlobSaver<'a> {
 
     fn finish_open_packs(&self) -> Result<Vec<SealedPack>> {
         let mut out = Vec::new();
-        for kind in [BlobKind::Data, BlobKind::Tree] {
+        for slot in FrameSlot::ALL {
             let frame = {
                 let mut frames = self.frames.lock().map_err(|_| poisoned())?;
-                std::mem::take(&mut frames[kind.as_byte() as usize])
+                std::mem::take(&mut frames[slot as usize])
             };
             if !frame.members.is_empty() {
-                out.extend(self.seal_frame(kind, frame)?);
+                out.extend(self.seal_frame(slot, frame)?);
             }
         }
         let open: Vec<PackWriter> = {
