@@ -79,6 +79,63 @@ pub enum SaveJob {
     Raw(BlobJob),
     /// Consecutive compressible chunks of one file, compressed as one frame.
     Run(ChunkRun),
+    /// Small blobs, each handled as [`SaveJob::Blob`], handed over together (see [`BlobSink`]).
+    Batch(Vec<BlobJob>),
+}
+
+/// Small blobs per hand-off to the compressors, and their bytes at most. A hand-off per small
+/// file woke a compressor per file: on 196k files of 1-8 KiB that was 140k context switches.
+const BATCH_BLOBS: usize = 64;
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// One reader's way to the compressors: small blobs wait in a batch and go over together, the
+/// rest at once. Whatever waits is sent when the sink is flushed or dropped, so a claimed blob
+/// always reaches a compressor (unless the compressors have stopped, which fails the backup).
+pub struct BlobSink {
+    jobs: Sender<SaveJob>,
+    batch: Vec<BlobJob>,
+    batch_bytes: usize,
+}
+
+impl BlobSink {
+    pub fn new(jobs: Sender<SaveJob>) -> Self {
+        BlobSink {
+            jobs,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// False when the compressors have stopped.
+    pub fn send(&mut self, job: SaveJob) -> bool {
+        match job {
+            SaveJob::Blob(blob) if blob.data.len() < GROUP_BELOW => {
+                self.batch_bytes += blob.data.len();
+                self.batch.push(blob);
+                if self.batch.len() >= BATCH_BLOBS || self.batch_bytes >= BATCH_BYTES {
+                    return self.flush();
+                }
+                true
+            }
+            other => self.jobs.send(other).is_ok(),
+        }
+    }
+
+    /// Sends the waiting small blobs. False when the compressors have stopped.
+    pub fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BLOBS));
+        self.jobs.send(SaveJob::Batch(batch)).is_ok()
+    }
+}
+
+impl Drop for BlobSink {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Chunks of one file gathered for one frame (see [`RUN_TARGET`]).
@@ -314,7 +371,7 @@ impl<'a> BlobSaver<'a> {
     /// it is claimed, so other files count on it being stored.
     pub fn save_chunk(
         &self,
-        blobs: &Sender<SaveJob>,
+        blobs: &mut BlobSink,
         run: &mut ChunkRun,
         id: BlobId,
         chunk: Vec<u8>,
@@ -328,14 +385,14 @@ impl<'a> BlobSaver<'a> {
             || job.data.len() < GROUP_BELOW
             || self.compression == Compression::Off
         {
-            return blobs.send(SaveJob::Blob(job)).is_ok();
+            return blobs.send(SaveJob::Blob(job));
         }
         if self.compression == Compression::Auto && !probably_compressible(&job.data) {
-            return blobs.send(SaveJob::Raw(job)).is_ok();
+            return blobs.send(SaveJob::Raw(job));
         }
         if job.data.len() >= RUN_TARGET {
             // A run of its own: and a run buffer grown to hold it would stay that large.
-            return blobs.send(SaveJob::Blob(job)).is_ok();
+            return blobs.send(SaveJob::Blob(job));
         }
         if !run.data.is_empty()
             && run.data.len() + job.data.len() > RUN_MAX
@@ -360,11 +417,11 @@ impl<'a> BlobSaver<'a> {
     }
 
     /// Sends the chunks waiting in `run`. False when the compressors have stopped.
-    pub fn end_run(&self, blobs: &Sender<SaveJob>, run: &mut ChunkRun) -> bool {
+    pub fn end_run(&self, blobs: &mut BlobSink, run: &mut ChunkRun) -> bool {
         if run.members.is_empty() {
             return true;
         }
-        blobs.send(SaveJob::Run(std::mem::take(run))).is_ok()
+        blobs.send(SaveJob::Run(std::mem::take(run)))
     }
 
     /// Compressor stage: compress and seal each job (or each frame of small jobs) into the open
@@ -378,27 +435,42 @@ impl<'a> BlobSaver<'a> {
                 }
                 continue;
             }
-            let full = match job {
+            let stopped = match job {
+                SaveJob::Batch(jobs) => jobs.into_iter().any(|job| {
+                    if self.is_aborted() {
+                        return false;
+                    }
+                    let mode = self.mode(job.kind);
+                    !self.pass_on(self.save_blob(job, mode), &packs)
+                }),
                 SaveJob::Blob(job) => {
                     let mode = self.mode(job.kind);
-                    self.save_blob(job, mode)
+                    !self.pass_on(self.save_blob(job, mode), &packs)
                 }
-                SaveJob::Raw(job) => self.save_blob(job, Compression::Off),
-                SaveJob::Run(run) => self.save_run(run),
+                SaveJob::Raw(job) => !self.pass_on(self.save_blob(job, Compression::Off), &packs),
+                SaveJob::Run(run) => !self.pass_on(self.save_run(run), &packs),
             };
-            match full {
-                Ok(Some(pack)) => {
-                    if packs.send(pack).is_err() {
-                        // The uploader is gone: readers waiting for run buffers must not wait on.
-                        self.fail(Error::InvalidInput("the pack uploader stopped".into()));
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                // Later jobs are drained unprocessed (the saver is aborted now).
-                Err(e) => self.fail(e),
+            if stopped {
+                return;
             }
         }
+    }
+
+    /// Hands a full pack to the uploader, or records a failure (later jobs are then drained
+    /// unprocessed). False when the uploader is gone.
+    fn pass_on(&self, full: Result<Option<SealedPack>>, packs: &Sender<SealedPack>) -> bool {
+        match full {
+            Ok(Some(pack)) => {
+                if packs.send(pack).is_err() {
+                    // The uploader is gone: readers waiting for run buffers must not wait on.
+                    self.fail(Error::InvalidInput("the pack uploader stopped".into()));
+                    return false;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.fail(e),
+        }
+        true
     }
 
     fn count_added(&self, blobs: usize, bytes: usize) {
@@ -633,6 +705,54 @@ impl<'a> BlobSaver<'a> {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    fn blob(len: usize, seed: u8) -> SaveJob {
+        SaveJob::Blob(BlobJob {
+            kind: BlobKind::Data,
+            id: BlobId([seed; 32]),
+            data: vec![seed; len],
+        })
+    }
+
+    fn batch_len(job: SaveJob) -> Option<usize> {
+        match job {
+            SaveJob::Batch(jobs) => Some(jobs.len()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_sink_hands_small_blobs_over_in_batches_and_sends_the_rest_when_dropped() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut sink = BlobSink::new(tx);
+        for i in 0..BATCH_BLOBS + 3 {
+            assert!(sink.send(blob(100, i as u8)));
+        }
+        assert_eq!(rx.try_recv().ok().and_then(batch_len), Some(BATCH_BLOBS));
+        assert!(rx.try_recv().is_err(), "three blobs still wait");
+        // A large blob does not wait, and does not push the small ones out.
+        assert!(sink.send(blob(GROUP_BELOW, 1)));
+        assert!(matches!(rx.try_recv(), Ok(SaveJob::Blob(b)) if b.data.len() == GROUP_BELOW));
+        drop(sink);
+        assert_eq!(rx.try_recv().ok().and_then(batch_len), Some(3));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_batch_is_sent_once_its_bytes_reach_the_limit() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut sink = BlobSink::new(tx);
+        let len = BATCH_BYTES / 4;
+        for i in 0..4 {
+            assert!(sink.send(blob(len, i)));
+        }
+        assert_eq!(rx.try_recv().ok().and_then(batch_len), Some(4));
+        drop(rx);
+        assert!(
+            !sink.send(blob(GROUP_BELOW, 9)),
+            "stopped compressors are reported"
+        );
+    }
 
     #[test]
     fn index_files_are_written_by_count_or_by_age() {

@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::finisher::{Change, Content, Event};
 use super::listing::{judge_node, ListJob, Listed, Listing, Previous, MAX_LISTED_AHEAD};
 use super::metadata::{node_from_metadata, node_without_xattrs, user_xattrs, OwnerNames};
-use super::saver::{BlobSaver, ChunkRun, SaveJob};
+use super::saver::{BlobSaver, BlobSink, ChunkRun, SaveJob};
 use super::{BackupProgress, SourceError};
 use crate::blob::{BlobId, BlobKind};
 use crate::chunker::ChunkReader;
@@ -95,14 +95,17 @@ pub fn run_file_worker(
     blobs: Sender<SaveJob>,
     progress: &BackupProgress,
 ) {
+    let mut blobs = BlobSink::new(blobs);
     for mut job in jobs {
         let result = if saver.is_aborted() {
             Err("backup aborted".to_string())
         } else {
             match job.reader.take() {
-                Some(mut reader) => chunk_stream(repo, saver, &blobs, &mut *reader, 0, progress),
+                Some(mut reader) => {
+                    chunk_stream(repo, saver, &mut blobs, &mut *reader, 0, progress)
+                }
                 None => open_regular(&job.path).and_then(|(mut file, _)| {
-                    chunk_stream(repo, saver, &blobs, &mut file, job.size, progress)
+                    chunk_stream(repo, saver, &mut blobs, &mut file, job.size, progress)
                 }),
             }
         };
@@ -113,7 +116,7 @@ pub fn run_file_worker(
 pub fn chunk_stream(
     repo: &Repository,
     saver: &BlobSaver,
-    blobs: &Sender<SaveJob>,
+    blobs: &mut BlobSink,
     reader: &mut dyn Read,
     size_hint: u64,
     progress: &BackupProgress,
@@ -288,7 +291,7 @@ const EVENT_BATCH: usize = 256;
 pub struct Walker<'a> {
     repo: &'a Repository,
     saver: &'a BlobSaver<'a>,
-    blobs: Sender<SaveJob>,
+    blobs: std::cell::RefCell<BlobSink>,
     progress: &'a BackupProgress,
     plan: &'a WalkPlan,
     force: bool,
@@ -323,7 +326,7 @@ impl<'a> Walker<'a> {
         Walker {
             repo,
             saver,
-            blobs,
+            blobs: std::cell::RefCell::new(BlobSink::new(blobs)),
             progress,
             plan,
             force,
@@ -671,7 +674,7 @@ impl<'a> Walker<'a> {
                 chunk_stream(
                     repo,
                     saver,
-                    &self.blobs,
+                    &mut self.blobs.borrow_mut(),
                     &mut file,
                     node.size,
                     self.progress,
