@@ -212,6 +212,55 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat serve-repo add-user web1 --users /srv/backup.users\n  lifeboat serve-repo add-user ops --role admin --users /srv/backup.users\n  lifeboat serve-repo --append-only --users /srv/backup.users --listen 127.0.0.1:8000 /srv/backup\n\nClients: --repo rest:http://127.0.0.1:8000 with LIFEBOAT_REST_USER and LIFEBOAT_REST_PASSWORD."
     )]
     ServeRepo(ServeRepoArgs),
+    /// Back up a SQLite database consistently while it is written, and restore it atomically
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  lifeboat sqlite backup /srv/app/app.db\n  lifeboat sqlite restore latest --to /srv/app/app.db.restored\n  lifeboat sqlite restore @2026-01-31 --name app.db --to /tmp/app.db"
+    )]
+    Sqlite(SqliteCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SqliteCommand {
+    /// Copy a database with SQLite's online backup API (writers go on) and store the copy
+    Backup(SqliteBackupArgs),
+    /// Put a stored database into a new file: written beside it, checked, renamed into place
+    Restore(SqliteRestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SqliteBackupArgs {
+    /// The database file
+    pub database: PathBuf,
+    /// The file name to store the copy as (default: the database's own file name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Directory for the temporary copy, which needs the database's size (default: $TMPDIR)
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SqliteRestoreArgs {
+    /// The snapshot (id, prefix, `latest` or `@TIME`) of a `sqlite backup`
+    pub snapshot: String,
+    /// The stored database's name (default: the snapshot's only one)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The file to create
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// Replace --to if it exists (never while a journal or WAL file is beside it)
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -444,6 +493,13 @@ pub struct BackupArgs {
     /// File name for --stdin
     #[arg(long, default_value = "stdin")]
     pub stdin_filename: String,
+    /// Back up the standard output of the command given after `--` as one file named NAME;
+    /// a command that exits non-zero or is killed leaves no snapshot
+    #[arg(long, value_name = "NAME")]
+    pub command: Option<String>,
+    /// The command for --command and its arguments
+    #[arg(last = true, value_name = "CMD")]
+    pub command_line: Vec<std::ffi::OsString>,
     /// Do everything except writing to the repository
     #[arg(short = 'n', long)]
     pub dry_run: bool,

@@ -72,6 +72,10 @@ pub enum Error {
          append-only server): run it with an admin user of the server, or on the server itself"
     )]
     DeleteRefused { operation: String, location: String },
+
+    /// A streamed source (stdin, a dump command) that could not be read to its end.
+    #[error("{name}: {message}; no snapshot was written")]
+    StreamFailed { name: String, message: String },
 }
 
 impl Error {

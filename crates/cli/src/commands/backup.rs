@@ -26,21 +26,68 @@ fn exclude_patterns(args: &BackupArgs) -> Result<Vec<String>> {
     Ok(patterns)
 }
 
-fn options(args: &BackupArgs) -> Result<BackupOptions> {
-    let source = if args.stdin {
+/// What to back up, as the arguments say; a command is started only by [`start_source`],
+/// once the repository is open.
+enum SourceArgs<'a> {
+    Paths,
+    Stdin,
+    Command(&'a str),
+}
+
+fn source_args(args: &BackupArgs) -> Result<SourceArgs<'_>> {
+    let given = [args.stdin, args.command.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        anyhow::bail!("--stdin and --command exclude each other");
+    }
+    if !args.command_line.is_empty() && args.command.is_none() {
+        anyhow::bail!("a command after `--` needs --command NAME (the file name to store it as)");
+    }
+    if let Some(name) = &args.command {
+        if !args.paths.is_empty() {
+            anyhow::bail!("--command takes no paths: the command follows `--`");
+        }
+        if !lifeboat_core::tree::is_safe_name(name.as_bytes()) {
+            anyhow::bail!(
+                "--command {name:?}: the name to store the output as must be a plain file name"
+            );
+        }
+        if args.command_line.is_empty() {
+            anyhow::bail!("--command {name} needs the command after `--`, e.g. `--command {name} -- pg_dumpall`");
+        }
+        return Ok(SourceArgs::Command(name));
+    }
+    if args.stdin {
         if !args.paths.is_empty() {
             anyhow::bail!("--stdin takes no paths");
         }
-        BackupSource::Stdin {
+        return Ok(SourceArgs::Stdin);
+    }
+    if args.paths.is_empty() {
+        anyhow::bail!("nothing to back up: give at least one path, --stdin, or --command");
+    }
+    Ok(SourceArgs::Paths)
+}
+
+fn start_source(args: &BackupArgs, which: SourceArgs) -> Result<BackupSource> {
+    Ok(match which {
+        SourceArgs::Paths => BackupSource::Paths(args.paths.clone()),
+        SourceArgs::Stdin => BackupSource::Stdin {
             reader: Box::new(std::io::stdin()),
             filename: args.stdin_filename.clone(),
+        },
+        SourceArgs::Command(name) => {
+            let mut command = std::process::Command::new(&args.command_line[0]);
+            command.args(&args.command_line[1..]);
+            BackupSource::Stream {
+                reader: Box::new(lifeboat_sources::CommandStream::spawn(command)?),
+                filename: name.to_string(),
+                label: "command".to_string(),
+            }
         }
-    } else {
-        if args.paths.is_empty() {
-            anyhow::bail!("nothing to back up: give at least one path, or --stdin");
-        }
-        BackupSource::Paths(args.paths.clone())
-    };
+    })
+}
+
+fn options(args: &BackupArgs, source: BackupSource) -> Result<BackupOptions> {
     let mut o = BackupOptions::new(source);
     o.tags = args.tags.clone();
     o.hostname = args.host.clone();
@@ -59,11 +106,24 @@ fn options(args: &BackupArgs) -> Result<BackupOptions> {
 }
 
 pub fn run(cli: &Cli, args: &BackupArgs) -> Result<u8> {
-    let options = options(args)?;
+    let which = source_args(args)?;
+    // Every argument is checked before the repository is opened, and the repository opened
+    // before a command is started: a mistake never leaves a dump running for nothing.
+    let options = options(args, BackupSource::Paths(Vec::new()))?;
+    run_with_source(cli, options, || start_source(args, which))
+}
+
+/// Opens (or creates, on the defaults) the repository, then starts the source and backs it
+/// up with `options`; prints the summary. Application sources (`sqlite backup`) come here too.
+pub fn run_with_source(
+    cli: &Cli,
+    mut options: BackupOptions,
+    start: impl FnOnce() -> Result<BackupSource>,
+) -> Result<u8> {
     let repo = crate::open::open_or_create_default(cli)?;
+    options.source = start()?;
     let mut counters = BackupProgress::default();
     let mut mode = progress::mode(cli.json, cli.quiet);
-    let mut options = options;
     // Totals only feed the progress estimate: without progress they are a second stat per file.
     options.count_totals = !matches!(mode, progress::Mode::Silent);
     if cli.verbose && !cli.json {

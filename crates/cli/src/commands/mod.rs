@@ -13,6 +13,7 @@ mod replicate;
 mod restore;
 mod serve_repo;
 mod snapshots;
+mod sqlite;
 mod stats;
 mod unlock;
 
@@ -44,6 +45,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Repair(r) => repair::run(cli, r),
         Command::Replicate(r) => replicate::run(cli, r),
         Command::ServeRepo(a) => serve_repo::run(cli, a),
+        Command::Sqlite(c) => sqlite::run(cli, c),
     }
 }
 

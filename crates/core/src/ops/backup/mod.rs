@@ -91,6 +91,24 @@ pub enum BackupSource {
         reader: Box<dyn Read + Send>,
         filename: String,
     },
+    /// The same, from an application source (a dump command, a database), recorded as source
+    /// `label` ("command", "sqlite", ...), so that each keeps its own snapshot chain.
+    Stream {
+        reader: Box<dyn Read + Send>,
+        filename: String,
+        label: String,
+    },
+}
+
+/// Whether `label` can name a stream source: short lowercase words, and not "files", which
+/// names backups of paths.
+fn valid_stream_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 32
+        && label != "files"
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 pub struct BackupOptions {
@@ -225,14 +243,31 @@ pub fn backup(
     let known = known::KnownBlobs::load(repo)?;
     let (source_label, paths, stdin) =
         match std::mem::replace(&mut options.source, BackupSource::Paths(Vec::new())) {
-            BackupSource::Paths(p) => ("files", source::normalize_paths(&p)?, None),
+            BackupSource::Paths(p) => ("files".to_string(), source::normalize_paths(&p)?, None),
             BackupSource::Stdin { reader, filename } => {
                 if !crate::tree::is_safe_name(filename.as_bytes()) {
                     return Err(Error::InvalidInput(format!(
                         "--stdin-filename {filename:?} must be a plain file name"
                     )));
                 }
-                ("stdin", Vec::new(), Some((filename, reader)))
+                ("stdin".to_string(), Vec::new(), Some((filename, reader)))
+            }
+            BackupSource::Stream {
+                reader,
+                filename,
+                label,
+            } => {
+                if !crate::tree::is_safe_name(filename.as_bytes()) {
+                    return Err(Error::InvalidInput(format!(
+                        "the stream's name {filename:?} must be a plain file name"
+                    )));
+                }
+                if !valid_stream_label(&label) {
+                    return Err(Error::InvalidInput(format!(
+                        "source label {label:?}: use lowercase letters, digits and '-'"
+                    )));
+                }
+                (label, Vec::new(), Some((filename, reader)))
             }
         };
     let path_labels: Vec<String> = match &stdin {
@@ -243,7 +278,7 @@ pub fn backup(
             .collect(),
     };
     let snapshots = repo.snapshots()?;
-    let previous = find_previous(&snapshots, &hostname, source_label, &path_labels);
+    let previous = find_previous(&snapshots, &hostname, &source_label, &path_labels);
     let parent = previous.filter(|_| source_label == "files");
     let parent_tree = match parent {
         Some(p) if !options.force => Some(p.snapshot.tree),
@@ -262,9 +297,17 @@ pub fn backup(
         parent_tree,
         one_file_system: options.one_file_system,
     };
+    let streamed = stdin.as_ref().map(|(name, _)| name.clone());
     let walked = run_pipeline(repo, &saver, &options, plan, stdin, progress)?;
     if let Some(e) = saver.take_failure() {
         return Err(e);
+    }
+    if let (Some(name), Some(failure)) = (streamed, walked.errors.first()) {
+        // A stream is one file: cut short (a dump command that failed), it is no backup.
+        return Err(Error::StreamFailed {
+            name,
+            message: failure.message.clone(),
+        });
     }
 
     let mut summary = walked.summary;
@@ -280,7 +323,7 @@ pub fn backup(
         username: crate::host::username(),
         paths: path_labels,
         tags: options.tags.clone(),
-        source: source_label.to_string(),
+        source: source_label,
         tree: walked.root,
         parent: parent.map(|p| p.id.clone()),
         program_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -121,7 +121,11 @@ pub fn chunk_stream(
     size_hint: u64,
     progress: &BackupProgress,
 ) -> FileResult {
-    let mut chunks = ChunkReader::with_size_hint(reader, repo.chunker(), size_hint);
+    let mut counted = CountingReader {
+        inner: reader,
+        read: 0,
+    };
+    let mut chunks = ChunkReader::with_size_hint(&mut counted, repo.chunker(), size_hint);
     let mut content = FileContent {
         ids: Vec::new(),
         size: 0,
@@ -132,7 +136,7 @@ pub fn chunk_stream(
         let chunk = match chunks.next_chunk_into(|| saver.chunk_buffer()) {
             Ok(Some(c)) => c,
             Ok(None) => break Ok(()),
-            Err(e) => break Err(format!("read error after {} bytes: {e}", content.size)),
+            Err(e) => break Err(Some(e)),
         };
         let id = repo.blob_id(&chunk);
         content.size += chunk.len() as u64;
@@ -141,15 +145,35 @@ pub fn chunk_stream(
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         content.ids.push(id);
         if saver.claim(BlobKind::Data, id) && !saver.save_chunk(blobs, &mut run, id, chunk) {
-            break Err(aborted());
+            // The compressors stopped: the backup has failed already.
+            break Err(None);
         }
     };
+    drop(chunks);
     // Even after a read error: the chunks waiting in the run are claimed, and other files
     // may already count on them.
     if !saver.end_run(blobs, &mut run) {
         return Err(aborted());
     }
-    read.map(|()| content)
+    match read {
+        Ok(()) => Ok(content),
+        Err(Some(e)) => Err(format!("read error after {} bytes: {e}", counted.read)),
+        Err(None) => Err(aborted()),
+    }
+}
+
+/// Counts the bytes read, for the message of a read that fails (chunks are cut behind it).
+struct CountingReader<'r> {
+    inner: &'r mut dyn Read,
+    read: u64,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Counts what there is to do, in parallel with the backup, so progress can show an ETA. It

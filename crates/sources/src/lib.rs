@@ -1,0 +1,48 @@
+//! Application sources: streams a backup stores as one file each, from a dump command or a
+//! database's own tools. Each is a `Read` whose end is checked, so that a dump that failed is
+//! an error of the backup and never a snapshot.
+
+pub mod command;
+pub mod sqlite;
+
+pub use command::CommandStream;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{} is not a SQLite database: {reason}", path.display())]
+    NotADatabase { path: PathBuf, reason: String },
+
+    #[error("{} already exists: restore into a new path, or give --overwrite", .0.display())]
+    Exists(PathBuf),
+
+    #[error(
+        "{} has {} beside it: the database is in use or was not closed cleanly; stop its \
+         users (or restore into a new path) first",
+        path.display(),
+        companion.display()
+    )]
+    InUse { path: PathBuf, companion: PathBuf },
+}
