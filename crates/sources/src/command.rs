@@ -1,11 +1,17 @@
 //! A command's standard output as a backup source (`lifeboat backup --command NAME -- CMD`).
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::unistd::Pid;
 
 use crate::SourceError;
 
@@ -16,6 +22,10 @@ const STDERR_TAIL: usize = 2048;
 /// process it left running may hold it open).
 const STDERR_GRACE: Duration = Duration::from_secs(2);
 
+/// How long the command's processes may keep its standard output open after the command
+/// itself exited (`sh -c 'dump & exit'`): then they are killed, so the backup cannot hang.
+const STDOUT_GRACE: Duration = Duration::from_secs(10);
+
 /// The standard output of a running command. Reading it to the end waits for the command:
 /// a non-zero exit or a signal turns the end into an error that quotes the command's last
 /// words on standard error. Dropped before the end, the command is killed.
@@ -25,13 +35,32 @@ pub struct CommandStream {
     stdout: ChildStdout,
     stderr: StderrTail,
     finished: bool,
+    /// Set once the stream ended or was dropped: the exit watcher has nothing left to do.
+    done: Arc<AtomicBool>,
 }
 
 impl CommandStream {
-    /// Starts `command` with standard input closed and standard output piped. Its standard
-    /// error is passed on to ours line by line, and its end kept for the error message.
+    /// Starts `command` with standard input closed and standard output piped, in a process
+    /// group of its own (so that stopping it stops what it started, `sh -c 'a | b'`), without
+    /// lifeboat's own variables (its passwords are none of the command's business), and with
+    /// a signal to end it should lifeboat die. Its standard error is passed on to ours, and
+    /// its end kept for the error message.
     pub fn spawn(mut command: Command) -> Result<Self, SourceError> {
         let program = command.get_program().to_string_lossy().into_owned();
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LIFEBOAT_") {
+                command.env_remove(&name);
+            }
+        }
+        command.process_group(0);
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is
+        // one. The signal is sent when the thread that started the command exits, which for
+        // lifeboat is the main thread, that is when lifeboat itself ends.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
+            });
+        }
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -49,17 +78,25 @@ impl CommandStream {
                 source: io::Error::other("its output pipes were not opened"),
             });
         };
+        let done = Arc::new(AtomicBool::new(false));
+        watch_exit(child.id(), done.clone());
         Ok(CommandStream {
             program,
             child,
             stdout,
             stderr: StderrTail::start(stderr),
             finished: false,
+            done,
         })
+    }
+
+    fn kill_group(&self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
     }
 
     fn finish(&mut self) -> io::Result<()> {
         self.finished = true;
+        self.done.store(true, Ordering::SeqCst);
         let status = self.child.wait()?;
         let tail = self.stderr.end();
         if status.success() {
@@ -98,14 +135,38 @@ impl Read for CommandStream {
 
 impl Drop for CommandStream {
     fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
         if !self.finished {
-            let _ = self.child.kill();
+            self.kill_group();
             let _ = self.child.wait();
         }
     }
 }
 
-/// Passes the command's standard error on to ours and keeps its last [`STDERR_TAIL`] bytes.
+/// Waits (without reaping it) for the command to exit; if its standard output is still open
+/// [`STDOUT_GRACE`] later, kills its process group, which closes it and ends the stream.
+fn watch_exit(pid: u32, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let pid = Pid::from_raw(pid as i32);
+        if waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).is_err() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + STDOUT_GRACE;
+        while std::time::Instant::now() < deadline {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !done.load(Ordering::SeqCst) {
+            // Not reaped yet (the stream is still reading), so the pid is still this group's.
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+    });
+}
+
+/// Passes the command's standard error on to ours as it comes and keeps its last
+/// [`STDERR_TAIL`] bytes (read in pieces, so a line without end holds no more memory).
 struct StderrTail {
     kept: Arc<Mutex<VecDeque<u8>>>,
     closed: mpsc::Receiver<()>,
@@ -117,16 +178,18 @@ impl StderrTail {
         let (done, closed) = mpsc::channel();
         let into = kept.clone();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stderr);
-            let mut line = Vec::new();
-            while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                let _ = io::stderr().write_all(&line);
+            let mut stderr = stderr;
+            let mut piece = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut piece) {
+                if n == 0 {
+                    break;
+                }
+                let _ = io::stderr().write_all(&piece[..n]);
                 if let Ok(mut kept) = into.lock() {
-                    kept.extend(line.iter().copied());
+                    kept.extend(piece[..n].iter().copied());
                     let excess = kept.len().saturating_sub(STDERR_TAIL);
                     kept.drain(..excess);
                 }
-                line.clear();
             }
             let _ = done.send(());
         });
@@ -203,6 +266,46 @@ mod tests {
             text.contains("cannot start `/nonexistent/dump-tool`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_process_left_holding_the_output_does_not_hang_the_stream() {
+        let started = std::time::Instant::now();
+        let err = read_all("echo partial; sleep 60 & exit 4").expect_err("exit 4 fails");
+        assert!(err.to_string().contains("exit status: 4"), "{err}");
+        assert!(
+            started.elapsed() < STDOUT_GRACE + Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn the_command_does_not_see_lifeboat_s_variables() {
+        std::env::set_var("LIFEBOAT_PASSWORD", "secret-for-the-test");
+        let out = read_all("env").expect("env runs");
+        std::env::remove_var("LIFEBOAT_PASSWORD");
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("secret-for-the-test"), "{text}");
+        assert!(text.contains("PATH="), "other variables stay");
+    }
+
+    #[test]
+    fn dropping_the_stream_kills_the_whole_pipeline() {
+        let dir = std::env::temp_dir().join(format!("lifeboat-cmd-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let marker = dir.join("survived");
+        let script = format!(
+            "echo started; (sleep 2; touch {}) & exec sleep 30",
+            marker.display()
+        );
+        let mut stream = CommandStream::spawn(sh(&script)).expect("starts");
+        let mut first = [0u8; 8];
+        assert_eq!(stream.read(&mut first).expect("reads"), 8);
+        drop(stream);
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(!marker.exists(), "a process of the command outlived it");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

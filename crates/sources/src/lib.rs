@@ -32,6 +32,16 @@ pub enum SourceError {
         source: rusqlite::Error,
     },
 
+    #[error(
+        "{}: still locked by a writer after {} s; try again when it is quieter",
+        path.display(),
+        waited.as_secs()
+    )]
+    Locked {
+        path: PathBuf,
+        waited: std::time::Duration,
+    },
+
     #[error("{} is not a SQLite database: {reason}", path.display())]
     NotADatabase { path: PathBuf, reason: String },
 

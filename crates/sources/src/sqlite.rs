@@ -42,6 +42,16 @@ fn io_error(path: &Path, source: io::Error) -> SourceError {
     }
 }
 
+/// Opens an existing database read-write where allowed (without creating it): a read-only
+/// connection to a WAL database leaves `-wal` and `-shm` files behind, which a read-write one
+/// removes when it is the last to close, as every SQLite user does. Only reads are made.
+fn open_existing(db: &Path) -> Result<Connection, SourceError> {
+    let flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(db, flags | OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .or_else(|_| Connection::open_with_flags(db, flags | OpenFlags::SQLITE_OPEN_READ_ONLY))
+        .map_err(|e| sqlite_error(db, e))
+}
+
 /// Copies the database at `db` into a temporary directory under `temp_dir` (the system's
 /// when `None`). All pages are copied in one step, that is in one read transaction: the copy
 /// holds exactly the commits made before it began, and a writer cannot make it start over
@@ -54,11 +64,7 @@ pub fn copy_database(db: &Path, temp_dir: Option<&Path>) -> Result<SqliteCopy, S
             reason: "not a regular file".into(),
         });
     }
-    let source = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| sqlite_error(db, e))?;
+    let source = open_existing(db)?;
     // Reading the schema is the check that this is a database at all.
     source
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
@@ -89,12 +95,9 @@ pub fn copy_database(db: &Path, temp_dir: Option<&Path>) -> Result<SqliteCopy, S
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 _ => {
-                    return Err(SourceError::NotADatabase {
+                    return Err(SourceError::Locked {
                         path: db.to_path_buf(),
-                        reason: format!(
-                            "still locked by a writer after {} s",
-                            LOCKED_WAIT.as_secs()
-                        ),
+                        waited: LOCKED_WAIT,
                     })
                 }
             }
@@ -126,6 +129,16 @@ fn companions(db: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+fn refuse_companions(db: &Path) -> Result<(), SourceError> {
+    match companions(db).into_iter().find(|c| c.exists()) {
+        Some(companion) => Err(SourceError::InUse {
+            path: db.to_path_buf(),
+            companion,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl SqliteRestore {
     /// Prepares to restore into `to`. Without `overwrite` an existing `to` is refused; with
     /// it, a `to` that has a journal or WAL file beside it (in use, or not closed cleanly) is
@@ -135,12 +148,7 @@ impl SqliteRestore {
         if exists && !overwrite {
             return Err(SourceError::Exists(to.to_path_buf()));
         }
-        if let Some(busy) = companions(to).into_iter().find(|c| c.exists()) {
-            return Err(SourceError::InUse {
-                path: to.to_path_buf(),
-                companion: busy,
-            });
-        }
+        refuse_companions(to)?;
         let dir = match to.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -169,21 +177,16 @@ impl SqliteRestore {
             .as_file()
             .sync_all()
             .map_err(|e| io_error(&temp_path, e))?;
-        {
-            let check = Connection::open_with_flags(
-                &temp_path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| sqlite_error(&temp_path, e))?;
-            let verdict: String = check
-                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-                .map_err(|e| sqlite_error(&temp_path, e))?;
-            if verdict != "ok" {
-                return Err(SourceError::NotADatabase {
-                    path: self.to.clone(),
-                    reason: format!("the restored copy fails its integrity check: {verdict}"),
-                });
-            }
+        let checked = integrity_check(&temp_path);
+        // Only the check opened these (the temporary name is ours alone).
+        for companion in companions(&temp_path) {
+            let _ = std::fs::remove_file(companion);
+        }
+        if let Some(verdict) = checked? {
+            return Err(SourceError::NotADatabase {
+                path: self.to.clone(),
+                reason: format!("the restored copy fails its integrity check: {verdict}"),
+            });
         }
         let size = self
             .temp
@@ -191,6 +194,8 @@ impl SqliteRestore {
             .metadata()
             .map_err(|e| io_error(&temp_path, e))?
             .len();
+        // Again, just before: the database's users may have started while it was written.
+        refuse_companions(&self.to)?;
         let persisted = if self.overwrite {
             self.temp.persist(&self.to)
         } else {
@@ -199,12 +204,27 @@ impl SqliteRestore {
         };
         persisted.map_err(|e| io_error(&self.to, e.error))?;
         if let Some(dir) = self.to.parent().filter(|p| !p.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_error(dir, e))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+                io_error(
+                    dir,
+                    io::Error::other(format!(
+                        "the database is in place, but syncing its directory failed ({e}): \
+                         sync the filesystem before relying on it"
+                    )),
+                )
+            })?;
         }
         Ok(size)
     }
+}
+
+/// `None` when `PRAGMA integrity_check` says "ok", else what it says.
+fn integrity_check(path: &Path) -> Result<Option<String>, SourceError> {
+    let check = open_existing(path)?;
+    let verdict: String = check
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| sqlite_error(path, e))?;
+    Ok((verdict != "ok").then_some(verdict))
 }
 
 #[cfg(test)]
@@ -251,10 +271,25 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "the temporary copy is removed");
 
+        for companion in companions(&db) {
+            assert!(!companion.exists(), "the copy left {}", companion.display());
+        }
+
         let to = dir.path().join("restored.db");
         let mut restore = SqliteRestore::create(&to, false).expect("create");
         restore.writer().write_all(&bytes).expect("write");
         assert_eq!(restore.finish().expect("finish"), bytes.len() as u64);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["app.db", "restored.db"],
+            "nothing else is left behind"
+        );
         assert_eq!(rows(&to), 100);
 
         let refused = SqliteRestore::create(&to, false).err().expect("exists");

@@ -122,8 +122,8 @@ const SPREAD_SAMPLE: usize = 512;
 /// Whether a small blob's bytes look random (compressed, encrypted, or random data): the
 /// chance that two bytes of a sample of its middle are equal is below 1/128, as if drawn from
 /// more than 128 equally likely values (text draws from a few dozen). It costs a pass over 512
-/// bytes. A wrong answer costs a little speed or ratio, never data: both kinds of frame are
-/// compressed whenever that saves space.
+/// bytes. A wrong answer costs a little speed or ratio, never data: text frames are compressed
+/// whenever that saves space, random ones when a probe of their middle shrinks.
 pub fn looks_random(data: &[u8]) -> bool {
     let n = data.len().min(SPREAD_SAMPLE);
     if n < 64 {
