@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use lifeboat_core::ops::backup::{
-    backup, BackupOptions, BackupProgress, BackupResult, BackupSource, FileChange,
+    backup, BackupOptions, BackupProgress, BackupResult, BackupSource, FileChange, NamedStream,
 };
 use lifeboat_core::snapshot::select::parse_time;
 use serde_json::json;
@@ -78,9 +78,11 @@ fn start_source(args: &BackupArgs, which: SourceArgs) -> Result<BackupSource> {
         SourceArgs::Command(name) => {
             let mut command = std::process::Command::new(&args.command_line[0]);
             command.args(&args.command_line[1..]);
-            BackupSource::Stream {
-                reader: Box::new(lifeboat_sources::CommandStream::spawn(command)?),
-                filename: name.to_string(),
+            BackupSource::Streams {
+                streams: vec![NamedStream {
+                    filename: name.to_string(),
+                    reader: Box::new(lifeboat_sources::CommandStream::spawn(command)?),
+                }],
                 label: "command".to_string(),
             }
         }

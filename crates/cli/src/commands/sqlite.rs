@@ -1,7 +1,7 @@
 //! `lifeboat sqlite backup|restore`.
 
 use anyhow::{Context, Result};
-use lifeboat_core::ops::backup::{BackupOptions, BackupSource};
+use lifeboat_core::ops::backup::{BackupOptions, BackupSource, NamedStream};
 use lifeboat_core::ops::dump::{dump as dump_path, index_for};
 use lifeboat_core::ops::walk::locate;
 use lifeboat_sources::sqlite::{copy_database, SqliteRestore};
@@ -36,9 +36,11 @@ fn backup(cli: &Cli, args: &SqliteBackupArgs) -> Result<u8> {
     options.hostname = args.host.clone();
     super::backup::run_with_source(cli, options, || {
         let copy = copy_database(&args.database, args.temp_dir.as_deref())?;
-        Ok(BackupSource::Stream {
-            reader: Box::new(copy),
-            filename: name,
+        Ok(BackupSource::Streams {
+            streams: vec![NamedStream {
+                filename: name,
+                reader: Box::new(copy),
+            }],
             label: LABEL.to_string(),
         })
     })

@@ -91,13 +91,47 @@ pub enum BackupSource {
         reader: Box<dyn Read + Send>,
         filename: String,
     },
-    /// The same, from an application source (a dump command, a database), recorded as source
-    /// `label` ("command", "sqlite", ...), so that each keeps its own snapshot chain.
-    Stream {
-        reader: Box<dyn Read + Send>,
-        filename: String,
+    /// Streams from an application source (a dump command, a database), each stored as one
+    /// file at the snapshot's root, recorded as source `label` ("command", "sqlite", ...) so
+    /// that each kind keeps its own snapshot chain. All or nothing: if one stream cannot be
+    /// read to its end, no snapshot is written. They are read by the file workers, as many at
+    /// once as there are workers.
+    Streams {
+        streams: Vec<NamedStream>,
         label: String,
     },
+}
+
+/// One stream of [`BackupSource::Streams`] and the file name it is stored under.
+pub struct NamedStream {
+    pub filename: String,
+    pub reader: Box<dyn Read + Send>,
+}
+
+/// The streams sorted by name (the order of a tree), each name a plain file name and used once.
+fn checked_streams(mut streams: Vec<NamedStream>) -> Result<Vec<StdinSource>> {
+    if streams.is_empty() {
+        return Err(Error::InvalidInput("no stream to back up".into()));
+    }
+    streams.sort_by(|a, b| a.filename.cmp(&b.filename));
+    for (i, stream) in streams.iter().enumerate() {
+        if !crate::tree::is_safe_name(stream.filename.as_bytes()) {
+            return Err(Error::InvalidInput(format!(
+                "the stream's name {:?} must be a plain file name",
+                stream.filename
+            )));
+        }
+        if i > 0 && streams[i - 1].filename == stream.filename {
+            return Err(Error::InvalidInput(format!(
+                "two streams are named {:?}",
+                stream.filename
+            )));
+        }
+    }
+    Ok(streams
+        .into_iter()
+        .map(|s| (s.filename, s.reader))
+        .collect())
 }
 
 /// Whether `label` can name a stream source: short lowercase words, and not "files", which
@@ -241,41 +275,37 @@ pub fn backup(
         None => Resumed::default(),
     };
     let known = known::KnownBlobs::load(repo)?;
-    let (source_label, paths, stdin) =
+    let (source_label, paths, streams) =
         match std::mem::replace(&mut options.source, BackupSource::Paths(Vec::new())) {
-            BackupSource::Paths(p) => ("files".to_string(), source::normalize_paths(&p)?, None),
+            BackupSource::Paths(p) => (
+                "files".to_string(),
+                source::normalize_paths(&p)?,
+                Vec::new(),
+            ),
             BackupSource::Stdin { reader, filename } => {
                 if !crate::tree::is_safe_name(filename.as_bytes()) {
                     return Err(Error::InvalidInput(format!(
                         "--stdin-filename {filename:?} must be a plain file name"
                     )));
                 }
-                ("stdin".to_string(), Vec::new(), Some((filename, reader)))
+                ("stdin".to_string(), Vec::new(), vec![(filename, reader)])
             }
-            BackupSource::Stream {
-                reader,
-                filename,
-                label,
-            } => {
-                if !crate::tree::is_safe_name(filename.as_bytes()) {
-                    return Err(Error::InvalidInput(format!(
-                        "the stream's name {filename:?} must be a plain file name"
-                    )));
-                }
+            BackupSource::Streams { streams, label } => {
                 if !valid_stream_label(&label) {
                     return Err(Error::InvalidInput(format!(
                         "source label {label:?}: use lowercase letters, digits and '-'"
                     )));
                 }
-                (label, Vec::new(), Some((filename, reader)))
+                (label, Vec::new(), checked_streams(streams)?)
             }
         };
-    let path_labels: Vec<String> = match &stdin {
-        Some((name, _)) => vec![format!("/{name}")],
-        None => paths
+    let path_labels: Vec<String> = if streams.is_empty() {
+        paths
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
-            .collect(),
+            .collect()
+    } else {
+        streams.iter().map(|(name, _)| format!("/{name}")).collect()
     };
     let snapshots = repo.snapshots()?;
     let previous = find_previous(&snapshots, &hostname, &source_label, &path_labels);
@@ -297,15 +327,16 @@ pub fn backup(
         parent_tree,
         one_file_system: options.one_file_system,
     };
-    let streamed = stdin.as_ref().map(|(name, _)| name.clone());
-    let walked = run_pipeline(repo, &saver, &options, plan, stdin, progress)?;
+    let streamed = !streams.is_empty();
+    let walked = run_pipeline(repo, &saver, &options, plan, streams, progress)?;
     if let Some(e) = saver.take_failure() {
         return Err(e);
     }
-    if let (Some(name), Some(failure)) = (streamed, walked.errors.first()) {
-        // A stream is one file: cut short (a dump command that failed), it is no backup.
+    if let (true, Some(failure)) = (streamed, walked.errors.first()) {
+        // A stream cut short (a dump command that failed) is no backup.
+        let path = failure.path.to_string_lossy();
         return Err(Error::StreamFailed {
-            name,
+            name: path.trim_start_matches('/').to_string(),
             message: failure.message.clone(),
         });
     }
@@ -360,7 +391,7 @@ fn run_pipeline(
     saver: &BlobSaver,
     options: &BackupOptions,
     plan: source::WalkPlan,
-    stdin: Option<StdinSource>,
+    streams: Vec<StdinSource>,
     progress: &BackupProgress,
 ) -> Result<Walked> {
     let (file_tx, file_rx) = bounded::<source::FileJob>(options.readers * 4);
@@ -390,7 +421,7 @@ fn run_pipeline(
             let blob_tx = blob_tx.clone();
             scope.spawn(move || finisher::run(repo, saver, event_rx, blob_tx, progress))
         };
-        if stdin.is_none() && options.count_totals {
+        if streams.is_empty() && options.count_totals {
             let (paths, excludes, one_fs) = (
                 plan.paths.clone(),
                 plan.excludes.clone(),
@@ -429,9 +460,10 @@ fn run_pipeline(
             listed_ahead,
             event_tx,
         );
-        let walk_result = match stdin {
-            Some((name, reader)) => walker.walk_stdin(name, reader),
-            None => walker.walk(),
+        let walk_result = if streams.is_empty() {
+            walker.walk()
+        } else {
+            walker.walk_streams(streams)
         };
         // The walker has dropped its senders; the stages drain and stop in order.
         let finished = finisher
@@ -464,4 +496,115 @@ fn run_pipeline(
             errors,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crypto::kdf::KdfParams;
+    use crate::ops::dump::{dump, index_for};
+    use crate::ops::walk::locate;
+    use crate::repository::InitOptions;
+    use crate::storage::LocalStorage;
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        let options = InitOptions {
+            kdf: KdfParams::generated_key(),
+            ..InitOptions::default()
+        };
+        let storage = Arc::new(LocalStorage::new(dir.join("repo")));
+        Repository::init(storage, &[b'a'; 64], options).expect("init")
+    }
+
+    fn stream(name: &str, data: Vec<u8>) -> NamedStream {
+        NamedStream {
+            filename: name.to_string(),
+            reader: Box::new(Cursor::new(data)),
+        }
+    }
+
+    fn streams(list: Vec<NamedStream>) -> BackupOptions {
+        BackupOptions::new(BackupSource::Streams {
+            streams: list,
+            label: "postgres".into(),
+        })
+    }
+
+    /// Fails after handing out some bytes, as a dump command that dies midway.
+    struct FailsMidway(usize);
+
+    impl Read for FailsMidway {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("the dump died"));
+            }
+            let n = self.0.min(buf.len());
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn several_streams_are_one_snapshot_and_one_failing_stream_is_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = repo(dir.path());
+        let progress = BackupProgress::default();
+        let done = backup(
+            &repo,
+            streams(vec![
+                stream("shop.dump", b"the shop database ".repeat(5000)),
+                stream("globals.sql", b"CREATE ROLE app;".to_vec()),
+            ]),
+            &progress,
+        )
+        .expect("backup");
+        assert_eq!(done.snapshot.paths, ["/globals.sql", "/shop.dump"]);
+        assert_eq!(done.snapshot.source, "postgres");
+        let trees = repo.load_tree_index().expect("trees");
+        for (path, want) in [
+            ("/shop.dump", b"the shop database ".repeat(5000)),
+            ("/globals.sql", b"CREATE ROLE app;".to_vec()),
+        ] {
+            let located =
+                locate(&repo, &trees, done.snapshot.tree, path.as_bytes(), "s").expect("located");
+            let index = index_for(&repo, &trees, &located).expect("index");
+            let mut out = Vec::new();
+            dump(&repo, &index, &located, &mut out).expect("dump");
+            assert_eq!(out, want, "{path}");
+        }
+
+        let failed = backup(
+            &repo,
+            streams(vec![
+                stream("globals.sql", b"CREATE ROLE app;".to_vec()),
+                NamedStream {
+                    filename: "shop.dump".into(),
+                    reader: Box::new(FailsMidway(3 << 20)),
+                },
+            ]),
+            &progress,
+        )
+        .expect_err("a failed stream fails the backup");
+        let text = failed.to_string();
+        assert!(text.contains("shop.dump"), "{text}");
+        assert!(text.contains("the dump died"), "{text}");
+        assert!(text.contains("no snapshot was written"), "{text}");
+        assert_eq!(repo.snapshots().expect("list").len(), 1);
+
+        for (bad, says) in [
+            (
+                vec![stream("a", vec![1]), stream("a", vec![2])],
+                "two streams",
+            ),
+            (vec![stream("../a", vec![1])], "plain file name"),
+            (Vec::new(), "no stream"),
+        ] {
+            let err = backup(&repo, streams(bad), &progress).expect_err("refused");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
 }

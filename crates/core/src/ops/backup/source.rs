@@ -413,7 +413,18 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    pub fn walk_stdin(self, filename: String, reader: Box<dyn Read + Send>) -> Result<()> {
+    /// Streams, each one file at the root, in the order given (sorted by name).
+    pub fn walk_streams(self, streams: Vec<(String, Box<dyn Read + Send>)>) -> Result<()> {
+        for (filename, reader) in streams {
+            if self.walk_stream(filename, reader).is_err() {
+                break;
+            }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    fn walk_stream(&self, filename: String, reader: Box<dyn Read + Send>) -> Step {
         let (reply, content) = bounded(1);
         let mut node = Node::empty(NodeKind::File);
         node.name = filename.clone().into_bytes();
@@ -430,17 +441,13 @@ impl<'a> Walker<'a> {
             reader: Some(reader),
             reply,
         };
-        if self.files.send(job).is_err() {
-            return Ok(());
-        }
-        let _ = self.send(Event::Entry {
+        self.files.send(job).map_err(|_| Stopped)?;
+        self.send(Event::Entry {
             path,
             node,
             content: Content::Pending(content),
             change: Change::New,
-        });
-        self.flush();
-        Ok(())
+        })
     }
 
     fn walk_virtual(&self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Step {
