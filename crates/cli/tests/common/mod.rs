@@ -5,6 +5,7 @@
 pub mod azurite;
 pub mod garage;
 pub mod moto;
+pub mod postgres;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,86 @@
+//! A PostgreSQL database dumped through `backup --command` (a real server, started by the
+//! test), restored with `pg_restore`; a dump that fails leaves no snapshot.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::postgres::{bin, Postgres};
+use common::Env;
+
+#[test]
+fn pg_dump_through_a_command_source_restores_with_pg_restore() {
+    let pg = Postgres::start();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE orders(id int PRIMARY KEY, item text NOT NULL);
+         INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 5000) g;",
+    );
+    let env = Env::new();
+    let pg_dump = bin("pg_dump").display().to_string();
+    let mut args: Vec<String> = ["backup", "--command", "shop.dump", "--", &pg_dump, "-Fc"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(pg.connection());
+    args.push("shop".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.lb(&args).ok();
+    // Written after the dump: not in it.
+    pg.sql(
+        "shop",
+        "INSERT INTO orders SELECT g, 'late' FROM generate_series(5001, 6000) g",
+    );
+
+    pg.sql("postgres", "CREATE DATABASE restored");
+    let dump = env.lb(&["dump", "latest", "/shop.dump"]).ok().raw_stdout;
+    assert!(dump.starts_with(b"PGDMP"), "a custom-format dump");
+    let mut restore = Command::new(bin("pg_restore"))
+        .args(pg.connection())
+        .args(["-d", "restored", "--no-owner"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pg_restore");
+    restore
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&dump)
+        .expect("feed pg_restore");
+    let out = restore.wait_with_output().expect("pg_restore ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pg.sql("restored", "SELECT count(*), sum(id) FROM orders"),
+        "5000|12502500"
+    );
+
+    // A database that does not exist: pg_dump fails, and so does the backup.
+    let mut args: Vec<String> = ["backup", "--command", "nope.dump", "--", &pg_dump, "-Fc"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(pg.connection());
+    args.push("nope".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let failed = env.lb(&args);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("\"nope\" does not exist"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("no snapshot was written"),
+        "{}",
+        failed.stderr
+    );
+    let listed = env.lb(&["snapshots", "--json"]).ok().json();
+    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{listed}");
+}
