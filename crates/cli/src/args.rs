@@ -218,6 +218,37 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat sqlite backup /srv/app/app.db\n  lifeboat sqlite restore latest --to /srv/app/app.db.restored\n  lifeboat sqlite restore @2026-01-31 --name app.db --to /tmp/app.db"
     )]
     Sqlite(SqliteCommand),
+    /// PostgreSQL: logical backups of a server's databases (base backups and WAL come next)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  PGHOST=/run/postgresql lifeboat pg backup --logical\n  lifeboat pg backup --logical --database shop --database crm\n\nConnection settings come from PG* variables and ~/.pgpass; restore with\n  lifeboat dump latest /shop.dump | pg_restore -d shop_restored (docs/recovery.md)"
+    )]
+    Pg(PgCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PgCommand {
+    /// Dump databases with pg_dump -Fc, and the roles with pg_dumpall --globals-only, into one snapshot
+    Backup(PgBackupArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PgBackupArgs {
+    /// A logical backup (pg_dump); the only kind so far
+    #[arg(long)]
+    pub logical: bool,
+    /// A database to dump (repeatable; default: every database that accepts connections)
+    #[arg(long = "database", value_name = "NAME")]
+    pub databases: Vec<String>,
+    /// Directory of pg_dump, pg_dumpall and psql (default: found on PATH)
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -84,3 +84,99 @@ fn pg_dump_through_a_command_source_restores_with_pg_restore() {
     let listed = env.lb(&["snapshots", "--json"]).ok().json();
     assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{listed}");
 }
+
+/// Restores a stored dump into a new, empty database.
+fn pg_restore_into(pg: &Postgres, env: &Env, file: &str, database: &str) {
+    pg.sql("postgres", &format!("CREATE DATABASE {database}"));
+    let dump = env.lb(&["dump", "latest", file]).ok().raw_stdout;
+    let mut restore = Command::new(bin("pg_restore"))
+        .args(pg.connection())
+        .args(["-d", database, "--no-owner"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pg_restore");
+    restore
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&dump)
+        .expect("feed pg_restore");
+    let out = restore.wait_with_output().expect("pg_restore ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pg_backup_logical_stores_every_database_and_the_globals_in_one_snapshot() {
+    let pg = Postgres::start();
+    pg.sql("postgres", "CREATE ROLE reporting LOGIN");
+    for (db, rows) in [("shop", 3000), ("crm", 700)] {
+        pg.sql("postgres", &format!("CREATE DATABASE {db}"));
+        pg.sql(
+            db,
+            &format!(
+                "CREATE TABLE t(id int PRIMARY KEY, v text);
+                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {rows}) g;"
+            ),
+        );
+    }
+    let env = Env::new();
+    let pg_bin = bin("pg_dump")
+        .parent()
+        .expect("bin dir")
+        .display()
+        .to_string();
+    let logical = |extra: &[&str]| {
+        let mut cmd = env.command();
+        cmd.args(["pg", "backup", "--logical", "--json", "--pg-bin", &pg_bin])
+            .args(extra)
+            .env("PGHOST", &pg.socket_dir)
+            .env("PGPORT", pg.port.to_string())
+            .env("PGUSER", "postgres");
+        common::Run::from_output(cmd.output().expect("run lifeboat"))
+    };
+    logical(&[]).ok();
+    let listed = env.lb(&["snapshots", "--json"]).ok().json();
+    assert_eq!(listed[0]["source"], "postgres", "{listed}");
+    let paths: Vec<&str> = listed[0]["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/crm.dump", "/globals.sql", "/postgres.dump", "/shop.dump"],
+        "every database that accepts connections, and the globals"
+    );
+    let globals = env.lb(&["dump", "latest", "/globals.sql"]).ok().stdout;
+    assert!(globals.contains("CREATE ROLE reporting"), "{globals}");
+    for (db, rows) in [("shop", 3000), ("crm", 700)] {
+        let restored = format!("{db}_restored");
+        pg_restore_into(&pg, &env, &format!("/{db}.dump"), &restored);
+        assert_eq!(
+            pg.sql(&restored, "SELECT count(*) FROM t"),
+            rows.to_string()
+        );
+    }
+
+    // A named database that does not exist fails the whole backup: no partial snapshot.
+    let failed = logical(&["--database", "shop", "--database", "nope"]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("nope.dump"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("no snapshot was written"),
+        "{}",
+        failed.stderr
+    );
+    let listed = env.lb(&["snapshots", "--json"]).ok().json();
+    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{listed}");
+
+    let physical = env.lb(&["pg", "backup"]);
+    assert_eq!(physical.code, 1);
+    assert!(physical.stderr.contains("--logical"), "{}", physical.stderr);
+}

@@ -120,6 +120,34 @@ fn failure_message(program: &str, status: ExitStatus, stderr_tail: &str) -> Stri
     message
 }
 
+/// A command started on the first read of its output, so that a source of several dumps runs
+/// them as they are read (as many at once as the backup has readers), not all at the start.
+pub struct DeferredCommand {
+    command: Option<Command>,
+    stream: Option<CommandStream>,
+}
+
+impl DeferredCommand {
+    pub fn new(command: Command) -> Self {
+        DeferredCommand {
+            command: Some(command),
+            stream: None,
+        }
+    }
+}
+
+impl Read for DeferredCommand {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(command) = self.command.take() {
+            self.stream = Some(CommandStream::spawn(command).map_err(io::Error::other)?);
+        }
+        match &mut self.stream {
+            Some(stream) => stream.read(buf),
+            None => Err(io::Error::other("the command could not be started")),
+        }
+    }
+}
+
 impl Read for CommandStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.finished {
@@ -254,6 +282,24 @@ mod tests {
         assert!(text.contains("noise line 399"), "{text}");
         assert!(!text.contains("noise line 1\n"), "{text}");
         assert!(text.len() < STDERR_TAIL + 200, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn a_deferred_command_starts_on_the_first_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("started");
+        let mut deferred =
+            DeferredCommand::new(sh(&format!("touch {}; echo out", marker.display())));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!marker.exists(), "not started before it is read");
+        let mut out = Vec::new();
+        deferred.read_to_end(&mut out).expect("reads");
+        assert_eq!(out, b"out\n");
+        assert!(marker.exists());
+        let err = DeferredCommand::new(Command::new("/nonexistent/pg_dump"))
+            .read_to_end(&mut Vec::new())
+            .expect_err("cannot start");
+        assert!(err.to_string().contains("cannot start"), "{err}");
     }
 
     #[test]

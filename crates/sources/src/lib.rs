@@ -3,9 +3,10 @@
 //! an error of the backup and never a snapshot.
 
 pub mod command;
+pub mod postgres;
 pub mod sqlite;
 
-pub use command::CommandStream;
+pub use command::{CommandStream, DeferredCommand};
 
 use std::path::PathBuf;
 
@@ -17,6 +18,9 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+
+    #[error("`{program}`: {message}")]
+    Failed { program: String, message: String },
 
     #[error("{}: {source}", path.display())]
     Io {

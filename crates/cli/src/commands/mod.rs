@@ -7,6 +7,7 @@ mod copy;
 mod forget;
 mod init;
 mod key;
+mod pg;
 mod prune;
 mod repair;
 mod replicate;
@@ -46,6 +47,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Replicate(r) => replicate::run(cli, r),
         Command::ServeRepo(a) => serve_repo::run(cli, a),
         Command::Sqlite(c) => sqlite::run(cli, c),
+        Command::Pg(c) => pg::run(cli, c),
     }
 }
 
