@@ -34,28 +34,7 @@ fn pg_dump_through_a_command_source_restores_with_pg_restore() {
         "INSERT INTO orders SELECT g, 'late' FROM generate_series(5001, 6000) g",
     );
 
-    pg.sql("postgres", "CREATE DATABASE restored");
-    let dump = env.lb(&["dump", "latest", "/shop.dump"]).ok().raw_stdout;
-    assert!(dump.starts_with(b"PGDMP"), "a custom-format dump");
-    let mut restore = Command::new(bin("pg_restore"))
-        .args(pg.connection())
-        .args(["-d", "restored", "--no-owner"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pg_restore");
-    restore
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&dump)
-        .expect("feed pg_restore");
-    let out = restore.wait_with_output().expect("pg_restore ends");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pg_restore_into(&pg, &env, "/shop.dump", "restored");
     assert_eq!(
         pg.sql("restored", "SELECT count(*), sum(id) FROM orders"),
         "5000|12502500"
@@ -81,14 +60,22 @@ fn pg_dump_through_a_command_source_restores_with_pg_restore() {
         "{}",
         failed.stderr
     );
-    let listed = env.lb(&["snapshots", "--json"]).ok().json();
-    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{listed}");
+    assert_eq!(snapshot_count(&env), 1);
 }
 
-/// Restores a stored dump into a new, empty database.
+fn snapshot_count(env: &Env) -> usize {
+    env.lb(&["snapshots", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .map_or(0, |a| a.len())
+}
+
+/// Restores a stored dump into a new, empty database (the file must be a pg_dump -Fc dump).
 fn pg_restore_into(pg: &Postgres, env: &Env, file: &str, database: &str) {
     pg.sql("postgres", &format!("CREATE DATABASE {database}"));
     let dump = env.lb(&["dump", "latest", file]).ok().raw_stdout;
+    assert!(dump.starts_with(b"PGDMP"), "{file}: a custom-format dump");
     let mut restore = Command::new(bin("pg_restore"))
         .args(pg.connection())
         .args(["-d", database, "--no-owner"])

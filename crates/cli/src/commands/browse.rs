@@ -7,7 +7,6 @@ use lifeboat_core::ops::diff::diff as diff_trees;
 use lifeboat_core::ops::dump::{dump as dump_path, index_for as dump_index};
 use lifeboat_core::ops::find::{find as find_files, FindPattern};
 use lifeboat_core::ops::ls::ls as list;
-use lifeboat_core::ops::walk::locate;
 use lifeboat_core::snapshot::SnapshotFilter;
 use serde_json::json;
 
@@ -19,13 +18,7 @@ pub fn ls(cli: &Cli, args: &LsArgs) -> Result<u8> {
     let loaded = Loaded::open_scoped(cli, "ls", IndexScope::Trees)?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
     let path = args.path.as_deref().unwrap_or("/");
-    let located = locate(
-        &loaded.repo,
-        &loaded.index,
-        entry.snapshot.tree,
-        path.as_bytes(),
-        entry.short_id(),
-    )?;
+    let located = loaded.locate(entry, path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if cli.json {
@@ -114,13 +107,7 @@ pub fn find(cli: &Cli, args: &FindArgs) -> Result<u8> {
 pub fn dump(cli: &Cli, args: &DumpArgs) -> Result<u8> {
     let loaded = Loaded::open_scoped(cli, "dump", IndexScope::Trees)?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
-    let located = locate(
-        &loaded.repo,
-        &loaded.index,
-        entry.snapshot.tree,
-        args.path.as_bytes(),
-        entry.short_id(),
-    )?;
+    let located = loaded.locate(entry, &args.path)?;
     let index = dump_index(&loaded.repo, &loaded.index, &located)?;
     drop(loaded.index);
     let stdout = std::io::stdout();

@@ -123,6 +123,21 @@ impl Loaded {
         let spec: SnapshotSpec = spec.parse()?;
         Ok(spec.resolve(&self.snapshots, filter)?)
     }
+
+    /// What `path` names in the snapshot `entry`.
+    pub fn locate(
+        &self,
+        entry: &SnapshotEntry,
+        path: &str,
+    ) -> Result<lifeboat_core::ops::walk::Located> {
+        Ok(lifeboat_core::ops::walk::locate(
+            &self.repo,
+            &self.index,
+            entry.snapshot.tree,
+            path.as_bytes(),
+            entry.short_id(),
+        )?)
+    }
 }
 
 /// The snapshots `names` (ids, prefixes, `latest`, `@TIME`) pick among those `filter` keeps,

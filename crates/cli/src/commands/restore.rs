@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use lifeboat_core::ops::restore::{restore, RestoreOptions, RestoreProgress};
-use lifeboat_core::ops::walk::locate;
 use serde_json::json;
 
 use super::{split_snapshot_path, Loaded};
@@ -19,13 +18,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs) -> Result<u8> {
     options.verify = args.verify;
     let loaded = Loaded::open(cli, "restore")?;
     let entry = loaded.resolve(spec, &super::filter(&args.filter))?;
-    let located = locate(
-        &loaded.repo,
-        &loaded.index,
-        entry.snapshot.tree,
-        subpath.unwrap_or("/").as_bytes(),
-        entry.short_id(),
-    )?;
+    let located = loaded.locate(entry, subpath.unwrap_or("/"))?;
     if !cli.quiet && !cli.json {
         println!(
             "restoring snapshot {} of {} to {}",

@@ -3,7 +3,6 @@
 use anyhow::{Context, Result};
 use lifeboat_core::ops::backup::{BackupOptions, BackupSource, NamedStream};
 use lifeboat_core::ops::dump::{dump as dump_path, index_for};
-use lifeboat_core::ops::walk::locate;
 use lifeboat_sources::sqlite::{copy_database, SqliteRestore};
 
 use super::{IndexScope, Loaded};
@@ -66,13 +65,7 @@ fn restore(cli: &Cli, args: &SqliteRestoreArgs) -> Result<u8> {
             ),
         },
     };
-    let located = locate(
-        &loaded.repo,
-        &loaded.index,
-        entry.snapshot.tree,
-        path.as_bytes(),
-        entry.short_id(),
-    )?;
+    let located = loaded.locate(entry, &path)?;
     let index = index_for(&loaded.repo, &loaded.index, &located)?;
     let mut target = SqliteRestore::create(&args.to, args.overwrite)?;
     dump_path(&loaded.repo, &index, &located, target.writer())
