@@ -224,6 +224,37 @@ pub enum Command {
         after_help = "Examples:\n  PGHOST=/run/postgresql lifeboat pg backup --logical\n  lifeboat pg backup --logical --database shop --database crm\n\nConnection settings come from PG* variables and ~/.pgpass; restore with\n  lifeboat dump latest /shop.dump | pg_restore -d shop_restored (docs/recovery.md)"
     )]
     Pg(PgCommand),
+    /// MariaDB and MySQL: a logical backup in one transaction
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  lifeboat mysql backup --defaults-extra-file /etc/lifeboat/backup.cnf\n  lifeboat mysql backup --database shop\n\nPasswords go in an option file ([client] password=...), never on a command line; restore with\n  lifeboat dump latest /mysql.sql | mariadb (docs/recovery.md)"
+    )]
+    Mysql(MysqlCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MysqlCommand {
+    /// Dump with mariadb-dump (or mysqldump) --single-transaction into a snapshot, streamed
+    Backup(MysqlBackupArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MysqlBackupArgs {
+    /// A database to dump (repeatable; default: all of them)
+    #[arg(long = "database", value_name = "NAME")]
+    pub databases: Vec<String>,
+    /// An option file with the connection settings and password, read by the dump tool
+    #[arg(long, value_name = "FILE")]
+    pub defaults_extra_file: Option<PathBuf>,
+    /// Directory of mariadb-dump or mysqldump (default: found on PATH)
+    #[arg(long, value_name = "DIR")]
+    pub mysql_bin: Option<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@ mod copy;
 mod forget;
 mod init;
 mod key;
+mod mysql;
 mod pg;
 mod prune;
 mod repair;
@@ -48,6 +49,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::ServeRepo(a) => serve_repo::run(cli, a),
         Command::Sqlite(c) => sqlite::run(cli, c),
         Command::Pg(c) => pg::run(cli, c),
+        Command::Mysql(c) => mysql::run(cli, c),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod azurite;
 pub mod garage;
+pub mod mariadb;
 pub mod moto;
 pub mod postgres;
 pub mod servers;
