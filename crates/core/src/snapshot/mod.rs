@@ -40,7 +40,7 @@ pub struct Snapshot {
     pub username: String,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
-    /// "files" or "stdin" (later: database sources).
+    /// "files", "stdin", or an application source ("command", "sqlite", "postgres", "mysql").
     pub source: String,
     pub tree: BlobId,
     pub parent: Option<String>,
