@@ -47,11 +47,7 @@ impl CommandStream {
     /// its end kept for the error message.
     pub fn spawn(mut command: Command) -> Result<Self, SourceError> {
         let program = command.get_program().to_string_lossy().into_owned();
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LIFEBOAT_") {
-                command.env_remove(&name);
-            }
-        }
+        without_lifeboat_variables(&mut command);
         command.process_group(0);
         // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is
         // one. The signal is sent when the thread that started the command exits, which for
@@ -107,6 +103,15 @@ impl CommandStream {
             status,
             &tail,
         )))
+    }
+}
+
+/// Removes lifeboat's own variables (`LIFEBOAT_PASSWORD`, ...) from what `command` inherits.
+pub(crate) fn without_lifeboat_variables(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LIFEBOAT_") {
+            command.env_remove(&name);
+        }
     }
 }
 

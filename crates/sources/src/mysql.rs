@@ -39,11 +39,6 @@ pub fn dump_stream(
     databases: &[String],
 ) -> DeferredCommand {
     let mut dump = Command::new(dump_program(bin));
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("LIFEBOAT_") {
-            dump.env_remove(&var);
-        }
-    }
     if let Some(file) = defaults_extra_file {
         // It must come first.
         let mut arg = std::ffi::OsString::from("--defaults-extra-file=");

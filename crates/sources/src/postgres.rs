@@ -21,19 +21,15 @@ fn program(bin: Option<&Path>, name: &str) -> Command {
         Some(dir) => dir.join(name),
         None => PathBuf::from(name),
     };
-    let mut command = Command::new(path);
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("LIFEBOAT_") {
-            command.env_remove(&var);
-        }
-    }
-    command
+    Command::new(path)
 }
 
 /// The databases a logical backup of the whole server dumps: every one that accepts
 /// connections, templates excepted.
 pub fn list_databases(bin: Option<&Path>) -> Result<Vec<String>, SourceError> {
     let mut psql = program(bin, "psql");
+    // Run directly, not as a stream: lifeboat's variables are removed here.
+    crate::command::without_lifeboat_variables(&mut psql);
     psql.args([
         "-X",
         "-At",
