@@ -5,14 +5,6 @@ mod common;
 
 use common::Env;
 
-fn snapshot_count(env: &Env) -> usize {
-    env.lb(&["snapshots", "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .map_or(0, |a| a.len())
-}
-
 #[test]
 fn a_command_s_output_is_stored_as_one_file_with_its_own_chain() {
     let env = Env::new();
@@ -96,7 +88,7 @@ fn a_command_that_fails_or_is_killed_leaves_no_snapshot() {
         "{}",
         failed.stderr
     );
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
 
     let killed = env.lb(&[
         "backup",
@@ -109,7 +101,7 @@ fn a_command_that_fails_or_is_killed_leaves_no_snapshot() {
     ]);
     assert_eq!(killed.code, 1, "{}", killed.stderr);
     assert!(killed.stderr.contains("signal: 9"), "{}", killed.stderr);
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
 
     let missing = env.lb(&[
         "backup",
@@ -126,7 +118,7 @@ fn a_command_that_fails_or_is_killed_leaves_no_snapshot() {
         "{}",
         missing.stderr
     );
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
     // What the failed runs stored is unreferenced, and the repository is whole.
     env.lb(&["check"]).ok();
 }
@@ -184,5 +176,5 @@ fn command_arguments_are_checked_before_anything_runs() {
         !marker.exists(),
         "a bad argument must stop the backup before the command runs"
     );
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
 }

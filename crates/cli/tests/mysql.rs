@@ -14,14 +14,6 @@ use common::Env;
 
 const PASSWORD: &str = "pw-only-in-the-option-file";
 
-fn snapshot_count(env: &Env) -> usize {
-    env.lb(&["snapshots", "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .map_or(0, |a| a.len())
-}
-
 #[test]
 fn a_dump_taken_under_writes_restores_to_one_transaction_s_state() {
     let db = MariaDb::start();
@@ -109,24 +101,7 @@ fn a_dump_taken_under_writes_restores_to_one_transaction_s_state() {
     // Restore: the dump recreates the database it names.
     db.sql("DROP DATABASE shop");
     let dump = env.lb(&["dump", "latest", "/mysql.sql"]).ok().raw_stdout;
-    let mut restore = Command::new("mariadb")
-        .args(db.root_connection())
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("restore");
-    restore
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&dump)
-        .expect("feed");
-    let out = restore.wait_with_output().expect("restore ends");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::feed(Command::new("mariadb").args(db.root_connection()), &dump);
     let orders: u64 = db
         .sql("SELECT count(*) FROM shop.orders")
         .parse()
@@ -195,5 +170,5 @@ fn a_failed_dump_or_a_bad_argument_leaves_no_snapshot() {
         assert_eq!(r.code, 1, "{}", r.stderr);
         assert!(r.stderr.contains(says), "{}", r.stderr);
     }
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
 }

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::postgres::{bin, Postgres};
 use common::Env;
@@ -60,15 +59,7 @@ fn pg_dump_through_a_command_source_restores_with_pg_restore() {
         "{}",
         failed.stderr
     );
-    assert_eq!(snapshot_count(&env), 1);
-}
-
-fn snapshot_count(env: &Env) -> usize {
-    env.lb(&["snapshots", "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .map_or(0, |a| a.len())
+    assert_eq!(env.snapshot_count(), 1);
 }
 
 /// Restores a stored dump into a new, empty database (the file must be a pg_dump -Fc dump).
@@ -76,24 +67,11 @@ fn pg_restore_into(pg: &Postgres, env: &Env, file: &str, database: &str) {
     pg.sql("postgres", &format!("CREATE DATABASE {database}"));
     let dump = env.lb(&["dump", "latest", file]).ok().raw_stdout;
     assert!(dump.starts_with(b"PGDMP"), "{file}: a custom-format dump");
-    let mut restore = Command::new(bin("pg_restore"))
-        .args(pg.connection())
-        .args(["-d", database, "--no-owner"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pg_restore");
-    restore
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&dump)
-        .expect("feed pg_restore");
-    let out = restore.wait_with_output().expect("pg_restore ends");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::feed(
+        Command::new(bin("pg_restore"))
+            .args(pg.connection())
+            .args(["-d", database, "--no-owner"]),
+        &dump,
     );
 }
 

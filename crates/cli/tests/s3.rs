@@ -27,15 +27,6 @@ fn make_source(src: &Path, seed: u64) {
     std::os::unix::fs::symlink("docs/0.txt", src.join("link")).unwrap();
 }
 
-fn snapshot_count(env: &Env) -> usize {
-    env.lb(&["snapshots", "--json"])
-        .ok()
-        .json()
-        .as_array()
-        .map(|a| a.len())
-        .unwrap_or(0)
-}
-
 #[test]
 fn s3_backup_restore_forget_prune_check() {
     let env = Env::new_on_s3();
@@ -49,7 +40,7 @@ fn s3_backup_restore_forget_prune_check() {
     std::fs::write(src.join("docs/new.txt"), "new\n").unwrap();
     std::fs::remove_file(src.join("docs/7.txt")).unwrap();
     env.backup(&src, &[]);
-    assert_eq!(snapshot_count(&env), 3);
+    assert_eq!(env.snapshot_count(), 3);
 
     let target = env.path("latest");
     env.restore("latest", &target, &[]).ok();
@@ -61,7 +52,7 @@ fn s3_backup_restore_forget_prune_check() {
     assert!(restored(&target, &src).join("empty").is_dir());
 
     env.lb(&["forget", "--keep-last", "1", "--prune"]).ok();
-    assert_eq!(snapshot_count(&env), 1);
+    assert_eq!(env.snapshot_count(), 1);
     env.lb(&["check", "--read-data"]).ok();
 
     let again = env.path("again");
@@ -134,7 +125,7 @@ fn s3_backups_running_at_once_share_the_repository() {
     let (mut first, mut second) = (spawn(&a), spawn(&b));
     assert!(first.wait().unwrap().success());
     assert!(second.wait().unwrap().success());
-    assert_eq!(snapshot_count(&env), 2);
+    assert_eq!(env.snapshot_count(), 2);
     env.lb(&["check", "--read-data"]).ok();
 }
 
@@ -210,7 +201,7 @@ fn s3_three_garage_nodes_keep_serving_with_one_lost() {
     // Two of three still make a quorum for writes.
     std::fs::write(src.join("after.txt"), "written with a node down\n").unwrap();
     env.backup(&src, &[]);
-    assert_eq!(snapshot_count(&env), 2);
+    assert_eq!(env.snapshot_count(), 2);
     env.lb(&["check"]).ok();
 }
 

@@ -143,6 +143,15 @@ impl Env {
         Run::from_output(out)
     }
 
+    /// How many snapshots the repository lists.
+    pub fn snapshot_count(&self) -> usize {
+        self.lb(&["snapshots", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .map_or(0, |a| a.len())
+    }
+
     /// Backs up `path` and returns the new snapshot id.
     pub fn backup(&self, path: &Path, extra: &[&str]) -> String {
         let mut args = vec!["backup", "--json"];
@@ -282,4 +291,28 @@ pub fn manifest(root: &Path) -> Manifest {
 pub fn open_repo(env: &Env) -> lifeboat_core::Repository {
     let storage = std::sync::Arc::new(lifeboat_core::storage::LocalStorage::new(&env.repo));
     lifeboat_core::Repository::open(storage, PASSWORD.as_bytes()).unwrap()
+}
+
+/// Runs `command` with `input` on its standard input; panics with its stderr unless it succeeds
+/// (restoring a dump through `pg_restore` or `mariadb`).
+pub fn feed(command: &mut Command, input: &[u8]) {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("feed the command");
+    let out = child.wait_with_output().expect("the command ends");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        command.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
