@@ -218,10 +218,10 @@ pub enum Command {
         after_help = "Examples:\n  lifeboat sqlite backup /srv/app/app.db\n  lifeboat sqlite restore latest --to /srv/app/app.db.restored\n  lifeboat sqlite restore @2026-01-31 --name app.db --to /tmp/app.db"
     )]
     Sqlite(SqliteCommand),
-    /// PostgreSQL: logical backups of a server's databases (base backups and WAL come next)
+    /// PostgreSQL: base backups and WAL archiving for point-in-time recovery, and logical dumps
     #[command(
         subcommand,
-        after_help = "Examples:\n  PGHOST=/run/postgresql lifeboat pg backup --logical\n  lifeboat pg backup --logical --database shop --database crm\n\nConnection settings come from PG* variables and ~/.pgpass; restore with\n  lifeboat dump latest /shop.dump | pg_restore -d shop_restored (docs/recovery.md)"
+        after_help = "Examples:\n  archive_command = 'lifeboat pg wal-push %p'   (postgresql.conf, with archive_mode = on)\n  lifeboat pg backup\n  lifeboat pg restore --pgdata /srv/pg/restored --target-time '2026-12-01 10:00:00+01'\n  lifeboat pg status\n  lifeboat pg backup --logical --database shop\n\nConnection settings come from PG* variables and ~/.pgpass (docs/recovery.md)."
     )]
     Pg(PgCommand),
     /// MariaDB and MySQL: a logical backup in one transaction
@@ -259,19 +259,35 @@ pub struct MysqlBackupArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum PgCommand {
-    /// Dump databases with pg_dump -Fc, and the roles with pg_dumpall --globals-only, into one snapshot
+    /// A base backup with pg_basebackup (for point-in-time recovery with archived WAL), or
+    /// with --logical, pg_dump of databases and pg_dumpall --globals-only
     Backup(PgBackupArgs),
+    /// archive_command: put a WAL file durably into the local spool; a background pusher
+    /// stores it in the repository
+    WalPush(PgWalPushArgs),
+    /// restore_command: write an archived WAL file to the path PostgreSQL gives
+    WalFetch(PgWalFetchArgs),
+    /// Restore a base backup into a new data directory, set to replay WAL to a target
+    Restore(PgRestoreArgs),
+    /// The WAL archive: last archived segment, what is still only in the spool, base
+    /// backups and the window they can restore
+    Status(PgStatusArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct PgBackupArgs {
-    /// A logical backup (pg_dump); the only kind so far
+    /// A logical backup (pg_dump per database) instead of a base backup
     #[arg(long)]
     pub logical: bool,
-    /// A database to dump (repeatable; default: every database that accepts connections)
-    #[arg(long = "database", value_name = "NAME")]
+    /// A database to dump (repeatable; default: every database that accepts connections);
+    /// with --logical only
+    #[arg(long = "database", value_name = "NAME", requires = "logical")]
     pub databases: Vec<String>,
-    /// Directory of pg_dump, pg_dumpall and psql (default: found on PATH)
+    /// Let the server spread the starting checkpoint over checkpoint_completion_target
+    /// (gentler on a busy server; the backup starts minutes later) instead of a fast one
+    #[arg(long, conflicts_with = "logical")]
+    pub spread_checkpoint: bool,
+    /// Directory of pg_basebackup, pg_dump, pg_dumpall and psql (default: found on PATH)
     #[arg(long, value_name = "DIR", env = "LIFEBOAT_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
     /// Tag the snapshot (repeatable)
@@ -280,6 +296,88 @@ pub struct PgBackupArgs {
     /// Host name to record (default: this machine's)
     #[arg(long)]
     pub host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PgSpoolArgs {
+    /// The WAL spool directory (default: lifeboat/pg-spool/SYSTEM-ID under the cache
+    /// directory of the server's user)
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_PG_SPOOL")]
+    pub spool: Option<PathBuf>,
+    /// The cluster's data directory (default: the current directory, which is the data
+    /// directory when the server runs archive_command)
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PgWalPushArgs {
+    /// The WAL file (archive_command's %p)
+    #[arg(required_unless_present = "drain")]
+    pub path: Option<PathBuf>,
+    /// Also store what is in the spool in the repository, in the foreground, and return
+    /// when it is stored (what the background pusher does)
+    #[arg(long)]
+    pub drain: bool,
+    #[command(flatten)]
+    pub spool: PgSpoolArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PgWalFetchArgs {
+    /// The WAL file's name (restore_command's %f)
+    pub name: String,
+    /// Where to write it (restore_command's %p)
+    pub destination: PathBuf,
+    /// Take files from this directory (relative to the data directory) instead of the
+    /// repository: `pg restore` fetches the WAL there before the server starts
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// The cluster's data directory (default: the current directory)
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["latest", "target_time", "target_lsn", "target_xid"])))]
+pub struct PgRestoreArgs {
+    /// The data directory to create (new or empty)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Replay every archived change
+    #[arg(long)]
+    pub latest: bool,
+    /// Stop replay at this time (RFC 3339, or YYYY-MM-DD HH:MM:SS in local time)
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Stop replay at this WAL position (like 0/16B3748)
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Stop replay after this transaction commits
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<u64>,
+    /// What the server does at the target: promote (open for writes), pause (read-only, to
+    /// inspect before promoting) or shutdown
+    #[arg(long, value_name = "ACTION", default_value = "promote")]
+    pub target_action: String,
+    /// The timeline to recover along: latest (PostgreSQL's default), current (the base
+    /// backup's) or a number
+    #[arg(long, value_name = "TIMELINE")]
+    pub target_timeline: Option<String>,
+    /// Turn archiving off in the restored server (for a drill or a copy: its changes must
+    /// not enter the archive). By default it archives as the backed-up server did, so the
+    /// new timeline is archived and a later recovery can follow it
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Only base backups of this host (repeatable)
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PgStatusArgs {
+    #[command(flatten)]
+    pub spool: PgSpoolArgs,
 }
 
 #[derive(Subcommand, Debug)]

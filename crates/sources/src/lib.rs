@@ -60,4 +60,30 @@ pub enum SourceError {
         companion.display()
     )]
     InUse { path: PathBuf, companion: PathBuf },
+
+    #[error(
+        "{name} is already archived with different content; refusing to replace it (is another \
+         cluster archiving into the same spool, or did the server's history fork?)"
+    )]
+    WalConflict { name: String },
+
+    #[error("{0:?} is not the name of a file PostgreSQL archives")]
+    NotAnArchiveFile(String),
+
+    #[error(
+        "the spool {} belongs to the cluster with system identifier {found}, not to this one \
+         ({expected}); give each cluster a spool of its own (--spool)",
+        dir.display()
+    )]
+    ForeignSpool {
+        dir: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+
+    #[error("{0}")]
+    BaseBackup(String),
+
+    #[error("{} is not empty: restore a data directory into a new or empty one", .0.display())]
+    NotEmpty(PathBuf),
 }

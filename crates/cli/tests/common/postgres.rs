@@ -27,12 +27,20 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Postgres {
     pub port: u16,
     pub socket_dir: PathBuf,
+    pub data: PathBuf,
     pid: u32,
     _dir: tempfile::TempDir,
 }
 
+/// Server settings (`-c NAME=VALUE`) and environment variables for [`Postgres::start_with`].
+#[derive(Default)]
+pub struct ServerOptions {
+    pub settings: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+}
+
 /// The user the server runs as: `postgres` when we are root, else ourselves.
-fn server_user() -> Option<nix::unistd::User> {
+pub fn server_user() -> Option<nix::unistd::User> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
@@ -42,13 +50,13 @@ fn server_user() -> Option<nix::unistd::User> {
     Some(user)
 }
 
-fn as_user(command: &mut Command, user: &Option<nix::unistd::User>) {
+pub fn as_user(command: &mut Command, user: &Option<nix::unistd::User>) {
     if let Some(u) = user {
         command.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
 }
 
-fn give_to(path: &Path, user: &Option<nix::unistd::User>) {
+pub fn give_to(path: &Path, user: &Option<nix::unistd::User>) {
     if let Some(u) = user {
         nix::unistd::chown(path, Some(u.uid), Some(u.gid)).expect("chown");
     }
@@ -56,19 +64,16 @@ fn give_to(path: &Path, user: &Option<nix::unistd::User>) {
 
 impl Postgres {
     pub fn start() -> Postgres {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Postgres::start_with(&ServerOptions::default())
+    }
+
+    /// A new cluster (initdb), started with `options`.
+    pub fn start_with(options: &ServerOptions) -> Postgres {
+        let dir = server_dir();
         let user = server_user();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
         let data = dir.path().join("data");
-        let socket_dir = dir.path().join("socket");
-        for d in [&data, &socket_dir] {
-            std::fs::create_dir(d).expect("mkdir");
-            give_to(d, &user);
-        }
+        std::fs::create_dir(&data).expect("mkdir");
+        give_to(&data, &user);
         let mut initdb = Command::new(bin("initdb"));
         initdb.arg("-D").arg(&data).args([
             "-U",
@@ -85,6 +90,19 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Postgres::run(dir, data, options)
+    }
+
+    /// A server on an existing data directory (a restored one), started with `options`.
+    pub fn start_on(data: &Path, options: &ServerOptions) -> Postgres {
+        Postgres::run(server_dir(), data.to_path_buf(), options)
+    }
+
+    fn run(dir: tempfile::TempDir, data: PathBuf, options: &ServerOptions) -> Postgres {
+        let user = server_user();
+        let socket_dir = dir.path().join("socket");
+        std::fs::create_dir(&socket_dir).expect("mkdir");
+        give_to(&socket_dir, &user);
         let port = free_port();
         let mut server = Command::new(bin("postgres"));
         server
@@ -93,15 +111,21 @@ impl Postgres {
             .args(["-p", &port.to_string(), "-k"])
             .arg(&socket_dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+        for (name, value) in &options.settings {
+            server.arg("-c").arg(format!("{name}={value}"));
+        }
+        server.envs(options.env.iter().map(|(k, v)| (k, v)));
         as_user(&mut server, &user);
-        let pid = spawn_server(server, &dir.path().join("postgres.log"));
+        let log = dir.path().join("postgres.log");
+        let pid = spawn_server(server, &log);
         let pg = Postgres {
             port,
             socket_dir,
+            data,
             pid,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = Command::new(bin("pg_isready"))
                 .args(pg.connection())
@@ -113,10 +137,25 @@ impl Postgres {
             }
             assert!(
                 Instant::now() < deadline,
-                "PostgreSQL did not start within 30 s on port {port}"
+                "PostgreSQL did not start within 60 s on port {port}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// The variables that point libpq programs (pg_basebackup, psql) at this server.
+    pub fn libpq_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PGHOST".into(), self.socket_dir.display().to_string()),
+            ("PGPORT".into(), self.port.to_string()),
+            ("PGUSER".into(), "postgres".into()),
+        ]
     }
 
     /// The connection options every client program takes.
@@ -145,6 +184,17 @@ impl Postgres {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// A directory for a server's socket and log, which its user can enter.
+fn server_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    dir
 }
 
 impl Drop for Postgres {

@@ -1,10 +1,9 @@
 //! PostgreSQL, logical: `pg_dump -Fc` of each database and `pg_dumpall --globals-only`, each a
-//! stream of one snapshot. Connection settings are PostgreSQL's own (`PGHOST`, `PGPORT`,
-//! `PGUSER`, `PGPASSFILE`, ...), passed on to its programs, never put on their command lines.
+//! stream of one snapshot.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use super::program;
 use crate::command::DeferredCommand;
 use crate::SourceError;
 
@@ -14,14 +13,6 @@ pub const GLOBALS_FILE: &str = "globals.sql";
 /// The file a database's dump is stored as.
 pub fn dump_file(database: &str) -> String {
     format!("{database}.dump")
-}
-
-fn program(bin: Option<&Path>, name: &str) -> Command {
-    let path = match bin {
-        Some(dir) => dir.join(name),
-        None => PathBuf::from(name),
-    };
-    Command::new(path)
 }
 
 /// The databases a logical backup of the whole server dumps: every one that accepts

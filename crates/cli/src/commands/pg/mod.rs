@@ -1,0 +1,56 @@
+//! `lifeboat pg backup|wal-push|wal-fetch|restore|status`.
+
+mod base;
+mod catalog;
+mod logical;
+mod restore;
+mod status;
+mod wal;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use lifeboat_sources::postgres::control::system_identifier;
+
+use crate::args::{Cli, PgCommand, PgSpoolArgs};
+
+pub fn run(cli: &Cli, command: &PgCommand) -> Result<u8> {
+    match command {
+        PgCommand::Backup(a) if a.logical => logical::backup(cli, a),
+        PgCommand::Backup(a) => base::backup(cli, a),
+        PgCommand::WalPush(a) => wal::push(cli, a),
+        PgCommand::WalFetch(a) => wal::fetch(cli, a),
+        PgCommand::Restore(a) => restore::run(cli, a),
+        PgCommand::Status(a) => status::run(cli, a),
+    }
+}
+
+/// The data directory: --pgdata or PGDATA, else the current directory (where the server
+/// runs archive_command and restore_command).
+fn data_dir(given: Option<&PathBuf>) -> PathBuf {
+    given.cloned().unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cluster's system identifier, from its control file.
+fn cluster_id(given: Option<&PathBuf>) -> Result<u64> {
+    let dir = data_dir(given);
+    system_identifier(&dir).with_context(|| {
+        format!(
+            "reading the cluster's system identifier in {} (give the data directory with --pgdata or PGDATA)",
+            dir.display()
+        )
+    })
+}
+
+/// --spool, or lifeboat/pg-spool/SYSTEM-ID under the cache directory.
+fn spool_dir(args: &PgSpoolArgs, system_id: u64) -> Result<PathBuf> {
+    if let Some(dir) = &args.spool {
+        return Ok(dir.clone());
+    }
+    let cache = dirs::cache_dir()
+        .context("cannot find a cache directory for the WAL spool: set HOME or give --spool")?;
+    Ok(cache
+        .join("lifeboat")
+        .join("pg-spool")
+        .join(system_id.to_string()))
+}
