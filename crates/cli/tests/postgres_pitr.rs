@@ -394,3 +394,47 @@ fn wal_push_and_fetch_keep_postgres_archiving_contract() {
         foreign.stderr
     );
 }
+
+#[test]
+fn a_promoted_restore_archives_its_timeline_and_the_next_recovery_follows_it() {
+    let archive = Archive::new();
+    let pg = Postgres::start_with(&archive.server_options());
+    pg.sql("postgres", "CREATE TABLE marks(id int, phase text)");
+    insert(&pg, "base");
+    archive.lb(Some(&pg), &["pg", "backup"]).ok();
+    insert(&pg, "t1");
+    archive.wait_archived(&pg);
+
+    // A real recovery keeps archiving: its new timeline's history and WAL enter the archive.
+    let data = archive.path("promoted");
+    let data_arg = data.display().to_string();
+    archive
+        .lb(None, &["pg", "restore", "--latest", "--pgdata", &data_arg])
+        .ok();
+    let promoted = Postgres::start_on(&data, &archive.server_options());
+    wait_promoted(&promoted);
+    assert_eq!(phases(&promoted), "100|100|0");
+    insert(&promoted, "t2");
+    archive.wait_archived(&promoted);
+    let status = archive.lb(None, &["pg", "status", "--json"]).ok().json();
+    assert!(
+        status["newest_archived_segment"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("00000002")),
+        "{status}"
+    );
+
+    // A retention policy leaves the WAL archive alone.
+    let archived = status["archived_files"].as_u64();
+    archive
+        .lb(None, &["forget", "--keep-last", "1", "--group-by", ""])
+        .ok();
+    let after = archive.lb(None, &["pg", "status", "--json"]).ok().json();
+    assert_eq!(after["archived_files"].as_u64(), archived, "{after}");
+
+    // The next recovery follows the newest timeline (PostgreSQL's default), through the
+    // history file the promoted server archived.
+    let (follow, _) = archive.restore("follow", &["--latest"]);
+    wait_promoted(&follow);
+    assert_eq!(phases(&follow), "100|100|100");
+}

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::lock::{self, LockKind};
 use crate::repository::Repository;
 use crate::snapshot::retention::{self, GroupBy, GroupKey, RetentionPolicy, Verdict};
-use crate::snapshot::{SnapshotEntry, SnapshotFilter};
+use crate::snapshot::{is_archive_source, SnapshotEntry, SnapshotFilter};
 use crate::storage::ObjectKind;
 
 #[derive(Clone, Debug, Default)]
@@ -59,7 +59,7 @@ pub fn forget_by_policy<Tz: TimeZone>(
     let all = repo.snapshots()?;
     let selected: Vec<SnapshotEntry> = all
         .into_iter()
-        .filter(|e| options.filter.matches(e))
+        .filter(|e| options.filter.matches(e) && !is_archive_source(&e.snapshot.source))
         .collect();
     let now = chrono::Utc::now();
     let groups: Vec<ForgetGroup> = retention::group(&selected, options.group_by)

@@ -78,6 +78,15 @@ impl Snapshot {
     }
 }
 
+/// The source labels of continuous archives (PostgreSQL's WAL, one snapshot per batch of
+/// segments): a retention policy never forgets them, since a gap in the WAL makes every
+/// later point in time unrestorable; they expire with the archive's own rules.
+pub const ARCHIVE_SOURCES: &[&str] = &["postgres-wal"];
+
+pub fn is_archive_source(source: &str) -> bool {
+    ARCHIVE_SOURCES.contains(&source)
+}
+
 /// A snapshot with its id (the BLAKE3 of its stored bytes).
 #[derive(Clone, Debug)]
 pub struct SnapshotEntry {
