@@ -236,6 +236,27 @@ pub enum Command {
 pub enum MysqlCommand {
     /// Dump with mariadb-dump (or mysqldump) --single-transaction into a snapshot, streamed
     Backup(MysqlBackupArgs),
+    /// Stream a stored dump into the mariadb (or mysql) client of an empty server
+    Restore(MysqlRestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MysqlRestoreArgs {
+    /// The snapshot (id, prefix, `latest` or `@TIME`) of a `mysql backup`
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// An option file with the connection settings and password, read by the client
+    #[arg(long, value_name = "FILE")]
+    pub defaults_extra_file: Option<PathBuf>,
+    /// Directory of mariadb or mysql (default: found on PATH)
+    #[arg(long, value_name = "DIR")]
+    pub mysql_bin: Option<PathBuf>,
+    /// Restore even if the server already holds databases of its own (the dump then
+    /// replaces the tables it names in them)
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -339,11 +360,38 @@ pub struct PgWalFetchArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["latest", "target_time", "target_lsn", "target_xid"])))]
+#[command(group(clap::ArgGroup::new("target").args(["latest", "target_time", "target_lsn", "target_xid"])))]
 pub struct PgRestoreArgs {
     /// The data directory to create (new or empty)
-    #[arg(long, value_name = "DIR")]
-    pub pgdata: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "logical",
+        conflicts_with = "logical"
+    )]
+    pub pgdata: Option<PathBuf>,
+    /// Restore a logical dump (`pg backup --logical`) with pg_restore into a new database,
+    /// instead of a base backup
+    #[arg(long, requires = "database", conflicts_with = "target")]
+    pub logical: bool,
+    /// With --logical: the snapshot (id, prefix, `latest` or `@TIME`)
+    #[arg(
+        long,
+        value_name = "SNAPSHOT",
+        default_value = "latest",
+        requires = "logical"
+    )]
+    pub snapshot: String,
+    /// With --logical: the dumped database to restore
+    #[arg(long, value_name = "NAME", requires = "logical")]
+    pub database: Option<String>,
+    /// With --logical: the database to create for it (default: the same name); it must not
+    /// exist yet
+    #[arg(long, value_name = "NAME", requires = "logical")]
+    pub into: Option<String>,
+    /// Directory of pg_restore and createdb (default: found on PATH)
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
     /// Replay every archived change
     #[arg(long)]
     pub latest: bool,

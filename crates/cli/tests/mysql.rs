@@ -98,10 +98,25 @@ fn a_dump_taken_under_writes_restores_to_one_transaction_s_state() {
         "the writer kept committing ({before} -> {after})"
     );
 
-    // Restore: the dump recreates the database it names.
+    // Restore into an empty server: refused while the database is still there, then the
+    // dump recreates the database it names.
+    let admin = env.path("admin.cnf");
+    std::fs::write(
+        &admin,
+        format!("[client]\nuser=root\nsocket={}\n", db.socket.display()),
+    )
+    .expect("option file");
+    let admin = admin.to_str().expect("utf-8");
+    let refused = env.lb(&["mysql", "restore", "--defaults-extra-file", admin]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("already holds a database (shop)"),
+        "{}",
+        refused.stderr
+    );
     db.sql("DROP DATABASE shop");
-    let dump = env.lb(&["dump", "latest", "/mysql.sql"]).ok().raw_stdout;
-    common::feed(Command::new("mariadb").args(db.root_connection()), &dump);
+    env.lb(&["mysql", "restore", "latest", "--defaults-extra-file", admin])
+        .ok();
     let orders: u64 = db
         .sql("SELECT count(*) FROM shop.orders")
         .parse()

@@ -116,7 +116,12 @@ pub(crate) fn without_lifeboat_variables(command: &mut Command) {
 }
 
 fn failure_message(program: &str, status: ExitStatus, stderr_tail: &str) -> String {
-    let mut message = format!("`{program}` failed ({status})");
+    format!("`{program}` {}", exit_message(status, stderr_tail))
+}
+
+/// "failed (exit status: 1): ERROR ..." with the end of the command's standard error.
+fn exit_message(status: ExitStatus, stderr_tail: &str) -> String {
+    let mut message = format!("failed ({status})");
     let tail = stderr_tail.trim();
     if !tail.is_empty() {
         message.push_str(": ");
@@ -198,6 +203,107 @@ fn watch_exit(pid: u32, done: Arc<AtomicBool>) {
     });
 }
 
+/// A restore tool (`mariadb`, `pg_restore`, `psql`) fed on its standard input: what is written
+/// goes to the command; [`CommandSink::finish`] closes its input and checks its exit. Its
+/// standard output and error are passed on to ours, and the end of its standard error is
+/// quoted when it fails. Dropped unfinished, the command is killed.
+pub struct CommandSink {
+    program: String,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stderr: StderrTail,
+}
+
+impl CommandSink {
+    pub fn spawn(mut command: Command) -> Result<Self, SourceError> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        without_lifeboat_variables(&mut command);
+        command.process_group(0);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| SourceError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SourceError::Spawn {
+                program,
+                source: io::Error::other("its pipes were not opened"),
+            });
+        };
+        Ok(CommandSink {
+            program,
+            child,
+            stdin: Some(stdin),
+            stderr: StderrTail::start(stderr),
+        })
+    }
+
+    /// Closes the command's input and waits for it: an error unless it exits 0.
+    pub fn finish(mut self) -> Result<(), SourceError> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|source| SourceError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        let tail = self.stderr.end();
+        if status.success() {
+            return Ok(());
+        }
+        Err(SourceError::Failed {
+            program: self.program.clone(),
+            message: exit_message(status, &tail),
+        })
+    }
+
+    /// Why writing failed: the command stopped reading, most often because it failed, and
+    /// then its own words say more than "broken pipe".
+    pub fn stopped_reading(mut self, error: io::Error) -> SourceError {
+        drop(self.stdin.take());
+        match self.child.wait() {
+            Ok(status) if !status.success() => SourceError::Failed {
+                program: self.program.clone(),
+                message: exit_message(status, &self.stderr.end()),
+            },
+            _ => SourceError::Failed {
+                program: self.program.clone(),
+                message: format!("writing to it failed: {error}"),
+            },
+        }
+    }
+}
+
+impl Write for CommandSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.stdin {
+            Some(stdin) => stdin.write(buf),
+            None => Err(io::Error::other("the command's input is closed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.stdin {
+            Some(stdin) => stdin.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CommandSink {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            drop(self.stdin.take());
+            let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Passes the command's standard error on to ours as it comes and keeps its last
 /// [`STDERR_TAIL`] bytes (read in pieces, so a line without end holds no more memory).
 struct StderrTail {
@@ -254,6 +360,24 @@ mod tests {
         let mut stream = CommandStream::spawn(sh(script)).expect("sh starts");
         let mut out = Vec::new();
         stream.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn a_sink_passes_input_and_reports_the_exit() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = tmp.path().join("out");
+        let mut sink =
+            CommandSink::spawn(sh(&format!("cat > '{}'", out.display()))).expect("starts");
+        sink.write_all(b"restored").expect("write");
+        sink.finish().expect("exit 0");
+        assert_eq!(std::fs::read(&out).expect("out"), b"restored");
+
+        let mut sink =
+            CommandSink::spawn(sh("cat >/dev/null; echo 'ERROR 1049: no db' >&2; exit 1"))
+                .expect("starts");
+        sink.write_all(b"x").expect("write");
+        let err = sink.finish().expect_err("exit 1");
+        assert!(err.to_string().contains("ERROR 1049"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
-pub use command::{CommandStream, DeferredCommand};
+pub use command::{CommandSink, CommandStream, DeferredCommand};
 
 use std::path::PathBuf;
 

@@ -142,6 +142,66 @@ impl Loaded {
     }
 }
 
+/// Streams the file `path` of snapshot `entry` into the standard input of `tool` (a restore
+/// tool: mariadb, pg_restore); returns the bytes it was given. The tool's failure is the
+/// error when it stopped reading; a repository that cannot be read kills the tool.
+pub fn feed_stored_file(
+    loaded: &Loaded,
+    entry: &SnapshotEntry,
+    path: &str,
+    tool: std::process::Command,
+) -> Result<u64> {
+    // A tool that exits early must be an error message, not a SIGPIPE that ends lifeboat
+    // without one.
+    // SAFETY: only changes a signal disposition; nothing here relies on SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let located = loaded.locate(entry, path)?;
+    let index = lifeboat_core::ops::dump::index_for(&loaded.repo, &loaded.index, &located)?;
+    let mut sink = lifeboat_sources::CommandSink::spawn(tool)?;
+    let mut counted = CountingWriter {
+        inner: &mut sink,
+        bytes: 0,
+    };
+    let written = lifeboat_core::ops::dump::dump(&loaded.repo, &index, &located, &mut counted);
+    let bytes = counted.bytes;
+    match written {
+        Ok(()) => {
+            sink.finish()?;
+            Ok(bytes)
+        }
+        Err(lifeboat_core::Error::Io { path, source }) if path.as_os_str() == "<output>" => {
+            Err(sink.stopped_reading(source).into())
+        }
+        Err(e) => {
+            drop(sink);
+            Err(anyhow::Error::new(e).context(format!(
+                "reading {path} of snapshot {}; the restore was stopped part way, so start \
+                 again from an empty target",
+                entry.short_id()
+            )))
+        }
+    }
+}
+
+struct CountingWriter<'a, W: std::io::Write> {
+    inner: &'a mut W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The snapshots `names` (ids, prefixes, `latest`, `@TIME`) pick among those `filter` keeps,
 /// each once, in the order named.
 pub fn resolve_named<'a>(

@@ -64,3 +64,40 @@ pub fn logical_streams(bin: Option<&Path>, databases: &[String]) -> Vec<(String,
     }
     streams
 }
+
+/// `createdb` of a new database `name` (it fails if the database exists).
+pub fn create_database(bin: Option<&Path>, name: &str) -> std::process::Command {
+    let mut createdb = program(bin, "createdb");
+    createdb.args(["--maintenance-db=postgres", "--"]).arg(name);
+    createdb
+}
+
+/// `pg_restore` of a custom-format dump read on its standard input into `database`.
+pub fn restore_dump(bin: Option<&Path>, database: &str) -> std::process::Command {
+    let mut restore = program(bin, "pg_restore");
+    restore.arg("--dbname").arg(conninfo_dbname(database));
+    restore
+}
+
+/// A connection string naming `database`, so that a name with `=` in it is not read as
+/// connection settings.
+fn conninfo_dbname(database: &str) -> String {
+    format!(
+        "dbname='{}'",
+        database.replace('\\', "\\\\").replace('\'', "\\'")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_quoted_as_connection_strings() {
+        assert_eq!(conninfo_dbname("shop"), "dbname='shop'");
+        assert_eq!(
+            conninfo_dbname(r"o'brien host=evil \x"),
+            r"dbname='o\'brien host=evil \\x'"
+        );
+    }
+}

@@ -20,6 +20,7 @@ pub fn run(cli: &Cli, command: &PgCommand) -> Result<u8> {
         PgCommand::Backup(a) => base::backup(cli, a),
         PgCommand::WalPush(a) => wal::push(cli, a),
         PgCommand::WalFetch(a) => wal::fetch(cli, a),
+        PgCommand::Restore(a) if a.logical => logical::restore(cli, a),
         PgCommand::Restore(a) => restore::run(cli, a),
         PgCommand::Status(a) => status::run(cli, a),
     }

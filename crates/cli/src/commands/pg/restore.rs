@@ -56,6 +56,18 @@ fn describe(target: &RecoveryTarget) -> String {
 }
 
 pub fn run(cli: &Cli, args: &PgRestoreArgs) -> Result<u8> {
+    let Some(pgdata) = args.pgdata.as_deref() else {
+        anyhow::bail!("--pgdata DIR is needed: the data directory to restore into");
+    };
+    if args.target_time.is_none()
+        && args.target_lsn.is_none()
+        && args.target_xid.is_none()
+        && !args.latest
+    {
+        anyhow::bail!(
+            "say how far to recover: --latest, --target-time T, --target-lsn L or --target-xid X"
+        );
+    }
     let target = target(args)?;
     let action: TargetAction = args.target_action.parse().map_err(anyhow::Error::msg)?;
     if let Some(timeline) = args.target_timeline.as_deref() {
@@ -91,9 +103,9 @@ pub fn run(cli: &Cli, args: &PgRestoreArgs) -> Result<u8> {
     let files = wal_files_for(info, catalog.keys().map(String::as_str));
     let last = check_wal_covers_backup(info, &files)?;
 
-    prepare_data_dir(&args.pgdata)?;
-    unpack(&loaded.repo, &loaded.index, entry, &args.pgdata)?;
-    let wal_dir = args.pgdata.join(RESTORE_WAL_DIR);
+    prepare_data_dir(pgdata)?;
+    unpack(&loaded.repo, &loaded.index, entry, pgdata)?;
+    let wal_dir = pgdata.join(RESTORE_WAL_DIR);
     std::fs::create_dir(&wal_dir).with_context(|| format!("creating {}", wal_dir.display()))?;
     for name in &files {
         let held = catalog[name];
@@ -103,7 +115,7 @@ pub fn run(cli: &Cli, args: &PgRestoreArgs) -> Result<u8> {
         write_file(&loaded.repo, &loaded.index, held, name, &mut out)?;
         out.sync_all()?;
     }
-    own_like_data_dir(&args.pgdata, &wal_dir)?;
+    own_like_data_dir(pgdata, &wal_dir)?;
 
     let exe = std::env::current_exe().context("finding the lifeboat executable")?;
     let restore_command = format!(
@@ -125,8 +137,8 @@ pub fn run(cli: &Cli, args: &PgRestoreArgs) -> Result<u8> {
         keep_archiving: !args.no_archive,
         note: &note,
     };
-    write_recovery_settings(&args.pgdata, &settings)?;
-    report(cli, args, entry, info, &files, &last, &target);
+    write_recovery_settings(pgdata, &settings)?;
+    report(cli, pgdata, entry, info, &files, &last, &target);
     Ok(crate::exit::OK)
 }
 
@@ -192,7 +204,7 @@ fn own_like_data_dir(data_dir: &Path, wal_dir: &Path) -> Result<()> {
 
 fn report(
     cli: &Cli,
-    args: &PgRestoreArgs,
+    pgdata: &Path,
     entry: &SnapshotEntry,
     info: &BaseBackupInfo,
     files: &[String],
@@ -204,7 +216,7 @@ fn report(
             "{}",
             serde_json::json!({
                 "message_type": "summary",
-                "pgdata": args.pgdata.display().to_string(),
+                "pgdata": pgdata.display().to_string(),
                 "base_backup": entry.id,
                 "base_backup_finished_at": info.finished_at.to_rfc3339(),
                 "start_wal_file": info.start_wal_file,
@@ -224,7 +236,7 @@ fn report(
         info.finished_at
             .with_timezone(&chrono::Local)
             .format("%Y-%m-%d %H:%M:%S"),
-        args.pgdata.display()
+        pgdata.display()
     );
     println!(
         "fetched {} WAL file(s), {} to {} without a gap; recovery will replay to {}",
@@ -236,6 +248,6 @@ fn report(
     println!(
         "next: start PostgreSQL on it (pg_ctl -D {} start); it replays the WAL, then the \
          server log says \"archive recovery complete\"",
-        args.pgdata.display()
+        pgdata.display()
     );
 }
