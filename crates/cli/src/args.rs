@@ -426,6 +426,10 @@ pub struct PgRestoreArgs {
 pub struct PgStatusArgs {
     #[command(flatten)]
     pub spool: PgSpoolArgs,
+    /// Directory of psql, which asks the server (PG* variables) which segment it writes,
+    /// for the archive lag (default: found on PATH)
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -236,7 +236,12 @@ fn archived_wal_restores_to_a_time_a_position_and_the_end() {
         .to_string();
     archive.wait_archived(&pg);
 
-    let status = archive.lb(None, &["pg", "status", "--json"]).ok().json();
+    let status = archive
+        .lb(Some(&pg), &["pg", "status", "--json"])
+        .ok()
+        .json();
+    assert_eq!(status["lag_segments"], 0, "{status}");
+    assert!(status["server_segment"].is_string(), "{status}");
     let backups = status["base_backups"].as_array().expect("backups");
     assert_eq!(backups.len(), 2, "{status}");
     assert!(backups.iter().all(|b| b["restorable"] == true), "{status}");

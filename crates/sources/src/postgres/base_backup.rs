@@ -215,27 +215,6 @@ impl Read for InfoStream {
     }
 }
 
-/// The next transaction id, asked with psql; None if it cannot be (a user allowed only
-/// replication connections): then `--target-xid` does not choose this backup.
-pub fn ask_next_xid(bin: Option<&Path>) -> Option<u64> {
-    let mut psql = program(bin, "psql");
-    crate::command::without_lifeboat_variables(&mut psql);
-    psql.args([
-        "-X",
-        "-At",
-        "-w",
-        "-d",
-        "postgres",
-        "-c",
-        "SELECT pg_snapshot_xmax(pg_current_snapshot())",
-    ]);
-    let out = psql.stdin(std::process::Stdio::null()).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
 const BLOCK: usize = 512;
 /// At most this much of the backup label is kept (it is a few hundred bytes).
 const LABEL_LIMIT: usize = 64 * 1024;

@@ -18,32 +18,11 @@ pub fn dump_file(database: &str) -> String {
 /// The databases a logical backup of the whole server dumps: every one that accepts
 /// connections, templates excepted.
 pub fn list_databases(bin: Option<&Path>) -> Result<Vec<String>, SourceError> {
-    let mut psql = program(bin, "psql");
-    // Run directly, not as a stream: lifeboat's variables are removed here.
-    crate::command::without_lifeboat_variables(&mut psql);
-    psql.args([
-        "-X",
-        "-At",
-        "-d",
-        "postgres",
-        "-c",
+    let listed = super::psql::query(
+        bin,
         "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
-    ]);
-    let out = psql.output().map_err(|source| SourceError::Spawn {
-        program: "psql".into(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(SourceError::Failed {
-            program: "psql".into(),
-            message: format!(
-                "listing the databases failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    )?;
+    Ok(listed
         .lines()
         .map(str::to_string)
         .filter(|l| !l.is_empty())

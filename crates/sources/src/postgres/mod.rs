@@ -6,6 +6,7 @@
 pub mod base_backup;
 pub mod control;
 pub mod logical;
+pub mod psql;
 pub mod recovery;
 pub mod spool;
 pub mod wal;

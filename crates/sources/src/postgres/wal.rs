@@ -37,6 +37,16 @@ pub fn segment_position(name: &str) -> Option<(u32, u64)> {
     Some((timeline, position))
 }
 
+/// How many segments of `segment_size` lie from `from` to `to` on the log (negative if `to`
+/// comes first); None unless both are segment names.
+pub fn segments_between(from: &str, to: &str, segment_size: u64) -> Option<i64> {
+    let per_log = (0x1_0000_0000 / segment_size) as i64;
+    let number = |name: &str| {
+        segment_position(name).map(|(_, p)| (p >> 32) as i64 * per_log + (p & 0xffff_ffff) as i64)
+    };
+    Some(number(to)? - number(from)?)
+}
+
 /// A position in the write-ahead log, written `X/Y` in hex as PostgreSQL does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
@@ -109,6 +119,23 @@ mod tests {
         assert_eq!(a, (1, 0xff));
         assert!(a < b);
         assert_eq!(segment_position("00000002.history"), None);
+    }
+
+    #[test]
+    fn counts_segments_across_log_files() {
+        let size = 16 << 20;
+        assert_eq!(
+            segments_between("0000000100000000000000FE", "000000010000000100000001", size),
+            Some(3)
+        );
+        assert_eq!(
+            segments_between("000000010000000000000005", "000000010000000000000005", size),
+            Some(0)
+        );
+        assert_eq!(
+            segments_between("00000002.history", "000000010000000000000005", size),
+            None
+        );
     }
 
     #[test]

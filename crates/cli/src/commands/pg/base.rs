@@ -2,9 +2,8 @@
 
 use anyhow::Result;
 use lifeboat_core::ops::backup::{BackupOptions, BackupSource, NamedStream};
-use lifeboat_sources::postgres::base_backup::{
-    ask_next_xid, base_backup_command, start, BASE_FILE, INFO_FILE,
-};
+use lifeboat_sources::postgres::base_backup::{base_backup_command, start, BASE_FILE, INFO_FILE};
+use lifeboat_sources::postgres::psql::next_xid;
 
 use super::catalog::BASE_LABEL;
 use crate::args::{Cli, PgBackupArgs};
@@ -16,7 +15,7 @@ pub fn backup(cli: &Cli, args: &PgBackupArgs) -> Result<u8> {
     let bin = args.pg_bin.clone();
     crate::commands::backup::run_with_source(cli, options, || {
         let command = base_backup_command(bin.as_deref(), args.spread_checkpoint);
-        let (base, info) = start(command, Box::new(move || ask_next_xid(bin.as_deref())))?;
+        let (base, info) = start(command, Box::new(move || next_xid(bin.as_deref())))?;
         Ok(BackupSource::Streams {
             streams: vec![
                 NamedStream {

@@ -5,8 +5,10 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 use chrono::{DateTime, Local, Utc};
+use lifeboat_sources::postgres::psql::current_wal_file;
 use lifeboat_sources::postgres::recovery::last_continuous_segment;
 use lifeboat_sources::postgres::spool::Spool;
+use lifeboat_sources::postgres::wal::segments_between;
 use serde_json::json;
 
 use super::catalog::{base_backups, wal_catalog};
@@ -64,6 +66,20 @@ pub fn run(cli: &Cli, args: &PgStatusArgs) -> Result<u8> {
             (entry, info, last, complete)
         })
         .collect();
+    // Finished segments the repository lacks: the server writes one segment at a time, so
+    // a server whose archive is current is one segment ahead of it.
+    let server_segment = current_wal_file(args.pg_bin.as_deref());
+    let segment_size = bases
+        .iter()
+        .map(|(_, i)| i.wal_segment_size)
+        .next()
+        .unwrap_or(16 << 20);
+    let lag = match (&server_segment, newest_segment) {
+        (Some(server), Some(newest)) => {
+            segments_between(newest, server, segment_size).map(|n| (n - 1).max(0))
+        }
+        _ => None,
+    };
     let window_start = usable.iter().filter(|u| u.3).map(|u| u.1.finished_at).min();
 
     if cli.json {
@@ -92,6 +108,8 @@ pub fn run(cli: &Cli, args: &PgStatusArgs) -> Result<u8> {
                 "last_pushed": last_pushed.as_ref().map(|(n, _)| n),
                 "archived_files": catalog.len(),
                 "newest_archived_segment": newest_segment,
+                "server_segment": server_segment,
+                "lag_segments": lag,
                 "newest_archive_batch_at": newest_batch.map(|t| t.to_rfc3339()),
                 "base_backups": backups,
                 "restorable_from": window_start.map(|t| t.to_rfc3339()),
@@ -123,6 +141,13 @@ pub fn run(cli: &Cli, args: &PgStatusArgs) -> Result<u8> {
         catalog.len(),
         newest_segment.map_or("-", String::as_str)
     );
+    match (&server_segment, lag) {
+        (Some(server), Some(lag)) => {
+            println!("server writes {server}: {lag} finished segment(s) not yet in the repository")
+        }
+        (Some(server), None) => println!("server writes {server}"),
+        _ => println!("server: not asked (psql could not reach it; PG* variables say where)"),
+    }
     println!("base backups: {}", usable.len());
     for (entry, info, last, complete) in &usable {
         println!(
