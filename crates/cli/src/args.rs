@@ -64,6 +64,17 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Global options")]
     pub no_lock: bool,
 
+    /// The configuration file, which names sources for `backup --source NAME`
+    /// (default: lifeboat/lifeboat.toml under your config directory, if it exists)
+    #[arg(
+        long,
+        env = "LIFEBOAT_CONFIG",
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
+    pub config: Option<PathBuf>,
+
     /// Where to cache index files, snapshots and trees of repositories in object stores
     /// (default: lifeboat/ under your cache directory; safe to delete)
     #[arg(
@@ -677,10 +688,13 @@ pub struct CopyArgs {
     pub filter: FilterArgs,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BackupArgs {
     /// Files and directories to back up
     pub paths: Vec<PathBuf>,
+    /// Back up a source named in the configuration file (repeatable: each in turn)
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     pub tags: Vec<String>,

@@ -3,6 +3,7 @@
 //! an error of the backup and never a snapshot.
 
 pub mod command;
+pub mod config;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;

@@ -35,9 +35,9 @@ enum SourceArgs<'a> {
 }
 
 fn source_args(args: &BackupArgs) -> Result<SourceArgs<'_>> {
-    let given = [args.stdin, args.command.is_some()];
+    let given = [args.stdin, args.command.is_some(), !args.sources.is_empty()];
     if given.iter().filter(|g| **g).count() > 1 {
-        anyhow::bail!("--stdin and --command exclude each other");
+        anyhow::bail!("--stdin, --command and --source exclude each other");
     }
     if !args.command_line.is_empty() && args.command.is_none() {
         anyhow::bail!("a command after `--` needs --command NAME (the file name to store it as)");
@@ -108,6 +108,12 @@ fn options(args: &BackupArgs, source: BackupSource) -> Result<BackupOptions> {
 }
 
 pub fn run(cli: &Cli, args: &BackupArgs) -> Result<u8> {
+    if !args.sources.is_empty() {
+        if !args.paths.is_empty() {
+            anyhow::bail!("--source takes no paths: the configuration file names them");
+        }
+        return super::named::run(cli, args);
+    }
     let which = source_args(args)?;
     // Every argument is checked before the repository is opened, and the repository opened
     // before a command is started: a mistake never leaves a dump running for nothing.

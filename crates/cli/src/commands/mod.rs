@@ -8,6 +8,7 @@ mod forget;
 mod init;
 mod key;
 mod mysql;
+mod named;
 mod pg;
 mod prune;
 mod repair;

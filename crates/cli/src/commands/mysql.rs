@@ -28,7 +28,7 @@ fn check_defaults_file(file: Option<&std::path::Path>) -> Result<()> {
     Ok(())
 }
 
-fn backup(cli: &Cli, args: &MysqlBackupArgs) -> Result<u8> {
+pub(super) fn backup(cli: &Cli, args: &MysqlBackupArgs) -> Result<u8> {
     if let Some(bad) = args.databases.iter().find(|d| !valid_database_name(d)) {
         anyhow::bail!("--database {bad:?}: not a database name");
     }

@@ -18,7 +18,7 @@ pub fn run(cli: &Cli, command: &SqliteCommand) -> Result<u8> {
     }
 }
 
-fn backup(cli: &Cli, args: &SqliteBackupArgs) -> Result<u8> {
+pub(super) fn backup(cli: &Cli, args: &SqliteBackupArgs) -> Result<u8> {
     let name = match &args.name {
         Some(n) => n.clone(),
         None => args

@@ -16,13 +16,21 @@ use crate::args::{Cli, PgCommand, PgSpoolArgs};
 
 pub fn run(cli: &Cli, command: &PgCommand) -> Result<u8> {
     match command {
-        PgCommand::Backup(a) if a.logical => logical::backup(cli, a),
-        PgCommand::Backup(a) => base::backup(cli, a),
+        PgCommand::Backup(a) => backup(cli, a),
         PgCommand::WalPush(a) => wal::push(cli, a),
         PgCommand::WalFetch(a) => wal::fetch(cli, a),
         PgCommand::Restore(a) if a.logical => logical::restore(cli, a),
         PgCommand::Restore(a) => restore::run(cli, a),
         PgCommand::Status(a) => status::run(cli, a),
+    }
+}
+
+/// A base backup, or with --logical, dumps.
+pub fn backup(cli: &Cli, args: &crate::args::PgBackupArgs) -> Result<u8> {
+    if args.logical {
+        logical::backup(cli, args)
+    } else {
+        base::backup(cli, args)
     }
 }
 

@@ -1,0 +1,663 @@
+#!/usr/bin/env bash
+# lifeboat PostgreSQL benchmark: physical base backup, WAL backlog archiving and archive
+# lag under load, lifeboat against pgBackRest (Debian package), on one PostgreSQL 15
+# cluster, in the same run.
+#
+#   bench/pg.sh [--runs 3] [--scale 100] [--only backup,wal,lag] [--segments 100]
+#               [--lag-seconds 60] [--no-async] [--no-defaults] [--no-lag-pgbackrest]
+#               [--keep] [--no-install]
+#
+#   --runs N          runs per measurement, tools alternated run by run (default 3)
+#   --scale S         pgbench -i scale of the database (default 100, about 1.5 GB)
+#   --only LIST       phases to run, comma list of backup, wal, lag (default all three)
+#   --segments N      WAL segments of the backlog phase (default 100)
+#   --lag-seconds T   pgbench -T of the lag phase (default 60)
+#   --no-async        skip pgBackRest archive-async=y in the backlog phase
+#   --no-defaults     skip the one pgBackRest base backup with its default settings
+#   --no-lag-pgbackrest  lag phase: lifeboat only (no pgBackRest runs for orientation)
+#   --keep            keep the scratch directory
+#   --no-install      do not apt-get install pgbackrest when it is missing
+#
+# Environment: LIFEBOAT_BIN (lifeboat binary; default target/release/lifeboat; it is
+# copied into the scratch dir, so a rebuild during the run does not change what is
+# measured), PG_BIN (default /usr/lib/postgresql/15/bin), BENCH_PG_SCRATCH_BASE (where
+# the scratch dir is made, default /tmp), BENCH_PG_TIMEOUT (seconds, default 1800, for
+# any one measured command).
+#
+# What is measured (all as the postgres user; the server listens on 127.0.0.1 on a free
+# port, socket in the scratch dir; everything started is stopped on exit):
+#   backup  `lifeboat pg backup` against `pgbackrest backup --type=full` (compress-type=zst
+#           compress-level=3 repo1-cipher-type=aes-256-cbc process-max=2 start-fast=y),
+#           fresh repository every run; archive_command switched with ALTER SYSTEM to the
+#           tool being measured.  Plus one pgBackRest run with its defaults.
+#   wal     N real segments of this cluster (archived aside by a cp archive_command while
+#           pgbench ran), pushed with N `lifeboat pg wal-push` calls and a `--drain`, until
+#           the spool is empty, against N `pgbackrest archive-push` calls (sync; and
+#           archive-async=y process-max=2), fresh repository and spool every run.
+#   lag     pgbench -c 2 -j 2 -T 60 with lifeboat's archive_command; once a second: the
+#           server's current WAL file, pg_stat_archiver, `lifeboat pg status --json`.
+#           Same with pgBackRest's archive_command for orientation.
+#
+# Markdown report to stdout, progress to stderr, raw figures and logs in
+# bench/results/pg-<date>/ (results.tsv, lag samples, command output).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+HELPER="$BENCH_DIR/pg/helper.py"
+
+RUNS=3
+SCALE=100
+ONLY="backup,wal,lag"
+SEGMENTS=100
+LAG_SECONDS=60
+ASYNC=1
+DEFAULTS=1
+LAG_PGBR=1
+KEEP=0
+INSTALL=1
+PGBIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+TMO="${BENCH_PG_TIMEOUT:-1800}"
+
+usage() { sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+say() { echo "[pg.sh $(date +%H:%M:%S)] $*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --runs) RUNS="$2"; shift 2 ;;
+    --scale) SCALE="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --segments) SEGMENTS="$2"; shift 2 ;;
+    --lag-seconds) LAG_SECONDS="$2"; shift 2 ;;
+    --no-async) ASYNC=0; shift ;;
+    --no-defaults) DEFAULTS=0; shift ;;
+    --no-lag-pgbackrest) LAG_PGBR=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    --no-install) INSTALL=0; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "unknown argument: $1" >&2; usage 2 ;;
+  esac
+done
+for v in RUNS SCALE SEGMENTS LAG_SECONDS; do
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v,,} must be a positive integer"
+done
+IFS=',' read -r -a PHASES <<<"$ONLY"
+for p in "${PHASES[@]}"; do
+  [[ "$p" == backup || "$p" == wal || "$p" == lag ]] || die "--only takes backup, wal, lag or a comma list of them"
+done
+has_phase() { [[ ",$ONLY," == *",$1,"* ]]; }
+[[ $(id -u) -eq 0 ]] || die "run as root (the server and the tools run as the postgres user through runuser)"
+id postgres >/dev/null 2>&1 || die "no postgres user"
+[[ -x "$PGBIN/postgres" ]] || die "no PostgreSQL binaries in $PGBIN"
+
+# ---------------------------------------------------------------- installs
+if ! command -v pgbackrest >/dev/null 2>&1; then
+  [[ $INSTALL -eq 1 ]] || die "pgbackrest is not installed (and --no-install)"
+  say "apt-get install -y pgbackrest"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y pgbackrest >&2 ||
+    { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y pgbackrest >&2; } ||
+    die "could not install pgbackrest"
+fi
+for b in python3 runuser flock timeout du; do
+  command -v "$b" >/dev/null 2>&1 || die "required program $b is missing"
+done
+TIME_V=()
+if [[ -x /usr/bin/time ]]; then TIME_V=(/usr/bin/time -v); fi
+
+LB_SRC="${LIFEBOAT_BIN:-$REPO_ROOT/target/release/lifeboat}"
+[[ -x "$LB_SRC" ]] || die "lifeboat binary $LB_SRC not found: build it (cargo build --release) and/or set LIFEBOAT_BIN"
+
+# ---------------------------------------------------------------- scratch
+STAMP="$(date +%Y-%m-%d-%H%M%S)"
+RESULTS="$BENCH_DIR/results/pg-$STAMP"
+mkdir -p "$RESULTS"
+TSV="$RESULTS/results.tsv"
+: >"$TSV"
+SCRATCH="$(mktemp -d "${BENCH_PG_SCRATCH_BASE:-/tmp}/pgbench-XXXX")"
+chmod 755 "$SCRATCH"
+MEM="$SCRATCH/mem"            # tmpfs: the binary, the source WAL segments, pgBackRest's fake pg_wal
+DATA="$SCRATCH/data"
+SOCK="$SCRATCH/sock"
+PGHOME="$SCRATCH/home"
+OUT="$SCRATCH/out"            # postgres-writable: /usr/bin/time -v files, command output
+LB_REPO="$SCRATCH/lb-repo"    # the server's lifeboat repository (archive_command, pg backup)
+LB_SPOOL="$SCRATCH/lb-spool"  # the server's lifeboat spool
+PGBR_REPO="$SCRATCH/pgbr-repo"
+CONF="$SCRATCH/conf"
+PW="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+PORT="$(python3 "$HELPER" freeport)"
+SERVER_UP=0
+MEM_MOUNTED=0
+BG_PIDS=()
+
+mkdir -p "$MEM" "$SOCK" "$PGHOME" "$OUT" "$CONF"
+mem_mib=$(( SEGMENTS * 16 * 2 + 512 ))
+mount -t tmpfs -o "size=${mem_mib}m,mode=755" tmpfs "$MEM" && MEM_MOUNTED=1 || die "cannot mount a tmpfs on $MEM"
+mkdir -p "$MEM/bin"
+cp "$LB_SRC" "$MEM/bin/lifeboat"
+cp "$BENCH_DIR/pg/helper.py" "$MEM/bin/helper.py"   # the postgres user may not read the checkout
+chmod 755 "$MEM/bin/lifeboat" "$MEM/bin/helper.py"
+LB="$MEM/bin/lifeboat"
+chown -R postgres:postgres "$SCRATCH"
+chmod 755 "$MEM"
+
+PATH_PG="$PGBIN:/usr/local/bin:/usr/bin:/bin"
+# as_pg CMD...: run as postgres with a clean environment (plus VAR=value words given first)
+as_pg() { runuser -u postgres -- env -i PATH="$PATH_PG" HOME="$PGHOME" LANG=C.UTF-8 TZ=UTC "$@"; }
+# lifeboat's environment: the server's repository and spool unless overridden
+lb_env() { # lb_env REPO SPOOL
+  echo "LIFEBOAT_REPOSITORY=$1" "LIFEBOAT_PASSWORD=$PW" "LIFEBOAT_PG_SPOOL=$2" "LIFEBOAT_PG_BIN=$PGBIN"
+}
+pg_conn=(PGHOST="$SOCK" PGPORT="$PORT" PGUSER=postgres PGDATABASE=postgres)
+q() { as_pg "${pg_conn[@]}" psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+now() { date +%s.%N; }
+dt() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$TSV"; }  # rec PHASE TOOL RUN METRIC VALUE
+load1() { cut -d' ' -f1 /proc/loadavg; }
+note_load() { # note_load PHASE TOOL RUN
+  local l; l="$(cat /proc/loadavg)"
+  say "loadavg before $1/$2 run $3: $l"
+  echo "$1 $2 $3 $l" >>"$RESULTS/loadavg.txt"
+  rec "$1" "$2" "$3" load1 "${l%% *}"
+}
+bytes() { du -sb "$1" 2>/dev/null | cut -f1; }
+free_mib() { df -Pm "$SCRATCH" | awk 'NR == 2 { print $4 }'; }
+need_free() { # need_free MIB WHAT
+  local f; f="$(free_mib)"
+  [[ "$f" -ge "$1" ]] || die "only $f MiB free on $(df -P "$SCRATCH" | awk 'NR==2{print $6}') for $2 (needs about $1 MiB)"
+}
+
+# holders FILE: ids of the processes that have FILE open (the lock files of our pushers)
+holders() {
+  local p fd
+  for p in /proc/[0-9]*; do
+    for fd in "$p"/fd/*; do
+      if [[ "$(readlink "$fd" 2>/dev/null)" == "$1" ]]; then echo "${p#/proc/}"; break; fi
+    done
+  done 2>/dev/null
+  return 0
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  touch "$SCRATCH/stop-sampler" 2>/dev/null
+  for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  if [[ $SERVER_UP -eq 1 ]]; then
+    say "stopping the server"
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 120 stop >/dev/null 2>&1 ||
+      as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w -t 60 stop >/dev/null 2>&1
+  fi
+  # background lifeboat pushers and pgBackRest async processes this run started (each
+  # holds its lock file); found by the lock file, ended by id
+  local f pid
+  for f in "$SCRATCH"/*spool*/pusher.lock "$SCRATCH"/pgbr-lock/*.lock; do
+    [[ -e "$f" ]] || continue
+    for pid in $(holders "$f"); do say "ending process $pid (holds $f)"; kill "$pid" 2>/dev/null; done
+  done
+  sleep 0.5
+  [[ -f "$SCRATCH/server.log" ]] && cp "$SCRATCH/server.log" "$RESULTS/server.log" 2>/dev/null
+  [[ $MEM_MOUNTED -eq 1 ]] && umount "$MEM" 2>/dev/null
+  if [[ $KEEP -eq 1 ]]; then
+    say "scratch kept in $SCRATCH"
+  else
+    [[ $MEM_MOUNTED -eq 1 ]] && mountpoint -q "$MEM" && umount -l "$MEM"
+    rm -rf "$SCRATCH"
+  fi
+  say "results in $RESULTS"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- server
+SERVER_IDLE=""   # LIFEBOAT_PG_PUSHER_IDLE of the server's environment ("" = lifeboat's default)
+start_server() {
+  local extra=()
+  if [[ -n "$SERVER_IDLE" ]]; then extra+=("LIFEBOAT_PG_PUSHER_IDLE=$SERVER_IDLE"); fi
+  # shellcheck disable=SC2046
+  as_pg $(lb_env "$LB_REPO" "$LB_SPOOL") "${extra[@]}" \
+    "$PGBIN/pg_ctl" -D "$DATA" -l "$SCRATCH/server.log" -w -t 300 start >/dev/null
+  SERVER_UP=1
+}
+stop_server() {
+  as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 300 stop >/dev/null
+  SERVER_UP=0
+}
+server_log_tail() { tail -n 30 "$SCRATCH/server.log" >&2 || true; }
+
+set_archive() { # set_archive COMMAND
+  q "ALTER SYSTEM SET archive_command = '$1'" >/dev/null
+  q "SELECT pg_reload_conf()" >/dev/null
+  local i
+  for i in $(seq 100); do
+    [[ "$(q 'SHOW archive_command')" == "$1" ]] && { sleep 0.5; return 0; }
+    sleep 0.1
+  done
+  die "archive_command did not change to $1"
+}
+ready_count() { find "$DATA/pg_wal/archive_status" -name '*.ready' 2>/dev/null | wc -l; }
+wait_archive_idle() { # wait until the archiver has nothing left (or die)
+  local limit=$(( $(date +%s) + ${1:-300} ))
+  while [[ "$(ready_count)" -gt 0 ]]; do
+    if [[ $(date +%s) -gt $limit ]]; then
+      server_log_tail
+      die "the archiver still has $(ready_count) segment(s) to archive after ${1:-300} s ($(q 'SELECT failed_count, last_failed_wal FROM pg_stat_archiver'))"
+    fi
+    sleep 0.1
+  done
+}
+switch_and_wait() { # a new segment through the current archive_command, all archived
+  q "CHECKPOINT" >/dev/null
+  q "SELECT pg_switch_wal()" >/dev/null
+  sleep 0.2
+  wait_archive_idle "${1:-300}"
+}
+
+LB_ARCHIVE="$LB pg wal-push %p"
+pgbr_archive() { echo "pgbackrest --config=$CONF/pgbr-$1.conf --stanza=bench archive-push %p"; }
+
+wait_pusher_gone() { # wait_pusher_gone SPOOL: no lifeboat pusher holds SPOOL's lock
+  local lock="$1/pusher.lock" limit=$(( $(date +%s) + 180 ))
+  [[ -e "$lock" ]] || return 0
+  # flock as postgres: should the file vanish meanwhile, the one flock creates is still theirs
+  until runuser -u postgres -- flock -n "$lock" true 2>/dev/null; do
+    [[ $(date +%s) -gt $limit ]] && die "a lifeboat pusher still holds $lock after 180 s (pids: $(holders "$lock"))"
+    sleep 0.2
+  done
+}
+wait_pgbr_locks_free() {
+  local f limit=$(( $(date +%s) + 180 ))
+  for f in "$SCRATCH"/pgbr-lock/*.lock; do
+    [[ -e "$f" ]] || continue
+    until runuser -u postgres -- flock -n "$f" true 2>/dev/null; do
+      [[ $(date +%s) -gt $limit ]] && die "pgBackRest still holds $f after 180 s"
+      sleep 0.2
+    done
+  done
+}
+spool_empty() { [[ -z "$(ls -A "$1/ready" 2>/dev/null)" ]]; }
+
+lb_init() { # lb_init REPO: a fresh lifeboat repository (default key derivation)
+  rm -rf "$1"
+  as_pg LIFEBOAT_REPOSITORY="$1" LIFEBOAT_PASSWORD="$PW" "$LB" init >>"$RESULTS/lifeboat-init.log" 2>&1 ||
+    die "lifeboat init $1 failed: $(tail -n 5 "$RESULTS/lifeboat-init.log")"
+}
+fresh_server_lb() { # fresh repository and spool for the server's archive_command
+  wait_pusher_gone "$LB_SPOOL"
+  if [[ -f "$LB_SPOOL/pusher.log" ]]; then cat "$LB_SPOOL/pusher.log" >>"$RESULTS/pusher.log"; fi
+  rm -rf "$LB_SPOOL"
+  lb_init "$LB_REPO"
+}
+fresh_pgbr() { # fresh_pgbr CONFIG: empty pgBackRest repository, stanza created
+  wait_pgbr_locks_free
+  rm -rf "$PGBR_REPO" "$SCRATCH/pgbr-spool"
+  mkdir -p "$PGBR_REPO" "$SCRATCH/pgbr-spool"
+  chown postgres:postgres "$PGBR_REPO" "$SCRATCH/pgbr-spool"
+  as_pg pgbackrest --config="$CONF/pgbr-$1.conf" --stanza=bench stanza-create >>"$RESULTS/pgbackrest.log" 2>&1 ||
+    die "pgbackrest stanza-create failed: $(tail -n 5 "$RESULTS/pgbackrest.log")"
+}
+
+# ---------------------------------------------------------------- pgBackRest configs
+write_pgbr_conf() { # write_pgbr_conf NAME PG1-PATH OPTION-LINES...
+  local name="$1" pg1="$2"; shift 2
+  {
+    echo "[global]"
+    echo "repo1-path=$PGBR_REPO"
+    echo "repo1-retention-full=99"
+    echo "log-path=$SCRATCH/pgbr-log"
+    echo "lock-path=$SCRATCH/pgbr-lock"
+    echo "spool-path=$SCRATCH/pgbr-spool"
+    echo "log-level-console=warn"
+    printf '%s\n' "$@"
+    echo
+    echo "[bench]"
+    echo "pg1-path=$pg1"
+    echo "pg1-port=$PORT"
+    echo "pg1-socket-path=$SOCK"
+    echo "pg1-user=postgres"
+  } >"$CONF/pgbr-$name.conf"
+}
+TUNED=("compress-type=zst" "compress-level=3" "repo1-cipher-type=aes-256-cbc" "repo1-cipher-pass=$PW"
+       "process-max=2" "start-fast=y")
+write_pgbr_conf tuned "$DATA" "${TUNED[@]}"
+write_pgbr_conf defaults "$DATA" "start-fast=y"
+write_pgbr_conf async "$MEM/fakepg" "${TUNED[@]}" "archive-async=y"
+mkdir -p "$SCRATCH/pgbr-log" "$SCRATCH/pgbr-lock" "$SCRATCH/pgbr-spool"
+chown -R postgres:postgres "$CONF" "$SCRATCH/pgbr-log" "$SCRATCH/pgbr-lock" "$SCRATCH/pgbr-spool"
+chmod 700 "$CONF"
+cp "$CONF/pgbr-tuned.conf" "$RESULTS/pgbackrest-tuned.conf"
+sed -i 's/^repo1-cipher-pass=.*/repo1-cipher-pass=(random, per run)/' "$RESULTS/pgbackrest-tuned.conf"
+
+# ---------------------------------------------------------------- cluster
+{
+  echo "date: $(date -Is)"
+  echo "host: $(uname -srm), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM"
+  echo "lifeboat: $("$LB" --version) from $LB_SRC ($(stat -c '%y' "$LB_SRC"))"
+  echo "lifeboat tree: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null) $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -c . || true) modified file(s) in the work tree"
+  echo "pgbackrest: $(pgbackrest version)"
+  echo "postgres: $("$PGBIN/postgres" --version)"
+  echo "scratch: $SCRATCH on $(df -P "$SCRATCH" | awk 'NR==2{print $1}'), tmpfs $MEM"
+  echo "options: runs=$RUNS scale=$SCALE only=$ONLY segments=$SEGMENTS lag_seconds=$LAG_SECONDS"
+} >"$RESULTS/env.txt"
+cat "$RESULTS/env.txt" >&2
+rec setup - 0 scale "$SCALE"
+rec setup - 0 segments "$SEGMENTS"
+rec setup - 0 lag_seconds "$LAG_SECONDS"
+
+need_free $(( SCALE * 16 + 2500 )) "the cluster (scale $SCALE), its WAL and the repositories"
+say "initdb in $DATA (port $PORT, socket $SOCK)"
+as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C >"$RESULTS/initdb.log" 2>&1 ||
+  die "initdb failed: $(tail -n 5 "$RESULTS/initdb.log")"
+cat >>"$DATA/postgresql.conf" <<EOF
+
+# bench/pg.sh
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$SOCK'
+shared_buffers = 1GB
+max_wal_size = 1GB
+logging_collector = off
+log_checkpoints = on
+EOF
+# the data is loaded without WAL (wal_level=minimal), then the server restarts archiving
+cat >"$DATA/bench-load.conf" <<EOF
+wal_level = minimal
+max_wal_senders = 0
+archive_mode = off
+EOF
+cat >"$DATA/bench-archive.conf" <<EOF
+wal_level = replica
+max_wal_senders = 4
+archive_mode = on
+archive_command = '$LB_ARCHIVE'
+EOF
+echo "include_if_exists = 'bench-phase.conf'" >>"$DATA/postgresql.conf"
+cp "$DATA/bench-load.conf" "$DATA/bench-phase.conf"
+chown postgres:postgres "$DATA"/*.conf
+start_server
+say "pgbench -i -s $SCALE (wal_level=minimal, no archiving)"
+t0=$(now)
+as_pg "${pg_conn[@]}" pgbench -i -s "$SCALE" -q >"$RESULTS/pgbench-init.log" 2>&1 ||
+  die "pgbench -i failed: $(tail -n 5 "$RESULTS/pgbench-init.log")"
+q "CHECKPOINT" >/dev/null
+say "loaded in $(dt "$t0" "$(now)") s: database $(q "SELECT pg_size_pretty(pg_database_size('postgres'))"), data dir $(du -sh "$DATA" | cut -f1)"
+rec setup - 0 db_bytes "$(q "SELECT pg_database_size('postgres')")"
+stop_server
+cp "$DATA/bench-archive.conf" "$DATA/bench-phase.conf"
+chown postgres:postgres "$DATA/bench-phase.conf"
+SERVER_IDLE=5   # pushers leave after 5 s idle (default 30), so the repositories can be renewed sooner
+start_server
+say "server up with archive_mode=on, wal_level=replica"
+
+# ---------------------------------------------------------------- phase 1: base backup
+backup_lifeboat() { # backup_lifeboat RUN
+  local run="$1" t0 t1 t2 rc=0
+  fresh_server_lb
+  set_archive "$LB_ARCHIVE"
+  switch_and_wait
+  wait_pusher_gone "$LB_SPOOL"
+  sync
+  note_load backup lifeboat "$run"
+  t0=$(now)
+  # shellcheck disable=SC2046
+  as_pg $(lb_env "$LB_REPO" "$LB_SPOOL") "${pg_conn[@]}" "${TIME_V[@]}" ${TIME_V:+-o "$OUT/backup-lb-$run.time"} \
+    timeout "$TMO" "$LB" pg backup --json >"$RESULTS/backup-lifeboat-$run.out" 2>"$RESULTS/backup-lifeboat-$run.err" || rc=$?
+  t1=$(now)
+  [[ $rc -eq 0 ]] || { server_log_tail; die "lifeboat pg backup failed (exit $rc): $(tail -n 5 "$RESULTS/backup-lifeboat-$run.err")"; }
+  local limit=$(( $(date +%s) + 300 ))
+  until spool_empty "$LB_SPOOL" && [[ "$(ready_count)" -eq 0 ]]; do
+    [[ $(date +%s) -gt $limit ]] && die "the backup's WAL was not stored within 300 s"
+    sleep 0.05
+  done
+  t2=$(now)
+  wait_pusher_gone "$LB_SPOOL"
+  rec backup lifeboat "$run" wall_s "$(dt "$t0" "$t1")"
+  rec backup lifeboat "$run" wall_plus_wal_s "$(dt "$t0" "$t2")"
+  rec_time backup lifeboat "$run" "$OUT/backup-lb-$run.time"
+  rec backup lifeboat "$run" repo_bytes "$(bytes "$LB_REPO")"
+  say "lifeboat pg backup run $run: $(dt "$t0" "$t1") s (with its WAL stored: $(dt "$t0" "$t2") s), repository $(du -sh "$LB_REPO" | cut -f1)"
+}
+rec_time() { # rec_time PHASE TOOL RUN TIMEFILE: peak RSS and CPU from /usr/bin/time -v
+  [[ -f "$4" ]] || return 0
+  cp "$4" "$RESULTS/$1-$2-$3.time"
+  local rss u s
+  rss="$(python3 "$HELPER" rss "$4")"
+  u="$(awk -F': ' '/User time/ {print $2}' "$4")"
+  s="$(awk -F': ' '/System time/ {print $2}' "$4")"
+  if [[ -n "$rss" ]]; then rec "$1" "$2" "$3" rss_kib "$rss"; fi
+  if [[ -n "$u" && -n "$s" ]]; then rec "$1" "$2" "$3" cpu_s "$(awk -v a="$u" -v b="$s" 'BEGIN{print a+b}')"; fi
+}
+backup_pgbr() { # backup_pgbr RUN CONFIG TOOLNAME
+  local run="$1" cfg="$2" tool="$3" t0 t1 rc=0
+  fresh_pgbr "$cfg"
+  set_archive "$(pgbr_archive "$cfg")"
+  switch_and_wait
+  sync
+  note_load backup "$tool" "$run"
+  t0=$(now)
+  as_pg "${TIME_V[@]}" ${TIME_V:+-o "$OUT/backup-$tool-$run.time"} \
+    timeout "$TMO" pgbackrest --config="$CONF/pgbr-$cfg.conf" --stanza=bench backup --type=full \
+    >"$RESULTS/backup-$tool-$run.out" 2>&1 || rc=$?
+  t1=$(now)
+  [[ $rc -eq 0 ]] || { server_log_tail; die "pgbackrest backup failed (exit $rc): $(tail -n 5 "$RESULTS/backup-$tool-$run.out")"; }
+  rec backup "$tool" "$run" wall_s "$(dt "$t0" "$t1")"
+  rec_time backup "$tool" "$run" "$OUT/backup-$tool-$run.time"
+  rec backup "$tool" "$run" repo_bytes "$(bytes "$PGBR_REPO")"
+  rec backup "$tool" "$run" backup_dir_bytes "$(bytes "$PGBR_REPO/backup")"
+  as_pg pgbackrest --config="$CONF/pgbr-$cfg.conf" --stanza=bench info >"$RESULTS/backup-$tool-$run.info" 2>&1 || true
+  say "pgbackrest backup ($cfg) run $run: $(dt "$t0" "$t1") s, repository $(du -sh "$PGBR_REPO" | cut -f1)"
+}
+
+if has_phase backup; then
+  say "== phase backup: $RUNS run(s) each, alternated"
+  for run in $(seq "$RUNS"); do
+    need_free 1500 "a base backup"
+    backup_lifeboat "$run"
+    rm -rf "$LB_REPO"   # free the space before the other tool's run (made anew before lifeboat's next)
+    backup_pgbr "$run" tuned pgbackrest
+    rm -rf "$PGBR_REPO"
+  done
+  if [[ $DEFAULTS -eq 1 ]]; then
+    backup_pgbr 1 defaults pgbackrest-defaults
+    rm -rf "$PGBR_REPO"
+  fi
+fi
+
+# ---------------------------------------------------------------- phase 2: WAL backlog
+WALSRC="$MEM/walsrc"
+FAKEPG="$MEM/fakepg"
+make_segments() {
+  mkdir -p "$WALSRC"; chown postgres:postgres "$WALSRC"
+  set_archive "test ! -f $WALSRC/%f && cp %p $WALSRC/%f"
+  say "generating $SEGMENTS WAL segments with pgbench (archived aside by cp into tmpfs)"
+  local limit=$(( $(date +%s) + 1800 )) n=0
+  while :; do
+    n=$(find "$WALSRC" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | wc -l)
+    [[ $n -ge $(( SEGMENTS + 1 )) ]] && break
+    [[ $(date +%s) -gt $limit ]] && die "only $n segments after 30 minutes of pgbench"
+    as_pg "${pg_conn[@]}" pgbench -n -c 2 -j 2 -T 10 >>"$RESULTS/pgbench-wal-gen.log" 2>&1 || die "pgbench failed"
+    q "CHECKPOINT" >/dev/null   # more full-page images: WAL faster
+  done
+  switch_and_wait
+  # the first SEGMENTS segments: the one closed by pg_switch_wal above (mostly zeros) is
+  # newer than those, as SEGMENTS+1 were archived before it
+  find "$WALSRC" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' -size 16M -printf '%f\n' |
+    LC_ALL=C sort | head -n "$SEGMENTS" >"$MEM/segments.txt"
+  [[ $(wc -l <"$MEM/segments.txt") -eq $SEGMENTS ]] || die "fewer than $SEGMENTS complete segments"
+  say "segments $(head -n1 "$MEM/segments.txt")..$(tail -n1 "$MEM/segments.txt"), $(du -sh "$WALSRC" | cut -f1) in $WALSRC"
+  if command -v zstd >/dev/null; then
+    say "zstd -3 of them: $(sed "s|^|$WALSRC/|" "$MEM/segments.txt" | xargs cat | zstd -3 -T1 -c | wc -c | awk '{printf "%.0f MiB", $1/1048576}')"
+  fi
+  cp "$MEM/segments.txt" "$RESULTS/segments.txt"
+  # pgBackRest's async mode finds its work through pg_wal/archive_status/*.ready of pg1-path:
+  # a data directory made of the real control file and the same segments (hard links)
+  mkdir -p "$FAKEPG/global" "$FAKEPG/pg_wal/archive_status"
+  cp "$DATA/global/pg_control" "$FAKEPG/global/"
+  cp "$DATA/PG_VERSION" "$FAKEPG/"
+  local s
+  while read -r s; do
+    ln "$WALSRC/$s" "$FAKEPG/pg_wal/$s"
+    touch "$FAKEPG/pg_wal/archive_status/$s.ready"
+  done <"$MEM/segments.txt"
+  chown -R postgres:postgres "$FAKEPG"
+  chmod 700 "$FAKEPG"
+  set_archive "$LB_ARCHIVE"
+}
+
+wal_lifeboat() { # wal_lifeboat RUN
+  local run="$1" repo="$SCRATCH/wal-lb-repo" spool="$SCRATCH/wal-lb-spool" times rc=0
+  rm -rf "$spool"; lb_init "$repo"
+  sync
+  note_load wal lifeboat "$run"
+  # one shell as postgres times it all (no runuser per call): N wal-push, one --drain,
+  # then until the spool's ready/ is empty (a file leaves ready/ once stored)
+  # shellcheck disable=SC2046,SC2016
+  times="$(as_pg $(lb_env "$repo" "$spool") LIFEBOAT_PG_PUSHER_IDLE=5 bash -c '
+    set -e
+    lb="$1" data="$2" src="$3" list="$4" spool="$5"
+    t0=$(date +%s.%N)
+    while read -r s; do "$lb" pg wal-push --pgdata "$data" "$src/$s"; done <"$list"
+    t1=$(date +%s.%N)
+    "$lb" pg wal-push --pgdata "$data" --drain >/dev/null
+    t2=$(date +%s.%N)
+    end=$(( $(date +%s) + 600 ))
+    while [ -n "$(ls -A "$spool/ready")" ]; do
+      [ "$(date +%s)" -lt "$end" ] || { echo "spool not empty after 600 s" >&2; exit 1; }
+      sleep 0.02
+    done
+    t3=$(date +%s.%N)
+    echo "$t0 $t1 $t2 $t3"' _ "$LB" "$DATA" "$WALSRC" "$MEM/segments.txt" "$spool" 2>"$RESULTS/wal-lifeboat-$run.err")" || rc=$?
+  [[ $rc -eq 0 ]] || die "lifeboat wal-push run $run failed (exit $rc): $(tail -n 5 "$RESULTS/wal-lifeboat-$run.err"; tail -n 5 "$spool/pusher.log" 2>/dev/null)"
+  read -r t0 t1 t2 t3 <<<"$times"
+  wait_pusher_gone "$spool"
+  # check: every segment is in the repository
+  local st
+  # shellcheck disable=SC2046
+  st="$(as_pg $(lb_env "$repo" "$spool") "$LB" pg status --json --pgdata "$DATA" 2>&1 | tail -n1)"
+  echo "$st" >"$RESULTS/wal-lifeboat-$run.status.json"
+  local archived newest
+  archived="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["archived_files"])' "$st" 2>/dev/null || echo "?")"
+  newest="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["newest_archived_segment"])' "$st" 2>/dev/null || echo "?")"
+  [[ "$archived" == "$SEGMENTS" && "$newest" == "$(tail -n1 "$MEM/segments.txt")" ]] ||
+    die "lifeboat run $run: pg status says archived_files=$archived newest=$newest (expected $SEGMENTS, $(tail -n1 "$MEM/segments.txt")): $st"
+  cp "$spool/pusher.log" "$RESULTS/wal-lifeboat-$run.pusher.log" 2>/dev/null || true
+  rec wal lifeboat "$run" push_s "$(dt "$t0" "$t1")"
+  rec wal lifeboat "$run" drain_s "$(dt "$t1" "$t3")"
+  rec wal lifeboat "$run" total_s "$(dt "$t0" "$t3")"
+  rec wal lifeboat "$run" repo_bytes "$(bytes "$repo")"
+  say "lifeboat WAL run $run: $SEGMENTS wal-push $(dt "$t0" "$t1") s, drain until stored $(dt "$t1" "$t3") s, total $(dt "$t0" "$t3") s, repository $(du -sh "$repo" | cut -f1)"
+  rm -rf "$repo" "$spool"
+}
+
+wal_pgbr() { # wal_pgbr RUN CONFIG(tuned|async) TOOLNAME
+  local run="$1" cfg="$2" tool="$3" times rc=0
+  fresh_pgbr tuned
+  sync
+  note_load wal "$tool" "$run"
+  # shellcheck disable=SC2016
+  times="$(as_pg bash -c '
+    set -e
+    conf="$1" fake="$2" list="$3"
+    t0=$(date +%s.%N)
+    while read -r s; do pgbackrest --config="$conf" --stanza=bench --pg1-path="$fake" archive-push "$fake/pg_wal/$s"; done <"$list"
+    t1=$(date +%s.%N)
+    echo "$t0 $t1"' _ "$CONF/pgbr-$cfg.conf" "$FAKEPG" "$MEM/segments.txt" 2>"$RESULTS/wal-$tool-$run.err")" || rc=$?
+  [[ $rc -eq 0 ]] || die "pgbackrest archive-push ($cfg) run $run failed (exit $rc): $(tail -n 5 "$RESULTS/wal-$tool-$run.err")"
+  read -r t0 t1 <<<"$times"
+  wait_pgbr_locks_free
+  local n
+  n=$(find "$PGBR_REPO/archive" -type f -regextype posix-extended -regex '.*/[0-9A-F]{24}-[0-9a-f]{40}.*' | wc -l)
+  [[ $n -eq $SEGMENTS ]] || die "pgBackRest ($cfg) run $run: $n segments in the repository, expected $SEGMENTS"
+  rec wal "$tool" "$run" total_s "$(dt "$t0" "$t1")"
+  rec wal "$tool" "$run" repo_bytes "$(bytes "$PGBR_REPO")"
+  say "pgbackrest archive-push ($cfg) run $run: $(dt "$t0" "$t1") s, repository $(du -sh "$PGBR_REPO" | cut -f1)"
+  rm -rf "$PGBR_REPO"
+}
+
+if has_phase wal; then
+  say "== phase wal: $SEGMENTS segments, $RUNS run(s) each, alternated"
+  need_free $(( SEGMENTS * 16 + 1000 )) "the WAL backlog (spool copies and repositories)"
+  make_segments
+  for run in $(seq "$RUNS"); do
+    wal_lifeboat "$run"
+    wal_pgbr "$run" tuned pgbackrest
+    if [[ $ASYNC -eq 1 ]]; then wal_pgbr "$run" async pgbackrest-async; fi
+  done
+  rm -rf "$WALSRC" "$FAKEPG"
+fi
+
+# ---------------------------------------------------------------- phase 3: lag under load
+lag_run() { # lag_run RUN TOOL
+  local run="$1" tool="$2" samples="$RESULTS/lag-$2-$1.jsonl" probe=() spoolarg=() envs=()
+  if [[ $tool == lifeboat ]]; then
+    fresh_server_lb
+    set_archive "$LB_ARCHIVE"
+    # shellcheck disable=SC2207
+    envs=($(lb_env "$LB_REPO" "$LB_SPOOL"))
+    probe=("$LB" pg status --json --pgdata "$DATA")
+    spoolarg=(--spool "$LB_SPOOL")
+  else
+    fresh_pgbr tuned
+    set_archive "$(pgbr_archive tuned)"
+    probe=(pgbackrest --config="$CONF/pgbr-tuned.conf" --stanza=bench info --output=json)
+  fi
+  switch_and_wait
+  sync
+  rm -f "$SCRATCH/stop-sampler"
+  note_load lag "$tool" "$run"
+  as_pg "${envs[@]}" python3 "$MEM/bin/helper.py" sample --out "$OUT/lag-$tool-$run.jsonl" --stop "$SCRATCH/stop-sampler" \
+    --tool "$tool" --psql "$PGBIN/psql" --host "$SOCK" --port "$PORT" "${spoolarg[@]}" -- "${probe[@]}" \
+    2>"$RESULTS/lag-$tool-$run.sampler.err" &
+  BG_PIDS+=($!)
+  local sampler=$!
+  sleep 3
+  local t0 t1 rc=0
+  t0=$(now)
+  as_pg "${pg_conn[@]}" timeout $(( LAG_SECONDS + 300 )) pgbench -c 2 -j 2 -T "$LAG_SECONDS" \
+    >"$RESULTS/lag-$tool-$run.pgbench.log" 2>&1 || rc=$?
+  t1=$(now)
+  [[ $rc -eq 0 ]] || die "pgbench failed (exit $rc): $(tail -n 5 "$RESULTS/lag-$tool-$run.pgbench.log")"
+  # keep sampling until the archive has caught up (at most 60 s more)
+  local limit=$(( $(date +%s) + 60 ))
+  while [[ $(date +%s) -lt $limit ]]; do
+    [[ "$(ready_count)" -eq 0 ]] && { [[ $tool != lifeboat ]] || spool_empty "$LB_SPOOL"; } && break
+    sleep 0.5
+  done
+  sleep 3
+  touch "$SCRATCH/stop-sampler"
+  wait "$sampler" || true
+  cp "$OUT/lag-$tool-$run.jsonl" "$samples"
+  local tps
+  tps="$(awk '/^tps = / {print $3; exit}' "$RESULTS/lag-$tool-$run.pgbench.log")"
+  if [[ -n "$tps" ]]; then rec lag "$tool" "$run" tps "$tps"; fi
+  python3 "$HELPER" lagsum "$samples" "$t0" "$t1" lag "$tool" "$run" | tee -a "$TSV" |
+    awk -F'\t' '{ printf "%s=%s ", $4, $5 } END { print "" }' | sed "s/^/[pg.sh] lag $tool run $run: tps=$tps /" >&2
+  if [[ $tool == lifeboat ]]; then
+    cp "$LB_SPOOL/pusher.log" "$RESULTS/lag-lifeboat-$run.pusher.log" 2>/dev/null || true
+  fi
+}
+
+if has_phase lag; then
+  say "== phase lag: pgbench -c 2 -j 2 -T $LAG_SECONDS, $RUNS run(s)"
+  need_free 2500 "the lag phase (WAL of $LAG_SECONDS s of pgbench, twice over)"
+  # lifeboat's default pusher idle time for this phase
+  stop_server; SERVER_IDLE=""; start_server
+  for run in $(seq "$RUNS"); do
+    lag_run "$run" lifeboat
+    if [[ $LAG_PGBR -eq 1 ]]; then lag_run "$run" pgbackrest; fi
+  done
+fi
+
+# ---------------------------------------------------------------- report
+{
+  echo "# lifeboat vs pgBackRest, PostgreSQL 15 ($STAMP)"
+  echo
+  sed 's/^/    /' "$RESULTS/env.txt"
+  echo
+  python3 "$HELPER" report "$TSV"
+  echo "pgBackRest configuration (tuned; the defaults run drops compress-*, cipher and process-max; the async run adds archive-async=y):"
+  echo
+  sed 's/^/    /' "$RESULTS/pgbackrest-tuned.conf"
+} | tee "$RESULTS/report.md"
