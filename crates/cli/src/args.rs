@@ -833,6 +833,10 @@ fn parse_max_unused(s: &str) -> Result<f64, String> {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// List every WAL archive snapshot too (by default they are counted in one line; --json
+    /// always lists them)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,10 @@ pub fn run(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
         println!("{}", serde_json::Value::Array(list));
         return Ok(crate::exit::OK);
     }
+    // A busy database archives a batch of WAL every few seconds: counted, not listed.
+    let (archive, selected): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|e| !args.all && lifeboat_core::snapshot::is_archive_source(&e.snapshot.source));
     println!(
         "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  Paths",
         "ID", "Time", "Host", "Tags", "Size"
@@ -33,5 +37,16 @@ pub fn run(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
         );
     }
     println!("{} snapshot(s)", selected.len());
+    if let Some(newest) = archive.iter().map(|e| e.snapshot.time).max() {
+        let files: usize = archive.iter().map(|e| e.snapshot.paths.len()).sum();
+        println!(
+            "and {} WAL archive snapshot(s) holding {files} file(s), the newest from {} \
+             (`lifeboat pg status`; `--all` lists them)",
+            archive.len(),
+            newest
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+        );
+    }
     Ok(crate::exit::OK)
 }
