@@ -5,7 +5,7 @@
 #
 #   bench/pg.sh [--runs 3] [--scale 100] [--only backup,wal,lag] [--segments 100]
 #               [--lag-seconds 60] [--no-async] [--no-defaults] [--no-lag-pgbackrest]
-#               [--keep] [--no-install]
+#               [--no-lag-spool] [--keep] [--no-install]
 #
 #   --runs N          runs per measurement, tools alternated run by run (default 3)
 #   --scale S         pgbench -i scale of the database (default 100, about 1.5 GB)
@@ -14,7 +14,10 @@
 #   --lag-seconds T   pgbench -T of the lag phase (default 60)
 #   --no-async        skip pgBackRest archive-async=y in the backlog phase
 #   --no-defaults     skip the one pgBackRest base backup with its default settings
-#   --no-lag-pgbackrest  lag phase: lifeboat only (no pgBackRest runs for orientation)
+#   --no-lag-pgbackrest  lag phase: no pgBackRest runs (they are for orientation)
+#   --no-lag-spool    lag phase: no lifeboat runs sampled without `pg status` (those read
+#                     the spool's done/ records instead, to show what the once-a-second
+#                     status call, one key derivation each, costs the server)
 #   --keep            keep the scratch directory
 #   --no-install      do not apt-get install pgbackrest when it is missing
 #
@@ -36,7 +39,8 @@
 #           archive-async=y process-max=2), fresh repository and spool every run.
 #   lag     pgbench -c 2 -j 2 -T 60 with lifeboat's archive_command; once a second: the
 #           server's current WAL file, pg_stat_archiver, `lifeboat pg status --json`.
-#           Same with pgBackRest's archive_command for orientation.
+#           Same with pgBackRest's archive_command (probe: `pgbackrest info`) for
+#           orientation, and lifeboat again sampled from its spool only (no status call).
 #
 # Markdown report to stdout, progress to stderr, raw figures and logs in
 # bench/results/pg-<date>/ (results.tsv, lag samples, command output).
@@ -54,6 +58,7 @@ LAG_SECONDS=60
 ASYNC=1
 DEFAULTS=1
 LAG_PGBR=1
+LAG_SPOOL=1
 KEEP=0
 INSTALL=1
 PGBIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -73,6 +78,7 @@ while [[ $# -gt 0 ]]; do
     --no-async) ASYNC=0; shift ;;
     --no-defaults) DEFAULTS=0; shift ;;
     --no-lag-pgbackrest) LAG_PGBR=0; shift ;;
+    --no-lag-spool) LAG_SPOOL=0; shift ;;
     --keep) KEEP=1; shift ;;
     --no-install) INSTALL=0; shift ;;
     -h|--help) usage 0 ;;
@@ -455,7 +461,6 @@ if has_phase backup; then
   for run in $(seq "$RUNS"); do
     need_free 1500 "a base backup"
     backup_lifeboat "$run"
-    rm -rf "$LB_REPO"   # free the space before the other tool's run (made anew before lifeboat's next)
     backup_pgbr "$run" tuned pgbackrest
     rm -rf "$PGBR_REPO"
   done
@@ -591,12 +596,16 @@ fi
 # ---------------------------------------------------------------- phase 3: lag under load
 lag_run() { # lag_run RUN TOOL
   local run="$1" tool="$2" samples="$RESULTS/lag-$2-$1.jsonl" probe=() spoolarg=() envs=()
-  if [[ $tool == lifeboat ]]; then
+  if [[ $tool == lifeboat || $tool == lifeboat-spool ]]; then
     fresh_server_lb
     set_archive "$LB_ARCHIVE"
     # shellcheck disable=SC2207
     envs=($(lb_env "$LB_REPO" "$LB_SPOOL"))
-    probe=("$LB" pg status --json --pgdata "$DATA")
+    if [[ $tool == lifeboat ]]; then
+      probe=("$LB" pg status --json --pgdata "$DATA")
+    else
+      probe=(true)   # the repository's state read from the spool's done/ records only
+    fi
     spoolarg=(--spool "$LB_SPOOL")
   else
     fresh_pgbr tuned
@@ -622,7 +631,7 @@ lag_run() { # lag_run RUN TOOL
   # keep sampling until the archive has caught up (at most 60 s more)
   local limit=$(( $(date +%s) + 60 ))
   while [[ $(date +%s) -lt $limit ]]; do
-    [[ "$(ready_count)" -eq 0 ]] && { [[ $tool != lifeboat ]] || spool_empty "$LB_SPOOL"; } && break
+    if [[ "$(ready_count)" -eq 0 ]] && { [[ $tool == pgbackrest ]] || spool_empty "$LB_SPOOL"; }; then break; fi
     sleep 0.5
   done
   sleep 3
@@ -634,7 +643,7 @@ lag_run() { # lag_run RUN TOOL
   if [[ -n "$tps" ]]; then rec lag "$tool" "$run" tps "$tps"; fi
   python3 "$HELPER" lagsum "$samples" "$t0" "$t1" lag "$tool" "$run" | tee -a "$TSV" |
     awk -F'\t' '{ printf "%s=%s ", $4, $5 } END { print "" }' | sed "s/^/[pg.sh] lag $tool run $run: tps=$tps /" >&2
-  if [[ $tool == lifeboat ]]; then
+  if [[ $tool != pgbackrest ]]; then
     cp "$LB_SPOOL/pusher.log" "$RESULTS/lag-lifeboat-$run.pusher.log" 2>/dev/null || true
   fi
 }
@@ -647,6 +656,7 @@ if has_phase lag; then
   for run in $(seq "$RUNS"); do
     lag_run "$run" lifeboat
     if [[ $LAG_PGBR -eq 1 ]]; then lag_run "$run" pgbackrest; fi
+    if [[ $LAG_SPOOL -eq 1 ]]; then lag_run "$run" lifeboat-spool; fi
   done
 fi
 

@@ -101,6 +101,8 @@ def cmd_sample(argv):
         rec["probe_s"] = round(d, 3)
         if rc != 0:
             rec["probe_error"] = (se or so).strip()[-300:]
+        elif opts["tool"] == "lifeboat-spool":
+            pass
         elif opts["tool"] == "lifeboat":
             try:
                 js = json.loads(so.strip().splitlines()[-1])
@@ -127,6 +129,8 @@ def cmd_sample(argv):
                         if SEG_RE.match(n)]
                 rec["spool_done_newest"] = max(done) if done else None
                 rec["spool_ready"] = len(os.listdir(os.path.join(opts["spool"], "ready")))
+                if opts["tool"] == "lifeboat-spool":
+                    rec["newest_stored"] = rec["spool_done_newest"]
             except OSError as e:
                 rec["spool_error"] = str(e)
         rc, so, se, d = run(psql)
@@ -344,32 +348,32 @@ def cmd_report(args):
     # ---- lag
     if any(k[0] == "lag" for k in data):
         P("## Archive lag under load (pgbench -c 2 -j 2 -T %s)\n" % fmt(med("setup", "-", "lag_seconds") or 0, "int"))
-        P("lag = current WAL segment (read after the probe) − newest segment in the repository "
-          "(lifeboat: `pg status --json` newest_archived_segment; pgBackRest: `info --output=json` archive max).\n")
-        P("| measurement | lifeboat | pgBackRest sync (orientation) | target | met |")
-        P("|---|---|---|---|---|")
-        mx = vals("lag", "lifeboat", "lag_max")
-        P("| max lag, segments | %s | %s | <3 | %s |" % (
-            cell("lag", "lifeboat", "lag_max", "int"), cell("lag", "pgbackrest", "lag_max", "int"),
-            "n/a" if not mx else ("yes" if max(mx) < 3 else "**no**")))
-        P("| median lag, segments | %s | %s | — | — |" % (
-            cell("lag", "lifeboat", "lag_median"), cell("lag", "pgbackrest", "lag_median")))
-        P("| samples with lag ≥ 3 / samples | %s / %s | %s / %s | — | — |" % (
-            cell("lag", "lifeboat", "lag_samples_ge3", "int"), cell("lag", "lifeboat", "samples", "int"),
-            cell("lag", "pgbackrest", "lag_samples_ge3", "int"), cell("lag", "pgbackrest", "samples", "int")))
-        P("| lifeboat lag from the spool's done/ records: max / median | %s / %s | | | |" % (
-            cell("lag", "lifeboat", "lag_spool_max", "int"), cell("lag", "lifeboat", "lag_spool_median")))
-        P("| lag per pg_stat_archiver.last_archived_wal: max / median | %s / %s | %s / %s | | |" % (
-            cell("lag", "lifeboat", "lag_archiver_max", "int"), cell("lag", "lifeboat", "lag_archiver_median"),
-            cell("lag", "pgbackrest", "lag_archiver_max", "int"), cell("lag", "pgbackrest", "lag_archiver_median")))
-        P("| lifeboat spooled_files, max | %s | | | |" % cell("lag", "lifeboat", "spooled_max", "int"))
-        P("| WAL rate, segments/min | %s | %s | | |" % (
-            cell("lag", "lifeboat", "wal_segments_per_min"), cell("lag", "pgbackrest", "wal_segments_per_min")))
-        P("| pgbench tps | %s | %s | | |" % (cell("lag", "lifeboat", "tps", "int"), cell("lag", "pgbackrest", "tps", "int")))
-        P("| probe duration (status / info), median s | %s | %s | | |" % (
-            cell("lag", "lifeboat", "probe_s_median"), cell("lag", "pgbackrest", "probe_s_median")))
-        P("| catch-up after pgbench stopped (lag ≤ 1), s | %s | %s | | |" % (
-            cell("lag", "lifeboat", "catchup_s"), cell("lag", "pgbackrest", "catchup_s")))
+        P("lag = current WAL segment (read after the probe) − newest segment in the repository. Probe once a "
+          "second: lifeboat `pg status --json` (newest_archived_segment); lifeboat, spool only: the newest "
+          "`done/` record of the spool (written once a segment is stored), no status call; pgBackRest: "
+          "`info --output=json` (archive max).\n")
+        tools = [t for t in ("lifeboat", "lifeboat-spool", "pgbackrest") if ("lag", t, "samples") in data]
+        heads = {"lifeboat": "lifeboat (status probe)", "lifeboat-spool": "lifeboat (spool probe)",
+                 "pgbackrest": "pgBackRest sync (orientation)"}
+        P("| measurement | %s | target | met |" % " | ".join(heads[t] for t in tools))
+        P("|---|%s---|---|" % ("---|" * len(tools)))
+
+        def row(label, metric, unit="", target="—", verdict="—"):
+            P("| %s | %s | %s | %s |" % (label, " | ".join(cell("lag", t, metric, unit) for t in tools), target, verdict))
+
+        lbmax = vals("lag", "lifeboat", "lag_max") + vals("lag", "lifeboat-spool", "lag_max")
+        row("max lag, segments", "lag_max", "int", "<3 (lifeboat)",
+            "n/a" if not lbmax else ("yes" if max(lbmax) < 3 else "**no**"))
+        row("median lag, segments", "lag_median")
+        row("samples with lag ≥ 3", "lag_samples_ge3", "int")
+        row("samples", "samples", "int")
+        row("lag from lifeboat's spool done/ records, max", "lag_spool_max", "int")
+        row("lag per pg_stat_archiver.last_archived_wal, max", "lag_archiver_max", "int")
+        row("lifeboat spooled_files (status), max", "spooled_max", "int")
+        row("WAL rate, segments/min", "wal_segments_per_min")
+        row("pgbench tps", "tps", "int")
+        row("probe duration, median s", "probe_s_median")
+        row("catch-up after pgbench stopped (lag ≤ 1), s", "catchup_s")
         P("")
 
     # ---- load

@@ -437,6 +437,10 @@ pub struct PgRestoreArgs {
 pub struct PgStatusArgs {
     #[command(flatten)]
     pub spool: PgSpoolArgs,
+    /// Only what this host knows (the spool and the server), without opening the
+    /// repository: cheap enough to poll every few seconds
+    #[arg(long)]
+    pub local: bool,
     /// Directory of psql, which asks the server (PG* variables) which segment it writes,
     /// for the archive lag (default: found on PATH)
     #[arg(long, value_name = "DIR", env = "LIFEBOAT_PG_BIN")]

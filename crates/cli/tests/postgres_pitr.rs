@@ -242,6 +242,16 @@ fn archived_wal_restores_to_a_time_a_position_and_the_end() {
         .json();
     assert_eq!(status["lag_segments"], 0, "{status}");
     assert!(status["server_segment"].is_string(), "{status}");
+    let local = archive
+        .lb(Some(&pg), &["pg", "status", "--local", "--json"])
+        .ok()
+        .json();
+    assert_eq!(local["lag_segments"], 0, "{local}");
+    assert_eq!(
+        local["last_pushed"], status["newest_archived_segment"],
+        "{local}"
+    );
+    assert!(local.get("base_backups").is_none(), "{local}");
     let backups = status["base_backups"].as_array().expect("backups");
     assert_eq!(backups.len(), 2, "{status}");
     assert!(backups.iter().all(|b| b["restorable"] == true), "{status}");
