@@ -140,6 +140,22 @@ BG_PIDS=()
 mkdir -p "$MEM" "$SOCK" "$PGHOME" "$OUT" "$CONF"
 mem_mib=$(( SEGMENTS * 16 * 2 + 512 ))
 mount -t tmpfs -o "size=${mem_mib}m,mode=755" tmpfs "$MEM" && MEM_MOUNTED=1 || die "cannot mount a tmpfs on $MEM"
+# The cluster's data directory: on the scratch disk, or on a tmpfs when that disk lacks
+# the room (auto), so that the benchmark never fills a disk others use. The repositories
+# and spools stay on the scratch disk either way (their writes and fsyncs are measured).
+DATA_TMPFS="${BENCH_PG_DATA_TMPFS:-auto}"
+disk_free_mib="$(df -Pm "$SCRATCH" | awk 'NR == 2 { print $4 }')"
+if [[ $DATA_TMPFS == auto ]]; then
+  if [[ $disk_free_mib -lt $(( SCALE * 16 + 5000 )) ]]; then DATA_TMPFS=yes; else DATA_TMPFS=no; fi
+fi
+PGMEM_MOUNTED=0
+if [[ $DATA_TMPFS == yes ]]; then
+  mkdir -p "$SCRATCH/pgmem"
+  mount -t tmpfs -o "size=$(( SCALE * 16 + 3072 ))m,mode=755" tmpfs "$SCRATCH/pgmem" && PGMEM_MOUNTED=1 ||
+    die "cannot mount a tmpfs on $SCRATCH/pgmem"
+  DATA="$SCRATCH/pgmem/data"
+  say "data directory on a tmpfs ($disk_free_mib MiB free on the scratch disk; BENCH_PG_DATA_TMPFS=no to refuse)"
+fi
 mkdir -p "$MEM/bin"
 cp "$LB_SRC" "$MEM/bin/lifeboat"
 cp "$BENCH_DIR/pg/helper.py" "$MEM/bin/helper.py"   # the postgres user may not read the checkout
@@ -205,6 +221,7 @@ cleanup() {
   sleep 0.5
   [[ -f "$SCRATCH/server.log" ]] && cp "$SCRATCH/server.log" "$RESULTS/server.log" 2>/dev/null
   [[ $MEM_MOUNTED -eq 1 ]] && umount "$MEM" 2>/dev/null
+  [[ $PGMEM_MOUNTED -eq 1 && $KEEP -eq 0 ]] && umount "$SCRATCH/pgmem" 2>/dev/null
   if [[ $KEEP -eq 1 ]]; then
     say "scratch kept in $SCRATCH"
   else
@@ -344,7 +361,8 @@ sed -i 's/^repo1-cipher-pass=.*/repo1-cipher-pass=(random, per run)/' "$RESULTS/
   echo "lifeboat tree: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null) $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | grep -c . || true) modified file(s) in the work tree"
   echo "pgbackrest: $(pgbackrest version)"
   echo "postgres: $("$PGBIN/postgres" --version)"
-  echo "scratch: $SCRATCH on $(df -P "$SCRATCH" | awk 'NR==2{print $1}'), tmpfs $MEM"
+  echo "scratch: $SCRATCH on $(df -P "$SCRATCH" | awk 'NR==2{print $1}') ($disk_free_mib MiB free at the start), tmpfs $MEM"
+  echo "data directory: $DATA ($([[ $DATA_TMPFS == yes ]] && echo "tmpfs" || echo "scratch disk"))"
   echo "options: runs=$RUNS scale=$SCALE only=$ONLY segments=$SEGMENTS lag_seconds=$LAG_SECONDS"
 } >"$RESULTS/env.txt"
 cat "$RESULTS/env.txt" >&2
@@ -352,7 +370,7 @@ rec setup - 0 scale "$SCALE"
 rec setup - 0 segments "$SEGMENTS"
 rec setup - 0 lag_seconds "$LAG_SECONDS"
 
-need_free $(( SCALE * 16 + 2500 )) "the cluster (scale $SCALE), its WAL and the repositories"
+if [[ $DATA_TMPFS == yes ]]; then need_free 1500 "the repositories"; else need_free $(( SCALE * 16 + 2500 )) "the cluster (scale $SCALE), its WAL and the repositories"; fi
 say "initdb in $DATA (port $PORT, socket $SOCK)"
 as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C >"$RESULTS/initdb.log" 2>&1 ||
   die "initdb failed: $(tail -n 5 "$RESULTS/initdb.log")"
@@ -459,8 +477,9 @@ backup_pgbr() { # backup_pgbr RUN CONFIG TOOLNAME
 if has_phase backup; then
   say "== phase backup: $RUNS run(s) each, alternated"
   for run in $(seq "$RUNS"); do
-    need_free 1500 "a base backup"
+    need_free 1200 "a base backup"
     backup_lifeboat "$run"
+    fresh_server_lb   # frees the space; archive_command keeps a repository to push to
     backup_pgbr "$run" tuned pgbackrest
     rm -rf "$PGBR_REPO"
   done
@@ -583,7 +602,7 @@ wal_pgbr() { # wal_pgbr RUN CONFIG(tuned|async) TOOLNAME
 
 if has_phase wal; then
   say "== phase wal: $SEGMENTS segments, $RUNS run(s) each, alternated"
-  need_free $(( SEGMENTS * 16 + 1000 )) "the WAL backlog (spool copies and repositories)"
+  need_free $(( SEGMENTS * 16 + 500 )) "the WAL backlog (spool copies and repositories)"
   make_segments
   for run in $(seq "$RUNS"); do
     wal_lifeboat "$run"
@@ -650,7 +669,7 @@ lag_run() { # lag_run RUN TOOL
 
 if has_phase lag; then
   say "== phase lag: pgbench -c 2 -j 2 -T $LAG_SECONDS, $RUNS run(s)"
-  need_free 2500 "the lag phase (WAL of $LAG_SECONDS s of pgbench, twice over)"
+  need_free 1500 "the lag phase (WAL of $LAG_SECONDS s of pgbench, twice over)"
   # lifeboat's default pusher idle time for this phase
   stop_server; SERVER_IDLE=""; start_server
   for run in $(seq "$RUNS"); do

@@ -418,13 +418,27 @@ fn a_promoted_restore_archives_its_timeline_and_the_next_recovery_follows_it() {
     insert(&pg, "base");
     archive.lb(Some(&pg), &["pg", "backup"]).ok();
     insert(&pg, "t1");
+    std::thread::sleep(Duration::from_millis(1100));
+    let target_time = pg.sql("postgres", "SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    insert(&pg, "lost");
     archive.wait_archived(&pg);
 
     // A real recovery keeps archiving: its new timeline's history and WAL enter the archive.
     let data = archive.path("promoted");
     let data_arg = data.display().to_string();
     archive
-        .lb(None, &["pg", "restore", "--latest", "--pgdata", &data_arg])
+        .lb(
+            None,
+            &[
+                "pg",
+                "restore",
+                "--target-time",
+                &target_time,
+                "--pgdata",
+                &data_arg,
+            ],
+        )
         .ok();
     let promoted = Postgres::start_on(&data, &archive.server_options());
     wait_promoted(&promoted);
@@ -452,4 +466,25 @@ fn a_promoted_restore_archives_its_timeline_and_the_next_recovery_follows_it() {
     let (follow, _) = archive.restore("follow", &["--latest"]);
     wait_promoted(&follow);
     assert_eq!(phases(&follow), "100|100|100");
+    drop(follow);
+
+    // A base backup of the promoted server carries its recovery target in
+    // postgresql.auto.conf; a restore of it must not stop there.
+    let second = archive
+        .lb(Some(&promoted), &["--json", "pg", "backup"])
+        .ok()
+        .json();
+    insert(&promoted, "late");
+    archive.wait_archived(&promoted);
+    let (again, summary) = archive.restore("again", &["--latest"]);
+    assert_eq!(summary["base_backup"], second["snapshot_id"], "{summary}");
+    wait_promoted(&again);
+    assert_eq!(
+        again.sql(
+            "postgres",
+            "SELECT count(*) FROM marks WHERE phase = 'late'"
+        ),
+        "100"
+    );
+    assert_eq!(again.sql("postgres", "SELECT count(*) FROM marks"), "400");
 }

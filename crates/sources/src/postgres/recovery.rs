@@ -214,6 +214,40 @@ pub fn valid_timeline(text: &str) -> bool {
     text == "latest" || text == "current" || text.parse::<u32>().is_ok_and(|t| t > 0)
 }
 
+/// Every recovery target setting: the others empty, then the chosen one with its value. The
+/// backed-up server may have carried a target of an earlier recovery in its
+/// postgresql.auto.conf, which would stop this one there; the last value of a setting in the
+/// file wins, so writing each of them overrides any such line. They are applied in file
+/// order, and PostgreSQL refuses any target setting, even an empty one, written after a set
+/// one ("multiple recovery targets specified"): the chosen target comes last.
+fn target_lines(target: &RecoveryTarget) -> String {
+    let chosen = match target {
+        RecoveryTarget::Latest => None,
+        RecoveryTarget::Time(t) => Some((
+            "recovery_target_time",
+            t.format("%Y-%m-%d %H:%M:%S%.6f%:z").to_string(),
+        )),
+        RecoveryTarget::Lsn(lsn) => Some(("recovery_target_lsn", lsn.to_string())),
+        RecoveryTarget::Xid(xid) => Some(("recovery_target_xid", xid.to_string())),
+    };
+    let mut lines = String::new();
+    for name in [
+        "recovery_target",
+        "recovery_target_name",
+        "recovery_target_time",
+        "recovery_target_lsn",
+        "recovery_target_xid",
+    ] {
+        if chosen.as_ref().map(|(n, _)| *n) != Some(name) {
+            lines.push_str(&format!("{name} = ''\n"));
+        }
+    }
+    if let Some((name, value)) = chosen {
+        lines.push_str(&format!("{name} = {}\n", conf_quote(&value)));
+    }
+    lines
+}
+
 /// Appends the recovery settings to `postgresql.auto.conf` (where they override
 /// postgresql.conf) and creates `recovery.signal`.
 pub fn write_recovery_settings(dir: &Path, settings: &RecoverySettings) -> Result<(), SourceError> {
@@ -223,28 +257,11 @@ pub fn write_recovery_settings(dir: &Path, settings: &RecoverySettings) -> Resul
         conf_quote(settings.restore_command),
         conf_quote(&format!("rm -rf {}", shell_quote(RESTORE_WAL_DIR))),
     );
-    let target_line = match settings.target {
-        RecoveryTarget::Latest => None,
-        RecoveryTarget::Time(t) => Some(format!(
-            "recovery_target_time = {}",
-            conf_quote(&t.format("%Y-%m-%d %H:%M:%S%.6f%:z").to_string())
-        )),
-        RecoveryTarget::Lsn(lsn) => Some(format!(
-            "recovery_target_lsn = {}",
-            conf_quote(&lsn.to_string())
-        )),
-        RecoveryTarget::Xid(xid) => Some(format!(
-            "recovery_target_xid = {}",
-            conf_quote(&xid.to_string())
-        )),
-    };
-    if let Some(line) = target_line {
-        text.push_str(&line);
-        text.push_str(&format!(
-            "\nrecovery_target_action = {}\n",
-            conf_quote(settings.action.as_str())
-        ));
-    }
+    text.push_str(&target_lines(settings.target));
+    text.push_str(&format!(
+        "recovery_target_action = {}\n",
+        conf_quote(settings.action.as_str())
+    ));
     if let Some(timeline) = settings.timeline {
         text.push_str(&format!(
             "recovery_target_timeline = {}\n",
@@ -376,6 +393,14 @@ mod tests {
             "{conf}"
         );
         assert!(conf.contains("recovery_target_action = 'pause'"), "{conf}");
+        // Targets an earlier recovery left in the file are overridden with empty values.
+        assert!(conf.contains("recovery_target_lsn = ''"), "{conf}");
+        assert!(conf.contains("recovery_target_xid = ''"), "{conf}");
+        assert!(conf.contains("recovery_target_name = ''"), "{conf}");
+        let chosen = conf.find("recovery_target_time = '2026").expect("target");
+        assert!(conf
+            .find("recovery_target_xid = ''")
+            .is_some_and(|i| i < chosen));
         assert!(
             conf.contains("recovery_target_timeline = 'current'"),
             "{conf}"
