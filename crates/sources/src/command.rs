@@ -46,9 +46,6 @@ impl CommandStream {
     /// a signal to end it should lifeboat die. Its standard error is passed on to ours, and
     /// its end kept for the error message.
     pub fn spawn(mut command: Command) -> Result<Self, SourceError> {
-        let program = command.get_program().to_string_lossy().into_owned();
-        without_lifeboat_variables(&mut command);
-        command.process_group(0);
         // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is
         // one. The signal is sent when the thread that started the command exits, which for
         // lifeboat is the main thread, that is when lifeboat itself ends.
@@ -57,22 +54,9 @@ impl CommandStream {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
             });
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| SourceError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SourceError::Spawn {
-                program,
-                source: io::Error::other("its output pipes were not opened"),
-            });
+        let (program, mut child, stderr) = start(command, Stdio::null(), Stdio::piped())?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(abandon(program, child));
         };
         let done = Arc::new(AtomicBool::new(false));
         watch_exit(child.id(), done.clone());
@@ -80,7 +64,7 @@ impl CommandStream {
             program,
             child,
             stdout,
-            stderr: StderrTail::start(stderr),
+            stderr,
             finished: false,
             done,
         })
@@ -103,6 +87,41 @@ impl CommandStream {
             status,
             &tail,
         )))
+    }
+}
+
+/// Starts `command` in a process group of its own, without lifeboat's variables, its
+/// standard error piped into a [`StderrTail`].
+fn start(
+    mut command: Command,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Result<(String, Child, StderrTail), SourceError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    without_lifeboat_variables(&mut command);
+    command.process_group(0);
+    let mut child = command
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SourceError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let Some(stderr) = child.stderr.take() else {
+        return Err(abandon(program, child));
+    };
+    Ok((program, child, StderrTail::start(stderr)))
+}
+
+/// Stops a command whose pipes were not opened.
+fn abandon(program: String, mut child: Child) -> SourceError {
+    let _ = child.kill();
+    let _ = child.wait();
+    SourceError::Spawn {
+        program,
+        source: io::Error::other("its pipes were not opened"),
     }
 }
 
@@ -215,32 +234,16 @@ pub struct CommandSink {
 }
 
 impl CommandSink {
-    pub fn spawn(mut command: Command) -> Result<Self, SourceError> {
-        let program = command.get_program().to_string_lossy().into_owned();
-        without_lifeboat_variables(&mut command);
-        command.process_group(0);
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| SourceError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SourceError::Spawn {
-                program,
-                source: io::Error::other("its pipes were not opened"),
-            });
+    pub fn spawn(command: Command) -> Result<Self, SourceError> {
+        let (program, mut child, stderr) = start(command, Stdio::piped(), Stdio::inherit())?;
+        let Some(stdin) = child.stdin.take() else {
+            return Err(abandon(program, child));
         };
         Ok(CommandSink {
             program,
             child,
             stdin: Some(stdin),
-            stderr: StderrTail::start(stderr),
+            stderr,
         })
     }
 
