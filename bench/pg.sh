@@ -177,11 +177,26 @@ now() { date +%s.%N; }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$TSV"; }  # rec PHASE TOOL RUN METRIC VALUE
 load1() { cut -d' ' -f1 /proc/loadavg; }
-note_load() { # note_load PHASE TOOL RUN
-  local l; l="$(cat /proc/loadavg)"
-  say "loadavg before $1/$2 run $3: $l"
-  echo "$1 $2 $3 $l" >>"$RESULTS/loadavg.txt"
+cpu_busy() { # percent of the machine's CPU time busy during the next second
+  local a b
+  read -r -a a < <(head -n1 /proc/stat)
+  sleep 1
+  read -r -a b < <(head -n1 /proc/stat)
+  awk -v u1="${a[1]}" -v n1="${a[2]}" -v s1="${a[3]}" -v i1="${a[4]}" -v w1="${a[5]}" -v q1="${a[6]}" -v r1="${a[7]}" \
+      -v u2="${b[1]}" -v n2="${b[2]}" -v s2="${b[3]}" -v i2="${b[4]}" -v w2="${b[5]}" -v q2="${b[6]}" -v r2="${b[7]}" \
+      'BEGIN { busy = (u2+n2+s2+q2+r2) - (u1+n1+s1+q1+r1); idle = (i2+w2) - (i1+w1);
+               printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+note_load() { # note_load PHASE TOOL RUN: loadavg, CPU busy in the second before, compilers running
+  local l c r
+  l="$(cat /proc/loadavg)"
+  c="$(cpu_busy)"
+  r="$(ps -eo comm= | grep -cE '^(rustc|cc1|cc1plus|ld|cargo)$' || true)"
+  say "before $1/$2 run $3: loadavg $l; CPU busy ${c}% over 1 s; $r rustc/cargo/cc/ld process(es)"
+  echo "$1 $2 $3 loadavg=[$l] cpu_busy_1s=$c% compilers=$r" >>"$RESULTS/loadavg.txt"
   rec "$1" "$2" "$3" load1 "${l%% *}"
+  rec "$1" "$2" "$3" cpu_busy_pct "$c"
+  rec "$1" "$2" "$3" compilers "$r"
 }
 bytes() { du -sb "$1" 2>/dev/null | cut -f1; }
 free_mib() { df -Pm "$SCRATCH" | awk 'NR == 2 { print $4 }'; }

@@ -379,11 +379,15 @@ def cmd_report(args):
     # ---- load
     loads = [(k, v) for k, v in data.items() if k[2] == "load1"]
     if loads:
-        P("## /proc/loadavg (1-minute figure) before each measured run\n")
+        P("## Machine load before each measured run\n")
+        P("1-minute loadavg / CPU busy %% in the second before the run (2 cores) / rustc, cargo, cc, ld processes running; run by run.\n")
         P("| phase | tool | runs |")
         P("|---|---|---|")
         for (phase, tool, _), v in sorted(loads):
-            P("| %s | %s | %s |" % (phase, tool, ", ".join("%.2f" % x for _, x in sorted(v))))
+            busy = dict(data.get((phase, tool, "cpu_busy_pct"), []))
+            comp = dict(data.get((phase, tool, "compilers"), []))
+            P("| %s | %s | %s |" % (phase, tool, ", ".join(
+                "%.2f / %s%% / %s" % (x, fmt(busy.get(r), "int"), fmt(comp.get(r), "int")) for r, x in sorted(v))))
         P("")
     print("\n".join(lines))
 

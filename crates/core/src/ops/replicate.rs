@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
 use super::copy::same_backup;
-use crate::snapshot::SnapshotEntry;
+use crate::snapshot::{is_archive_source, SnapshotEntry};
 
 /// One snapshot, as the status names it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,9 +41,16 @@ impl SourceLag {
 
 type SourceKey = (String, String, Vec<String>);
 
+/// A continuous archive (WAL) stores each batch of files as a snapshot of its own: its
+/// batches are one source, not one per list of files.
 fn key(entry: &SnapshotEntry) -> SourceKey {
     let s = &entry.snapshot;
-    (s.hostname.clone(), s.source.clone(), s.paths.clone())
+    let paths = if is_archive_source(&s.source) {
+        Vec::new()
+    } else {
+        s.paths.clone()
+    };
+    (s.hostname.clone(), s.source.clone(), paths)
 }
 
 fn newest(entries: &[&SnapshotEntry]) -> Option<Newest> {
@@ -146,5 +153,25 @@ mod tests {
 
         assert!(lines[3].primary.is_none());
         assert!(lines[3].is_current(), "nothing of the primary is missing");
+    }
+
+    #[test]
+    fn the_batches_of_a_wal_archive_are_one_source() {
+        let wal = |id: &str, hour: u32, file: &str| {
+            let mut e = entry(id, "db", hour);
+            e.snapshot.source = "postgres-wal".into();
+            e.snapshot.paths = vec![format!("/{file}")];
+            e
+        };
+        let primary = [
+            wal("w1", 1, "000000010000000000000001"),
+            wal("w2", 2, "000000010000000000000002"),
+        ];
+        let copy = [wal("c1", 1, "000000010000000000000001")];
+        let lines = lag(&primary, &copy);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].paths.is_empty());
+        assert_eq!(lines[0].not_copied, 1);
+        assert_eq!(lines[0].lag_seconds, Some(3600));
     }
 }
