@@ -5,7 +5,7 @@
 #
 #   bench/pg.sh [--runs 3] [--scale 100] [--only backup,wal,lag] [--segments 100]
 #               [--lag-seconds 60] [--no-async] [--no-defaults] [--no-lag-pgbackrest]
-#               [--no-lag-spool] [--keep] [--no-install]
+#               [--no-lag-spool] [--quiet-wait 300] [--keep] [--no-install]
 #
 #   --runs N          runs per measurement, tools alternated run by run (default 3)
 #   --scale S         pgbench -i scale of the database (default 100, about 1.5 GB)
@@ -18,7 +18,10 @@
 #   --no-lag-spool    lag phase: no lifeboat runs sampled without `pg status` (those read
 #                     the spool's done/ records instead, to show what the once-a-second
 #                     status call, one key derivation each, costs the server)
-#   --keep            keep the scratch directory
+#   --quiet-wait S    before each measured run, wait up to S seconds (default 300) for the
+#                     machine's CPU to be under 30% busy over 1 s (another build may be
+#                     running); the load, busy % and wait are recorded either way
+#   --keep            keep the scratch directory (its tmpfs mounts too: umount them after)
 #   --no-install      do not apt-get install pgbackrest when it is missing
 #
 # Environment: LIFEBOAT_BIN (lifeboat binary; default target/release/lifeboat; it is
@@ -63,6 +66,8 @@ KEEP=0
 INSTALL=1
 PGBIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 TMO="${BENCH_PG_TIMEOUT:-1800}"
+QUIET_WAIT=300
+QUIET_PCT=30
 
 usage() { sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 say() { echo "[pg.sh $(date +%H:%M:%S)] $*" >&2; }
@@ -79,12 +84,14 @@ while [[ $# -gt 0 ]]; do
     --no-defaults) DEFAULTS=0; shift ;;
     --no-lag-pgbackrest) LAG_PGBR=0; shift ;;
     --no-lag-spool) LAG_SPOOL=0; shift ;;
+    --quiet-wait) QUIET_WAIT="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --no-install) INSTALL=0; shift ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
 done
+[[ "$QUIET_WAIT" =~ ^[0-9]+$ ]] || { echo "--quiet-wait takes seconds" >&2; exit 2; }
 for v in RUNS SCALE SEGMENTS LAG_SECONDS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v,,} must be a positive integer"
 done
@@ -188,12 +195,19 @@ cpu_busy() { # percent of the machine's CPU time busy during the next second
                printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
 }
 note_load() { # note_load PHASE TOOL RUN: loadavg, CPU busy in the second before, compilers running
-  local l c r
-  l="$(cat /proc/loadavg)"
+  local l c r waited=0
+  # wait (at most QUIET_WAIT s) for the machine to be quiet: another engineer may be compiling
   c="$(cpu_busy)"
+  while [[ $c -gt $QUIET_PCT && $waited -lt $QUIET_WAIT ]]; do
+    [[ $waited -eq 0 ]] && say "CPU ${c}% busy before $1/$2 run $3: waiting up to $QUIET_WAIT s for it to drop under $QUIET_PCT%"
+    sleep 4; waited=$(( waited + 5 ))
+    c="$(cpu_busy)"
+  done
+  l="$(cat /proc/loadavg)"
   r="$(ps -eo comm= | grep -cE '^(rustc|cc1|cc1plus|ld|cargo)$' || true)"
-  say "before $1/$2 run $3: loadavg $l; CPU busy ${c}% over 1 s; $r rustc/cargo/cc/ld process(es)"
-  echo "$1 $2 $3 loadavg=[$l] cpu_busy_1s=$c% compilers=$r" >>"$RESULTS/loadavg.txt"
+  say "before $1/$2 run $3: loadavg $l; CPU busy ${c}% over 1 s; $r rustc/cargo/cc/ld process(es); waited ${waited} s"
+  echo "$1 $2 $3 loadavg=[$l] cpu_busy_1s=$c% compilers=$r waited=${waited}s" >>"$RESULTS/loadavg.txt"
+  rec "$1" "$2" "$3" quiet_wait_s "$waited"
   rec "$1" "$2" "$3" load1 "${l%% *}"
   rec "$1" "$2" "$3" cpu_busy_pct "$c"
   rec "$1" "$2" "$3" compilers "$r"

@@ -380,7 +380,7 @@ def cmd_report(args):
     loads = [(k, v) for k, v in data.items() if k[2] == "load1"]
     if loads:
         P("## Machine load before each measured run\n")
-        P("1-minute loadavg / CPU busy %% in the second before the run (2 cores) / rustc, cargo, cc, ld processes running; run by run.\n")
+        P("1-minute loadavg / CPU busy % in the second before the run (2 cores) / rustc, cargo, cc, ld processes running; run by run.\n")
         P("| phase | tool | runs |")
         P("|---|---|---|")
         for (phase, tool, _), v in sorted(loads):

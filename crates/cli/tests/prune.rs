@@ -538,3 +538,43 @@ fn prune_removes_temporaries_of_killed_writers_once_a_day_old() {
     assert!(fresh.exists(), "a fresh temporary may be a live writer's");
     env.lb(&["check"]).ok();
 }
+
+#[test]
+fn prune_merges_many_small_index_files_and_every_snapshot_still_restores() {
+    let env = Env::new();
+    // Streams of distinct content: each backup writes a pack and an index file of its own,
+    // as the WAL pusher does for every batch.
+    let mut contents = Vec::new();
+    for i in 0..40u64 {
+        let data = text(3000, i);
+        common::feed(
+            env.command()
+                .args(["backup", "--stdin", "--stdin-filename", &format!("f{i}")]),
+            &data,
+        );
+        contents.push(data);
+    }
+    let before = objects(&env, "index").len();
+    assert!(before >= 40, "{before} index files");
+
+    let dry = prune_json(&env, &["--dry-run"]);
+    assert_eq!(num(&dry, "index_files_removed"), 0);
+    assert_eq!(objects(&env, "index").len(), before);
+
+    let report = prune_json(&env, &[]);
+    let after = objects(&env, "index").len();
+    assert_eq!(num(&report, "index_files_removed") as usize, before);
+    assert_eq!(after, 1, "merged into one file");
+
+    env.lb(&["check", "--read-data"]).ok();
+    let listed = env.lb(&["snapshots", "--json"]).ok().json();
+    for snapshot in listed.as_array().expect("snapshots") {
+        let id = snapshot["id"].as_str().expect("id");
+        let name = snapshot["paths"][0].as_str().expect("path");
+        let i: usize = name.trim_start_matches("/f").parse().expect("index");
+        let out = env.lb(&["dump", id, name]).ok().raw_stdout;
+        assert_eq!(out, contents[i], "{name}");
+    }
+    // A second prune finds nothing more to merge.
+    assert_eq!(num(&prune_json(&env, &[]), "index_files_removed"), 0);
+}

@@ -307,7 +307,13 @@ pub fn backup(
     } else {
         streams.iter().map(|(name, _)| format!("/{name}")).collect()
     };
-    let snapshots = repo.snapshots()?;
+    // A continuous archive stores a batch of new files each time: it has no parent and no
+    // chain to follow, and a busy one would read every snapshot for every batch.
+    let snapshots = if crate::snapshot::is_archive_source(&source_label) {
+        Vec::new()
+    } else {
+        repo.snapshots()?
+    };
     let previous = find_previous(&snapshots, &hostname, &source_label, &path_labels);
     let parent = previous.filter(|_| source_label == "files");
     let parent_tree = match parent {

@@ -15,7 +15,8 @@
 //! Packs that no index lists (an interrupted backup's) are deleted only while no backup runs.
 
 pub(crate) mod condemned;
-pub mod plan;
+mod merge;
+mod plan;
 mod repack;
 
 use std::collections::HashSet;
@@ -111,6 +112,9 @@ pub fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     if report.plan.has_work() {
         condemn(repo, &loaded, &mut report)?;
     }
+    let merged = merge::merge_small_index_files(repo)?;
+    report.index_files_written += merged.written;
+    report.index_files_removed += merged.removed;
     let Loaded {
         snapshot_ids,
         mut used,
