@@ -304,6 +304,16 @@ pub enum PgCommand {
     /// The WAL archive: last archived segment, what is still only in the spool, base
     /// backups and the window they can restore
     Status(PgStatusArgs),
+    /// Forget the archived WAL no base backup needs (before the oldest one's start); base
+    /// backups themselves go with `forget`, space with `prune`
+    Expire(PgExpireArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PgExpireArgs {
+    /// Say what would be forgotten, forget nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -292,6 +292,42 @@ fn archived_wal_restores_to_a_time_a_position_and_the_end() {
         history.split_once('/').map(|(_, sum)| sum),
         "pgbench's invariant"
     );
+    drop(latest);
+
+    // Once the first base backup is forgotten, the WAL before the second one's start is
+    // expired; the end of the archive still restores, the time only the first served no more.
+    archive.lb(None, &["forget", &first_id]).ok();
+    let dry = archive
+        .lb(None, &["--json", "pg", "expire", "--dry-run"])
+        .ok()
+        .json();
+    let expired = dry["expired"].as_array().expect("expired").len();
+    assert!(expired >= 1, "{dry}");
+    archive.lb(None, &["pg", "expire"]).ok();
+    archive.lb(None, &["prune"]).ok();
+    let status = archive.lb(None, &["pg", "status", "--json"]).ok().json();
+    assert_eq!(status["base_backups"][0]["restorable"], true, "{status}");
+    let (again, _) = archive.restore("after-expire", &["--latest"]);
+    wait_promoted(&again);
+    assert_eq!(phases(&again), "100|100|100");
+    let data = archive.path("too-early").display().to_string();
+    let refused = archive.lb(
+        None,
+        &[
+            "pg",
+            "restore",
+            "--pgdata",
+            &data,
+            "--target-time",
+            &target_time,
+        ],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("no base backup ended before"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod base_backup;
 pub mod control;
+pub mod expire;
 pub mod logical;
 pub mod psql;
 pub mod recovery;

@@ -2,6 +2,7 @@
 
 mod base;
 mod catalog;
+mod expire;
 mod logical;
 mod restore;
 mod status;
@@ -22,6 +23,7 @@ pub fn run(cli: &Cli, command: &PgCommand) -> Result<u8> {
         PgCommand::Restore(a) if a.logical => logical::restore(cli, a),
         PgCommand::Restore(a) => restore::run(cli, a),
         PgCommand::Status(a) => status::run(cli, a),
+        PgCommand::Expire(a) => expire::run(cli, a),
     }
 }
 
