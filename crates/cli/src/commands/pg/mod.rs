@@ -42,13 +42,30 @@ fn data_dir(given: Option<&PathBuf>) -> PathBuf {
     given.cloned().unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The cluster's system identifier, from its control file.
+/// The cluster's system identifier, from its control file; without --pgdata or PGDATA, from
+/// the current directory (the server runs archive_command there), else from the server
+/// itself through psql (PG* variables), for commands run by hand elsewhere.
 fn cluster_id(given: Option<&PathBuf>) -> Result<u64> {
     let dir = data_dir(given);
-    system_identifier(&dir).with_context(|| {
+    let read = system_identifier(&dir);
+    if read.is_err() && given.is_none() {
+        let asked = lifeboat_sources::postgres::psql::query(
+            None,
+            "SELECT system_identifier FROM pg_control_system()",
+        );
+        if let Some(id) = asked.ok().and_then(|text| text.parse().ok()) {
+            return Ok(id);
+        }
+    }
+    read.with_context(|| {
         format!(
-            "reading the cluster's system identifier in {} (give the data directory with --pgdata or PGDATA)",
-            dir.display()
+            "reading the cluster's system identifier in {} (give the data directory with \
+             --pgdata or PGDATA, or set PGHOST/PGPORT so that psql can ask the server)",
+            if given.is_none() {
+                "the current directory".to_string()
+            } else {
+                dir.display().to_string()
+            }
         )
     })
 }
