@@ -5,7 +5,8 @@
 #
 #   bench/pg.sh [--runs 3] [--scale 100] [--only backup,wal,lag] [--segments 100]
 #               [--lag-seconds 60] [--no-async] [--no-defaults] [--no-lag-pgbackrest]
-#               [--no-lag-spool] [--quiet-wait 300] [--keep] [--no-install]
+#               [--no-lag-spool] [--no-floors] [--perf] [--quiet-wait 300] [--keep]
+#               [--kdf-iterations N] [--no-install]
 #
 #   --runs N          runs per measurement, tools alternated run by run (default 3)
 #   --scale S         pgbench -i scale of the database (default 100, about 1.5 GB)
@@ -18,6 +19,13 @@
 #   --no-lag-spool    lag phase: no lifeboat runs sampled without `pg status` (those read
 #                     the spool's done/ records instead, to show what the once-a-second
 #                     status call, one key derivation each, costs the server)
+#   --no-floors       skip the floors of the backup phase (pg_basebackup's tar stream as
+#                     lifeboat runs it, to /dev/null and through zstd -3 -T2)
+#   --perf            after the measured runs of backup and wal, one more lifeboat run of
+#                     each under `perf record -F 499` (all its processes; not in the
+#                     medians); the profile goes to perf-backup.txt and perf-wal.txt
+#   --kdf-iterations N  lifeboat repositories made with `init --kdf-iterations N` (default:
+#                     lifeboat's default key derivation, Argon2id 64 MiB, 12 iterations)
 #   --quiet-wait S    before each measured run, wait up to S seconds (default 300) for the
 #                     machine's CPU to be under 30% busy over 1 s (another build may be
 #                     running); the load, busy % and wait are recorded either way
@@ -62,6 +70,9 @@ ASYNC=1
 DEFAULTS=1
 LAG_PGBR=1
 LAG_SPOOL=1
+FLOORS=1
+PERF=0
+KDF_ITER=""
 KEEP=0
 INSTALL=1
 PGBIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -85,6 +96,9 @@ while [[ $# -gt 0 ]]; do
     --no-lag-pgbackrest) LAG_PGBR=0; shift ;;
     --no-lag-spool) LAG_SPOOL=0; shift ;;
     --quiet-wait) QUIET_WAIT="$2"; shift 2 ;;
+    --no-floors) FLOORS=0; shift ;;
+    --perf) PERF=1; shift ;;
+    --kdf-iterations) KDF_ITER="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --no-install) INSTALL=0; shift ;;
     -h|--help) usage 0 ;;
@@ -112,6 +126,8 @@ if ! command -v pgbackrest >/dev/null 2>&1; then
     { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y pgbackrest >&2; } ||
     die "could not install pgbackrest"
 fi
+[[ $PERF -eq 0 ]] || command -v perf >/dev/null 2>&1 || die "--perf needs perf (apt-get install linux-perf)"
+[[ $FLOORS -eq 0 ]] || command -v zstd >/dev/null 2>&1 || die "the floors need zstd (or give --no-floors)"
 for b in python3 runuser flock timeout du; do
   command -v "$b" >/dev/null 2>&1 || die "required program $b is missing"
 done
@@ -333,7 +349,7 @@ spool_empty() { [[ -z "$(ls -A "$1/ready" 2>/dev/null)" ]]; }
 
 lb_init() { # lb_init REPO: a fresh lifeboat repository (default key derivation)
   rm -rf "$1"
-  as_pg LIFEBOAT_REPOSITORY="$1" LIFEBOAT_PASSWORD="$PW" "$LB" init >>"$RESULTS/lifeboat-init.log" 2>&1 ||
+  as_pg LIFEBOAT_REPOSITORY="$1" LIFEBOAT_PASSWORD="$PW" "$LB" init ${KDF_ITER:+--kdf-iterations "$KDF_ITER"} >>"$RESULTS/lifeboat-init.log" 2>&1 ||
     die "lifeboat init $1 failed: $(tail -n 5 "$RESULTS/lifeboat-init.log")"
 }
 fresh_server_lb() { # fresh repository and spool for the server's archive_command
@@ -392,6 +408,7 @@ sed -i 's/^repo1-cipher-pass=.*/repo1-cipher-pass=(random, per run)/' "$RESULTS/
   echo "postgres: $("$PGBIN/postgres" --version)"
   echo "scratch: $SCRATCH on $(df -P "$SCRATCH" | awk 'NR==2{print $1}') ($disk_free_mib MiB free at the start), tmpfs $MEM"
   echo "data directory: $DATA ($([[ $DATA_TMPFS == yes ]] && echo "tmpfs" || echo "scratch disk"))"
+  echo "lifeboat key derivation: Argon2id 64 MiB, ${KDF_ITER:-12 (default)} iterations; password from LIFEBOAT_PASSWORD"
   echo "options: runs=$RUNS scale=$SCALE only=$ONLY segments=$SEGMENTS lag_seconds=$LAG_SECONDS"
 } >"$RESULTS/env.txt"
 cat "$RESULTS/env.txt" >&2
@@ -445,20 +462,22 @@ start_server
 say "server up with archive_mode=on, wal_level=replica"
 
 # ---------------------------------------------------------------- phase 1: base backup
-backup_lifeboat() { # backup_lifeboat RUN
-  local run="$1" t0 t1 t2 rc=0
+WRAP=()   # a command put before the measured one (perf record for --perf)
+backup_lifeboat() { # backup_lifeboat RUN [TOOLNAME]
+  local run="$1" tool="${2:-lifeboat}" t0 t1 t2 rc=0
   fresh_server_lb
   set_archive "$LB_ARCHIVE"
   switch_and_wait
   wait_pusher_gone "$LB_SPOOL"
   sync
-  note_load backup lifeboat "$run"
+  note_load backup "$tool" "$run"
   t0=$(now)
   # shellcheck disable=SC2046
-  as_pg $(lb_env "$LB_REPO" "$LB_SPOOL") "${pg_conn[@]}" "${TIME_V[@]}" ${TIME_V:+-o "$OUT/backup-lb-$run.time"} \
-    timeout "$TMO" "$LB" pg backup --json >"$RESULTS/backup-lifeboat-$run.out" 2>"$RESULTS/backup-lifeboat-$run.err" || rc=$?
+  "${WRAP[@]}" runuser -u postgres -- env -i PATH="$PATH_PG" HOME="$PGHOME" LANG=C.UTF-8 TZ=UTC \
+    $(lb_env "$LB_REPO" "$LB_SPOOL") "${pg_conn[@]}" "${TIME_V[@]}" ${TIME_V:+-o "$OUT/backup-$tool-$run.time"} \
+    timeout "$TMO" "$LB" pg backup --json >"$RESULTS/backup-$tool-$run.out" 2>"$RESULTS/backup-$tool-$run.err" || rc=$?
   t1=$(now)
-  [[ $rc -eq 0 ]] || { server_log_tail; die "lifeboat pg backup failed (exit $rc): $(tail -n 5 "$RESULTS/backup-lifeboat-$run.err")"; }
+  [[ $rc -eq 0 ]] || { server_log_tail; die "lifeboat pg backup failed (exit $rc): $(tail -n 5 "$RESULTS/backup-$tool-$run.err")"; }
   local limit=$(( $(date +%s) + 300 ))
   until spool_empty "$LB_SPOOL" && [[ "$(ready_count)" -eq 0 ]]; do
     [[ $(date +%s) -gt $limit ]] && die "the backup's WAL was not stored within 300 s"
@@ -466,11 +485,11 @@ backup_lifeboat() { # backup_lifeboat RUN
   done
   t2=$(now)
   wait_pusher_gone "$LB_SPOOL"
-  rec backup lifeboat "$run" wall_s "$(dt "$t0" "$t1")"
-  rec backup lifeboat "$run" wall_plus_wal_s "$(dt "$t0" "$t2")"
-  rec_time backup lifeboat "$run" "$OUT/backup-lb-$run.time"
-  rec backup lifeboat "$run" repo_bytes "$(bytes "$LB_REPO")"
-  say "lifeboat pg backup run $run: $(dt "$t0" "$t1") s (with its WAL stored: $(dt "$t0" "$t2") s), repository $(du -sh "$LB_REPO" | cut -f1)"
+  rec backup "$tool" "$run" wall_s "$(dt "$t0" "$t1")"
+  rec backup "$tool" "$run" wall_plus_wal_s "$(dt "$t0" "$t2")"
+  rec_time backup "$tool" "$run" "$OUT/backup-$tool-$run.time"
+  rec backup "$tool" "$run" repo_bytes "$(bytes "$LB_REPO")"
+  say "$tool pg backup run $run: $(dt "$t0" "$t1") s (with its WAL stored: $(dt "$t0" "$t2") s), repository $(du -sh "$LB_REPO" | cut -f1)"
 }
 rec_time() { # rec_time PHASE TOOL RUN TIMEFILE: peak RSS and CPU from /usr/bin/time -v
   [[ -f "$4" ]] || return 0
@@ -503,6 +522,60 @@ backup_pgbr() { # backup_pgbr RUN CONFIG TOOLNAME
   say "pgbackrest backup ($cfg) run $run: $(dt "$t0" "$t1") s, repository $(du -sh "$PGBR_REPO" | cut -f1)"
 }
 
+floor_backup() { # floor_backup RUN: pg_basebackup's tar stream (as lifeboat runs it) to
+  # /dev/null, and through zstd -3 -T2: what the server side and compression alone take
+  local run="$1" name pipe t0 t1 rc
+  for name in floor-stream floor-zstd; do
+    fresh_server_lb
+    set_archive "$LB_ARCHIVE"
+    switch_and_wait
+    wait_pusher_gone "$LB_SPOOL"
+    if [[ $name == floor-stream ]]; then pipe="cat"; else pipe="zstd -3 -T2 -q -c"; fi
+    sync
+    note_load backup "$name" "$run"
+    rc=0
+    t0=$(now)
+    # shellcheck disable=SC2016
+    as_pg "${pg_conn[@]}" bash -c 'set -o pipefail; "$1"/pg_basebackup --pgdata=- --format=tar --wal-method=none \
+      --no-password --label=floor --checkpoint=fast | $2 >/dev/null' _ "$PGBIN" "$pipe" \
+      2>"$RESULTS/backup-$name-$run.err" || rc=$?
+    t1=$(now)
+    [[ $rc -eq 0 ]] || die "floor $name failed (exit $rc): $(tail -n 5 "$RESULTS/backup-$name-$run.err")"
+    rec backup "$name" "$run" wall_s "$(dt "$t0" "$t1")"
+    say "$name run $run: $(dt "$t0" "$t1") s"
+    wait_archive_idle
+  done
+}
+
+perf_report() { # perf_report DATA OUT: where the time went, by process, by library, by symbol
+  {
+    echo "# perf record -F 499 of the whole command (all its processes); samples by command"
+    perf report -i "$1" --stdio --no-children --sort comm 2>/dev/null | grep -v '^$' | head -n 25 || true
+    echo
+    echo "# by thread (pid:command; a thread's CPU seconds = samples / 499)"
+    perf report -i "$1" --stdio --no-children --sort pid -F overhead,sample,pid 2>/dev/null | grep -v '^$' | grep -v '^#' |
+      sort -k2,2 -rn | head -n 12 || true
+    echo
+    echo "# the 4 busiest threads, by symbol (percent of all samples)"
+    local tid by_sym
+    by_sym="$(perf report -i "$1" --stdio --no-children --sort pid,dso,symbol 2>/dev/null | grep -v '^#' || true)"
+    for tid in $(perf report -i "$1" --stdio --no-children --sort pid -F sample,pid 2>/dev/null | grep -v '^#' |
+                 awk 'NF >= 2 { split($2, a, ":"); print $1, a[1] }' | sort -rn | head -n 4 | awk '{print $2}' || true); do
+      echo "## thread $tid"
+      grep -E "^ *[0-9.]+% +$tid:" <<<"$by_sym" | head -n 8 || true
+    done
+    echo
+    echo "# by command and shared object"
+    perf report -i "$1" --stdio --no-children --sort comm,dso 2>/dev/null | grep -v '^$' | grep -v '^#' | head -n 30 || true
+    echo
+    echo "# by symbol (>= 0.5%)"
+    perf report -i "$1" --stdio --no-children --sort comm,dso,symbol --percent-limit 0.5 2>/dev/null |
+      grep -v '^$' | grep -v '^#' | head -n 80 || true
+  } >"$2"
+  mv "$1" "${2%.txt}.data"   # for `perf report -i` later (a few MB)
+  say "perf profile in $2 (data: ${2%.txt}.data)"
+}
+
 if has_phase backup; then
   say "== phase backup: $RUNS run(s) each, alternated"
   for run in $(seq "$RUNS"); do
@@ -511,10 +584,18 @@ if has_phase backup; then
     fresh_server_lb   # frees the space; archive_command keeps a repository to push to
     backup_pgbr "$run" tuned pgbackrest
     rm -rf "$PGBR_REPO"
+    if [[ $FLOORS -eq 1 ]]; then floor_backup "$run"; fi
   done
   if [[ $DEFAULTS -eq 1 ]]; then
     backup_pgbr 1 defaults pgbackrest-defaults
     rm -rf "$PGBR_REPO"
+  fi
+  if [[ $PERF -eq 1 ]]; then  # one more lifeboat run, under perf record (not in the medians)
+    WRAP=(perf record -F 499 -q -o "$MEM/perf-backup.data" --)
+    backup_lifeboat 1 lifeboat-perf
+    WRAP=()
+    perf_report "$MEM/perf-backup.data" "$RESULTS/perf-backup.txt"
+    fresh_server_lb
   fi
 fi
 
@@ -559,15 +640,16 @@ make_segments() {
   set_archive "$LB_ARCHIVE"
 }
 
-wal_lifeboat() { # wal_lifeboat RUN
-  local run="$1" repo="$SCRATCH/wal-lb-repo" spool="$SCRATCH/wal-lb-spool" times rc=0
+wal_lifeboat() { # wal_lifeboat RUN [TOOLNAME]
+  local run="$1" tool="${2:-lifeboat}" repo="$SCRATCH/wal-lb-repo" spool="$SCRATCH/wal-lb-spool" times rc=0
   rm -rf "$spool"; lb_init "$repo"
   sync
-  note_load wal lifeboat "$run"
+  note_load wal "$tool" "$run"
   # one shell as postgres times it all (no runuser per call): N wal-push, one --drain,
   # then until the spool's ready/ is empty (a file leaves ready/ once stored)
   # shellcheck disable=SC2046,SC2016
-  times="$(as_pg $(lb_env "$repo" "$spool") LIFEBOAT_PG_PUSHER_IDLE=5 bash -c '
+  times="$("${WRAP[@]}" runuser -u postgres -- env -i PATH="$PATH_PG" HOME="$PGHOME" LANG=C.UTF-8 TZ=UTC \
+    $(lb_env "$repo" "$spool") LIFEBOAT_PG_PUSHER_IDLE=5 bash -c '
     set -e
     lb="$1" data="$2" src="$3" list="$4" spool="$5"
     t0=$(date +%s.%N)
@@ -581,26 +663,26 @@ wal_lifeboat() { # wal_lifeboat RUN
       sleep 0.02
     done
     t3=$(date +%s.%N)
-    echo "$t0 $t1 $t2 $t3"' _ "$LB" "$DATA" "$WALSRC" "$MEM/segments.txt" "$spool" 2>"$RESULTS/wal-lifeboat-$run.err")" || rc=$?
-  [[ $rc -eq 0 ]] || die "lifeboat wal-push run $run failed (exit $rc): $(tail -n 5 "$RESULTS/wal-lifeboat-$run.err"; tail -n 5 "$spool/pusher.log" 2>/dev/null)"
+    echo "$t0 $t1 $t2 $t3"' _ "$LB" "$DATA" "$WALSRC" "$MEM/segments.txt" "$spool" 2>"$RESULTS/wal-$tool-$run.err")" || rc=$?
+  [[ $rc -eq 0 ]] || die "lifeboat wal-push run $run failed (exit $rc): $(tail -n 5 "$RESULTS/wal-$tool-$run.err"; tail -n 5 "$spool/pusher.log" 2>/dev/null)"
   read -r t0 t1 t2 t3 <<<"$times"
   wait_pusher_gone "$spool"
   # check: every segment is in the repository
   local st
   # shellcheck disable=SC2046
   st="$(as_pg $(lb_env "$repo" "$spool") "$LB" pg status --json --pgdata "$DATA" 2>&1 | tail -n1)"
-  echo "$st" >"$RESULTS/wal-lifeboat-$run.status.json"
+  echo "$st" >"$RESULTS/wal-$tool-$run.status.json"
   local archived newest
   archived="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["archived_files"])' "$st" 2>/dev/null || echo "?")"
   newest="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["newest_archived_segment"])' "$st" 2>/dev/null || echo "?")"
   [[ "$archived" == "$SEGMENTS" && "$newest" == "$(tail -n1 "$MEM/segments.txt")" ]] ||
     die "lifeboat run $run: pg status says archived_files=$archived newest=$newest (expected $SEGMENTS, $(tail -n1 "$MEM/segments.txt")): $st"
-  cp "$spool/pusher.log" "$RESULTS/wal-lifeboat-$run.pusher.log" 2>/dev/null || true
-  rec wal lifeboat "$run" push_s "$(dt "$t0" "$t1")"
-  rec wal lifeboat "$run" drain_s "$(dt "$t1" "$t3")"
-  rec wal lifeboat "$run" total_s "$(dt "$t0" "$t3")"
-  rec wal lifeboat "$run" repo_bytes "$(bytes "$repo")"
-  say "lifeboat WAL run $run: $SEGMENTS wal-push $(dt "$t0" "$t1") s, drain until stored $(dt "$t1" "$t3") s, total $(dt "$t0" "$t3") s, repository $(du -sh "$repo" | cut -f1)"
+  cp "$spool/pusher.log" "$RESULTS/wal-$tool-$run.pusher.log" 2>/dev/null || true
+  rec wal "$tool" "$run" push_s "$(dt "$t0" "$t1")"
+  rec wal "$tool" "$run" drain_s "$(dt "$t1" "$t3")"
+  rec wal "$tool" "$run" total_s "$(dt "$t0" "$t3")"
+  rec wal "$tool" "$run" repo_bytes "$(bytes "$repo")"
+  say "$tool WAL run $run: $SEGMENTS wal-push $(dt "$t0" "$t1") s, drain until stored $(dt "$t1" "$t3") s, total $(dt "$t0" "$t3") s, repository $(du -sh "$repo" | cut -f1)"
   rm -rf "$repo" "$spool"
 }
 
@@ -631,13 +713,20 @@ wal_pgbr() { # wal_pgbr RUN CONFIG(tuned|async) TOOLNAME
 
 if has_phase wal; then
   say "== phase wal: $SEGMENTS segments, $RUNS run(s) each, alternated"
-  need_free $(( SEGMENTS * 16 + 500 )) "the WAL backlog (spool copies and repositories)"
+  # the spool holds a pusher batch at a time (20-30 segments seen), the repositories ~1.5 MiB a segment
+  need_free $(( SEGMENTS * 10 + 500 )) "the WAL backlog (spool copies and repositories)"
   make_segments
   for run in $(seq "$RUNS"); do
     wal_lifeboat "$run"
     wal_pgbr "$run" tuned pgbackrest
     if [[ $ASYNC -eq 1 ]]; then wal_pgbr "$run" async pgbackrest-async; fi
   done
+  if [[ $PERF -eq 1 ]]; then  # one more lifeboat run, under perf record (not in the medians)
+    WRAP=(perf record -F 499 -q -o "$MEM/perf-wal.data" --)
+    wal_lifeboat 1 lifeboat-perf
+    WRAP=()
+    perf_report "$MEM/perf-wal.data" "$RESULTS/perf-wal.txt"
+  fi
   rm -rf "$WALSRC" "$FAKEPG"
 fi
 
@@ -661,6 +750,10 @@ lag_run() { # lag_run RUN TOOL
     probe=(pgbackrest --config="$CONF/pgbr-tuned.conf" --stanza=bench info --output=json)
   fi
   switch_and_wait
+  if [[ $tool != pgbackrest ]]; then  # the pusher the switch started has stored its segment
+    local until_s=$(( $(date +%s) + 60 ))
+    until spool_empty "$LB_SPOOL" || [[ $(date +%s) -gt $until_s ]]; do sleep 0.1; done
+  fi
   sync
   rm -f "$SCRATCH/stop-sampler"
   note_load lag "$tool" "$run"
@@ -676,6 +769,8 @@ lag_run() { # lag_run RUN TOOL
     >"$RESULTS/lag-$tool-$run.pgbench.log" 2>&1 || rc=$?
   t1=$(now)
   [[ $rc -eq 0 ]] || die "pgbench failed (exit $rc): $(tail -n 5 "$RESULTS/lag-$tool-$run.pgbench.log")"
+  rec lag "$tool" "$run" pgbench_start "$t0"
+  rec lag "$tool" "$run" pgbench_end "$t1"
   # keep sampling until the archive has caught up (at most 60 s more)
   local limit=$(( $(date +%s) + 60 ))
   while [[ $(date +%s) -lt $limit ]]; do
@@ -692,7 +787,7 @@ lag_run() { # lag_run RUN TOOL
   python3 "$HELPER" lagsum "$samples" "$t0" "$t1" lag "$tool" "$run" | tee -a "$TSV" |
     awk -F'\t' '{ printf "%s=%s ", $4, $5 } END { print "" }' | sed "s/^/[pg.sh] lag $tool run $run: tps=$tps /" >&2
   if [[ $tool != pgbackrest ]]; then
-    cp "$LB_SPOOL/pusher.log" "$RESULTS/lag-lifeboat-$run.pusher.log" 2>/dev/null || true
+    cp "$LB_SPOOL/pusher.log" "$RESULTS/lag-$tool-$run.pusher.log" 2>/dev/null || true
   fi
 }
 

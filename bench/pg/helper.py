@@ -163,23 +163,27 @@ def cmd_lagsum(args):
             except ValueError:
                 pass
     win = [r for r in rows if start <= r["t"] <= end]
-    lags, lags_spool, lags_archiver, probe = [], [], [], []
+    lags, lags_lo, lags_spool, lags_archiver, probe = [], [], [], [], []
     errors = 0
     for r in win:
         cur = segno(r.get("cur_after") or r.get("cur_before"))
+        before = segno(r.get("cur_before"))
         if "probe_error" in r or "psql_error" in r:
             errors += 1
         probe.append(r.get("probe_s", 0))
+        # pg_stat_archiver against the current segment of the same query
+        la = segno(r.get("last_archived_wal"))
+        if la is not None and before is not None:
+            lags_archiver.append(before - la)
         if cur is None:
             continue
         new = segno(r.get("newest_stored"))
         if new is not None:
             lags.append(cur - new)
+            if before is not None:
+                lags_lo.append(before - new)  # a lower bound: the probe read the repository later
         if "spool_done_newest" in r and segno(r.get("spool_done_newest")) is not None:
             lags_spool.append(cur - segno(r["spool_done_newest"]))
-        la = segno(r.get("last_archived_wal"))
-        if la is not None:
-            lags_archiver.append(cur - la)
     out = []
 
     def emit(metric, value):
@@ -192,6 +196,10 @@ def cmd_lagsum(args):
         emit("lag_max", max(lags))
         emit("lag_median", statistics.median(lags))
         emit("lag_samples_ge3", sum(1 for x in lags if x >= 3))
+    if lags_lo:
+        emit("lag_lo_max", max(lags_lo))
+        emit("lag_lo_median", statistics.median(lags_lo))
+        emit("lag_lo_samples_ge3", sum(1 for x in lags_lo if x >= 3))
     if lags_spool:
         emit("lag_spool_max", max(lags_spool))
         emit("lag_spool_median", statistics.median(lags_spool))
@@ -307,6 +315,12 @@ def cmd_report(args):
         P("| repository after the backup, MiB | %s | %s | %s | — | — |" % (
             cell("backup", "lifeboat", "repo_bytes", "MiB", MiB), cell("backup", "pgbackrest", "repo_bytes", "MiB", MiB),
             rcell(ratio(med("backup", "lifeboat", "repo_bytes"), med("backup", "pgbackrest", "repo_bytes")))))
+        for name, label in (("floor-stream", "floor: pg_basebackup -Ft -X none --checkpoint=fast > /dev/null, s"),
+                            ("floor-zstd", "floor: the same piped into zstd -3 -T2 > /dev/null, s")):
+            if ("backup", name, "wall_s") in data:
+                f = med("backup", name, "wall_s")
+                P("| %s %s | %s of it | %s of it | — | — | — |" % (
+                    label, cell("backup", name, "wall_s"), rcell(ratio(lb, f)), rcell(ratio(pb, f))))
         if ("backup", "pgbackrest", "backup_dir_bytes") in data:
             P("| of which pgBackRest backup/ (rest: archive/ and info), MiB | | %s | | | |" % (
                 cell("backup", "pgbackrest", "backup_dir_bytes", "MiB", MiB)))
@@ -366,9 +380,11 @@ def cmd_report(args):
             "n/a" if not lbmax else ("yes" if max(lbmax) < 3 else "**no**"))
         row("median lag, segments", "lag_median")
         row("samples with lag ≥ 3", "lag_samples_ge3", "int")
+        row("lower bound (current segment read before the probe): max lag", "lag_lo_max", "int")
+        row("lower bound: samples with lag ≥ 3", "lag_lo_samples_ge3", "int")
         row("samples", "samples", "int")
         row("lag from lifeboat's spool done/ records, max", "lag_spool_max", "int")
-        row("lag per pg_stat_archiver.last_archived_wal, max", "lag_archiver_max", "int")
+        row("current segment − pg_stat_archiver.last_archived_wal (same query), max", "lag_archiver_max", "int")
         row("lifeboat spooled_files (status), max", "spooled_max", "int")
         row("WAL rate, segments/min", "wal_segments_per_min")
         row("pgbench tps", "tps", "int")

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
+use crate::read_ahead::ReadAhead;
 use crate::SourceError;
 
 /// How much of the end of the command's standard error the error message quotes.
@@ -32,7 +33,7 @@ const STDOUT_GRACE: Duration = Duration::from_secs(10);
 pub struct CommandStream {
     program: String,
     child: Child,
-    stdout: ChildStdout,
+    stdout: ReadAhead,
     stderr: StderrTail,
     finished: bool,
     /// Set once the stream ended or was dropped: the exit watcher has nothing left to do.
@@ -58,6 +59,8 @@ impl CommandStream {
         let Some(stdout) = child.stdout.take() else {
             return Err(abandon(program, child));
         };
+        ReadAhead::widen_pipe(&stdout);
+        let stdout = ReadAhead::new(stdout);
         let done = Arc::new(AtomicBool::new(false));
         watch_exit(child.id(), done.clone());
         Ok(CommandStream {

@@ -6,6 +6,7 @@ pub mod command;
 pub mod config;
 pub mod mysql;
 pub mod postgres;
+pub mod read_ahead;
 pub mod sqlite;
 
 pub use command::{CommandSink, CommandStream, DeferredCommand};
