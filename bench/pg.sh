@@ -24,6 +24,7 @@
 #   --perf            after the measured runs of backup and wal, one more lifeboat run of
 #                     each under `perf record -F 499` (all its processes; not in the
 #                     medians); the profile goes to perf-backup.txt and perf-wal.txt
+#                     (by process, thread, library, symbol; perf-*.data kept beside)
 #   --kdf-iterations N  lifeboat repositories made with `init --kdf-iterations N` (default:
 #                     lifeboat's default key derivation, Argon2id 64 MiB, 12 iterations)
 #   --quiet-wait S    before each measured run, wait up to S seconds (default 300) for the
@@ -36,7 +37,10 @@
 # copied into the scratch dir, so a rebuild during the run does not change what is
 # measured), PG_BIN (default /usr/lib/postgresql/15/bin), BENCH_PG_SCRATCH_BASE (where
 # the scratch dir is made, default /tmp), BENCH_PG_TIMEOUT (seconds, default 1800, for
-# any one measured command).
+# any one measured command), BENCH_PG_DATA_TMPFS (auto|yes|no, default auto: the cluster's
+# data directory goes on a tmpfs when the scratch disk has less than scale*16+5000 MiB
+# free; the repositories and spools always stay on the scratch disk).  Before each phase
+# and run the free space is checked and the script stops rather than fill the disk.
 #
 # What is measured (all as the postgres user; the server listens on 127.0.0.1 on a free
 # port, socket in the scratch dir; everything started is stopped on exit):
@@ -793,7 +797,8 @@ lag_run() { # lag_run RUN TOOL
 
 if has_phase lag; then
   say "== phase lag: pgbench -c 2 -j 2 -T $LAG_SECONDS, $RUNS run(s)"
-  need_free 1500 "the lag phase (WAL of $LAG_SECONDS s of pgbench, twice over)"
+  # a run's repository: up to ~3 segments/s of WAL at ~1.5 MiB each compressed (renewed each run)
+  need_free $(( LAG_SECONDS * 6 + 300 )) "the lag phase (a repository of $LAG_SECONDS s of pgbench WAL)"
   # lifeboat's default pusher idle time for this phase
   stop_server; SERVER_IDLE=""; start_server
   for run in $(seq "$RUNS"); do

@@ -329,6 +329,16 @@ pub struct PgBackupArgs {
     /// (gentler on a busy server; the backup starts minutes later) instead of a fast one
     #[arg(long, conflicts_with = "logical")]
     pub spread_checkpoint: bool,
+    /// Where the WAL the base backup needs comes from: fetch (in the backup itself, which
+    /// then restores without the archive) or none (from the archive; the server waits for
+    /// it at the backup's end)
+    #[arg(
+        long,
+        value_name = "METHOD",
+        default_value = "fetch",
+        conflicts_with = "logical"
+    )]
+    pub wal_method: String,
     /// Directory of pg_basebackup, pg_dump, pg_dumpall and psql (default: found on PATH)
     #[arg(long, value_name = "DIR", env = "LIFEBOAT_PG_BIN")]
     pub pg_bin: Option<PathBuf>,

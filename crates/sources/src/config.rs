@@ -59,6 +59,8 @@ pub enum SourceKind {
         pg_bin: Option<PathBuf>,
         #[serde(default)]
         spread_checkpoint: bool,
+        /// `fetch` (the default: the backup's WAL in it) or `none` (from the archive).
+        wal_method: Option<String>,
     },
     Mysql {
         #[serde(default)]

@@ -29,7 +29,9 @@ impl ReadAhead {
         let (filled_tx, filled) = sync_channel::<io::Result<Vec<u8>>>(BUFFERS);
         let (free, free_rx) = sync_channel::<Vec<u8>>(BUFFERS + 1);
         std::thread::spawn(move || loop {
-            let mut buf = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BUFFER));
+            let mut buf = free_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BUFFER));
             buf.resize(BUFFER, 0);
             let result = loop {
                 match source.read(&mut buf) {

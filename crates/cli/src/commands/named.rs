@@ -108,12 +108,14 @@ fn run_source(cli: &Cli, args: &BackupArgs, source: &SourceDefinition) -> Result
             databases,
             pg_bin,
             spread_checkpoint,
+            wal_method,
         } => super::pg::backup(
             cli,
             &PgBackupArgs {
                 logical: *logical,
                 databases: databases.clone(),
                 spread_checkpoint: *spread_checkpoint,
+                wal_method: wal_method.clone().unwrap_or_else(|| "fetch".into()),
                 pg_bin: pg_bin.clone(),
                 tags,
                 host,

@@ -1,8 +1,10 @@
 //! Base backups: `pg_basebackup` writing one tar stream to its standard output, stored as
 //! [`BASE_FILE`], and what lifeboat learns from that stream on the way through (the backup
 //! label, the end of the backup manifest, the cluster's system identifier), stored beside it
-//! as [`INFO_FILE`]. WAL is not in the tar (`-X none`): it comes from the WAL archive, and
-//! the server waits, before it ends the backup, until the last segment is archived.
+//! as [`INFO_FILE`]. With [`WalMethod::Fetch`] (the default) the tar also holds the WAL from
+//! the backup's start to its end, so the backup is restorable on its own; with
+//! [`WalMethod::None`] that WAL comes from the archive, and the server waits, before it ends
+//! the backup, until the last segment is archived (a second, in PostgreSQL 15).
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -43,6 +45,9 @@ pub struct BaseBackupInfo {
     /// When pg_basebackup had finished (after the backup's end): a recovery target at or
     /// after this time can use this backup.
     pub finished_at: DateTime<Utc>,
+    /// Whether the tar holds the WAL from the backup's start to its end (`pg_wal/`).
+    #[serde(default)]
+    pub wal_included: bool,
     /// The next transaction id when the backup had ended (`pg_current_snapshot()`'s xmax),
     /// if it could be asked: a target transaction at or past it began after the backup.
     #[serde(default)]
@@ -54,6 +59,20 @@ impl BaseBackupInfo {
     /// [`Self::start_wal_file`] to this one must be restorable for the backup to be usable.
     pub fn stop_wal_file(&self) -> String {
         segment_file_name(self.timeline, self.stop_lsn, self.wal_segment_size)
+    }
+
+    /// The segments the tar itself holds: from the first to the last the backup needs when
+    /// its WAL was fetched into it, else none.
+    pub fn included_segments(&self) -> Vec<String> {
+        if !self.wal_included {
+            return Vec::new();
+        }
+        let size = self.wal_segment_size;
+        let first = self.start_lsn.0 / size;
+        let last = self.stop_lsn.0 / size;
+        (first..=last)
+            .map(|segno| segment_file_name(self.timeline, Lsn(segno * size), size))
+            .collect()
     }
 }
 
@@ -68,18 +87,52 @@ pub fn segment_file_name(timeline: u32, lsn: Lsn, segment_size: u64) -> String {
     )
 }
 
-/// The `pg_basebackup` command of a base backup: tar to standard output, no WAL in it, a fast
-/// checkpoint unless `spread` (then the server spreads the checkpoint's writes over
-/// `checkpoint_completion_target`, and the backup starts minutes later).
-pub fn base_backup_command(bin: Option<&Path>, spread: bool) -> std::process::Command {
+/// Where the WAL a base backup needs comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WalMethod {
+    /// In the tar: the server sends the backup's WAL at its end. The backup restores without
+    /// the archive, and the server does not wait for the archiver. The WAL must still be in
+    /// pg_wal at the end: a backup that outlasts its checkpoints on a busy server needs
+    /// `wal_keep_size` (else pg_basebackup fails, and no snapshot is written).
+    #[default]
+    Fetch,
+    /// From the archive only.
+    None,
+}
+
+impl std::str::FromStr for WalMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fetch" => Ok(WalMethod::Fetch),
+            "none" => Ok(WalMethod::None),
+            _ => Err(format!(
+                "{s:?}: the WAL method is fetch (in the backup) or none (from the archive)"
+            )),
+        }
+    }
+}
+
+/// The `pg_basebackup` command of a base backup: tar to standard output, its WAL in it or
+/// not, a fast checkpoint unless `spread` (then the server spreads the checkpoint's writes
+/// over `checkpoint_completion_target`, and the backup starts minutes later).
+pub fn base_backup_command(
+    bin: Option<&Path>,
+    wal: WalMethod,
+    spread: bool,
+) -> std::process::Command {
     let mut command = program(bin, "pg_basebackup");
     command.args([
         "--pgdata=-",
         "--format=tar",
-        "--wal-method=none",
         "--no-password",
         "--label=lifeboat",
     ]);
+    command.arg(match wal {
+        WalMethod::Fetch => "--wal-method=fetch",
+        WalMethod::None => "--wal-method=none",
+    });
     command.arg(if spread {
         "--checkpoint=spread"
     } else {
@@ -247,6 +300,8 @@ pub struct TarWatcher {
     manifest_tail: Vec<u8>,
     pg_version: Vec<u8>,
     control: Vec<u8>,
+    /// A WAL segment was among the members (`pg_wal/...`).
+    saw_wal: bool,
     broken: Option<String>,
 }
 
@@ -351,6 +406,9 @@ impl TarWatcher {
             name = long;
         }
         let name = name.trim_start_matches("./").to_string();
+        if let Some(file) = name.strip_prefix("pg_wal/") {
+            self.saw_wal |= super::wal::segment_position(file).is_some();
+        }
         let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
         let long_name = kind == b'L';
         // Only regular files (and long names) carry content; others have size 0 anyway.
@@ -438,6 +496,7 @@ impl TarWatcher {
             stop_lsn,
             started_at,
             finished_at: Utc::now(),
+            wal_included: self.saw_wal,
             next_xid: None,
         })
     }
@@ -496,6 +555,7 @@ mod tests {
         );
         tar_of(&[
             ("PG_VERSION", b"15\n".to_vec()),
+            ("pg_wal/archive_status/x", Vec::new()),
             (&deep, vec![7u8; 10_000]),
             (
                 "backup_label",
@@ -529,8 +589,38 @@ mod tests {
                 assert_eq!(info.start_wal_file, "000000010000000000000002");
                 assert_eq!(info.wal_segment_size, 16 << 20);
                 assert_eq!(info.stop_wal_file(), "000000010000000000000002");
+                assert!(!info.wal_included);
             }
         }
+    }
+
+    #[test]
+    fn the_included_segments_run_from_start_to_stop() {
+        let mut info = watch(&base_tar(false), 512).expect("info");
+        assert!(info.included_segments().is_empty());
+        info.wal_included = true;
+        info.stop_lsn = "0/4000010".parse().expect("lsn");
+        assert_eq!(
+            info.included_segments(),
+            [
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000010000000000000004"
+            ]
+        );
+    }
+
+    #[test]
+    fn notices_the_wal_in_the_tar() {
+        let mut with_wal = base_tar(false);
+        let end = with_wal.len() - 1024;
+        with_wal.truncate(end);
+        with_wal.extend(tar_of(&[(
+            "pg_wal/000000010000000000000002",
+            vec![0u8; 4096],
+        )]));
+        let info = watch(&with_wal, 4096).expect("info");
+        assert!(info.wal_included);
     }
 
     #[test]

@@ -108,11 +108,12 @@ pub fn wal_files_for<'a>(
 }
 
 /// The last segment reachable from the backup's first one without a gap (segments of any
-/// timeline count), or None if the first one is missing.
+/// timeline count, and those the backup holds itself), or None if the first one is missing.
 pub fn last_continuous_segment(base: &BaseBackupInfo, files: &[String]) -> Option<String> {
     let per_log = 0x1_0000_0000 / base.wal_segment_size;
+    let included = base.included_segments();
     let mut by_position: BTreeMap<u64, &String> = BTreeMap::new();
-    for name in files {
+    for name in included.iter().chain(files) {
         if let Some((_, position)) = segment_position(name) {
             // The highest timeline's copy of a position is the one recovery follows.
             by_position.insert(position, name);
@@ -305,6 +306,7 @@ mod tests {
             wal_segment_size: 16 << 20,
             started_at: finished.parse().expect("time"),
             finished_at: finished.parse().expect("time"),
+            wal_included: false,
             next_xid,
         }
     }
@@ -359,6 +361,13 @@ mod tests {
             Some("000000020000000000000004")
         );
         assert_eq!(last_continuous_segment(&base, &files[2..]), None);
+        // A backup holding its own WAL needs the archive only from its end on.
+        let mut holding = base.clone();
+        holding.wal_included = true;
+        assert_eq!(
+            last_continuous_segment(&holding, &files[2..]).as_deref(),
+            Some("000000010000000000000002")
+        );
     }
 
     #[test]
