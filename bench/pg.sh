@@ -162,34 +162,9 @@ PW="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 PORT="$(python3 "$HELPER" freeport)"
 SERVER_UP=0
 MEM_MOUNTED=0
+PGMEM_MOUNTED=0
 BG_PIDS=()
 
-mkdir -p "$MEM" "$SOCK" "$PGHOME" "$OUT" "$CONF"
-mem_mib=$(( SEGMENTS * 16 * 2 + 512 ))
-mount -t tmpfs -o "size=${mem_mib}m,mode=755" tmpfs "$MEM" && MEM_MOUNTED=1 || die "cannot mount a tmpfs on $MEM"
-# The cluster's data directory: on the scratch disk, or on a tmpfs when that disk lacks
-# the room (auto), so that the benchmark never fills a disk others use. The repositories
-# and spools stay on the scratch disk either way (their writes and fsyncs are measured).
-DATA_TMPFS="${BENCH_PG_DATA_TMPFS:-auto}"
-disk_free_mib="$(df -Pm "$SCRATCH" | awk 'NR == 2 { print $4 }')"
-if [[ $DATA_TMPFS == auto ]]; then
-  if [[ $disk_free_mib -lt $(( SCALE * 16 + 5000 )) ]]; then DATA_TMPFS=yes; else DATA_TMPFS=no; fi
-fi
-PGMEM_MOUNTED=0
-if [[ $DATA_TMPFS == yes ]]; then
-  mkdir -p "$SCRATCH/pgmem"
-  mount -t tmpfs -o "size=$(( SCALE * 16 + 3072 ))m,mode=755" tmpfs "$SCRATCH/pgmem" && PGMEM_MOUNTED=1 ||
-    die "cannot mount a tmpfs on $SCRATCH/pgmem"
-  DATA="$SCRATCH/pgmem/data"
-  say "data directory on a tmpfs ($disk_free_mib MiB free on the scratch disk; BENCH_PG_DATA_TMPFS=no to refuse)"
-fi
-mkdir -p "$MEM/bin"
-cp "$LB_SRC" "$MEM/bin/lifeboat"
-cp "$BENCH_DIR/pg/helper.py" "$MEM/bin/helper.py"   # the postgres user may not read the checkout
-chmod 755 "$MEM/bin/lifeboat" "$MEM/bin/helper.py"
-LB="$MEM/bin/lifeboat"
-chown -R postgres:postgres "$SCRATCH"
-chmod 755 "$MEM"
 
 PATH_PG="$PGBIN:/usr/local/bin:/usr/bin:/bin"
 # as_pg CMD...: run as postgres with a clean environment (plus VAR=value words given first)
@@ -282,6 +257,32 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+mkdir -p "$MEM" "$SOCK" "$PGHOME" "$OUT" "$CONF"
+mem_mib=$(( SEGMENTS * 16 * 2 + 512 ))
+mount -t tmpfs -o "size=${mem_mib}m,mode=755" tmpfs "$MEM" && MEM_MOUNTED=1 || die "cannot mount a tmpfs on $MEM"
+# The cluster's data directory: on the scratch disk, or on a tmpfs when that disk lacks
+# the room (auto), so that the benchmark never fills a disk others use. The repositories
+# and spools stay on the scratch disk either way (their writes and fsyncs are measured).
+DATA_TMPFS="${BENCH_PG_DATA_TMPFS:-auto}"
+disk_free_mib="$(df -Pm "$SCRATCH" | awk 'NR == 2 { print $4 }')"
+if [[ $DATA_TMPFS == auto ]]; then
+  if [[ $disk_free_mib -lt $(( SCALE * 16 + 5000 )) ]]; then DATA_TMPFS=yes; else DATA_TMPFS=no; fi
+fi
+if [[ $DATA_TMPFS == yes ]]; then
+  mkdir -p "$SCRATCH/pgmem"
+  mount -t tmpfs -o "size=$(( SCALE * 16 + 3072 ))m,mode=755" tmpfs "$SCRATCH/pgmem" && PGMEM_MOUNTED=1 ||
+    die "cannot mount a tmpfs on $SCRATCH/pgmem"
+  DATA="$SCRATCH/pgmem/data"
+  say "data directory on a tmpfs ($disk_free_mib MiB free on the scratch disk; BENCH_PG_DATA_TMPFS=no to refuse)"
+fi
+mkdir -p "$MEM/bin"
+cp "$LB_SRC" "$MEM/bin/lifeboat"
+cp "$BENCH_DIR/pg/helper.py" "$MEM/bin/helper.py"   # the postgres user may not read the checkout
+chmod 755 "$MEM/bin/lifeboat" "$MEM/bin/helper.py"
+LB="$MEM/bin/lifeboat"
+chown -R postgres:postgres "$SCRATCH"
+chmod 755 "$MEM"
 
 # ---------------------------------------------------------------- server
 SERVER_IDLE=""   # LIFEBOAT_PG_PUSHER_IDLE of the server's environment ("" = lifeboat's default)
