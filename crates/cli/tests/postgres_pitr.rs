@@ -94,6 +94,12 @@ impl Archive {
 
     /// Runs lifeboat as the server's user, pointed at `pg` if given.
     fn lb(&self, pg: Option<&Postgres>, args: &[&str]) -> Run {
+        self.lb_as(&self.user, pg, args)
+    }
+
+    /// [`Archive::lb`] as `user` (None: as the test itself, root when the server's user is
+    /// `postgres`).
+    fn lb_as(&self, user: &Option<nix::unistd::User>, pg: Option<&Postgres>, args: &[&str]) -> Run {
         let mut command = Command::new(self.lifeboat());
         command
             .env_clear()
@@ -104,7 +110,7 @@ impl Archive {
         if let Some(pg) = pg {
             command.envs(pg.libpq_env());
         }
-        as_user(&mut command, &self.user);
+        as_user(&mut command, user);
         Run::from_output(run_copied_binary(&mut command))
     }
 
@@ -135,12 +141,22 @@ impl Archive {
 
     /// Restores into a new data directory and starts a server on it (no archiving).
     fn restore(&self, name: &str, target: &[&str]) -> (Postgres, serde_json::Value) {
+        self.restore_by(&self.user, name, target)
+    }
+
+    /// [`Archive::restore`], run by `user` (the server still runs as its own user).
+    fn restore_by(
+        &self,
+        user: &Option<nix::unistd::User>,
+        name: &str,
+        target: &[&str],
+    ) -> (Postgres, serde_json::Value) {
         let data = self.path(name);
         let mut args = vec!["--json", "pg", "restore", "--no-archive", "--pgdata"];
         let data_arg = data.display().to_string();
         args.push(&data_arg);
         args.extend_from_slice(target);
-        let summary = self.lb(None, &args).ok().json();
+        let summary = self.lb_as(user, None, &args).ok().json();
         assert!(data.join("recovery.signal").exists());
         let server = Postgres::start_on(&data, &ServerOptions::default());
         (server, summary)
@@ -280,8 +296,10 @@ fn archived_wal_restores_to_a_time_a_position_and_the_end() {
     assert_eq!(at_time.sql("postgres", PGBENCH_STATE), bench_state);
     drop(at_time);
 
-    // To the WAL position after T1, paused there: read-only, still in recovery.
-    let (at_lsn, summary) = archive.restore(
+    // To the WAL position after T1, paused there: read-only, still in recovery. Restored by
+    // root (when the tests run as root): the files must still belong to the server's user.
+    let (at_lsn, summary) = archive.restore_by(
+        &None,
         "at-lsn",
         &["--target-lsn", &t1_lsn, "--target-action", "pause"],
     );
