@@ -27,6 +27,9 @@ use crate::args::{Cli, PgWalFetchArgs, PgWalPushArgs};
 
 /// Files stored per snapshot: 64 segments of 16 MiB, 1 GiB.
 const BATCH: usize = 64;
+/// How often an idle pusher looks at the spool: a segment waits for this at most before its
+/// batch starts (a look is one directory read).
+const POLL: Duration = Duration::from_millis(20);
 /// Set for the pusher wal-push starts: it waits for more files before it leaves.
 const BACKGROUND: &str = "LIFEBOAT_PG_PUSHER_BACKGROUND";
 /// The pusher's log is started afresh when it has grown past this.
@@ -129,7 +132,7 @@ fn drain(cli: &Cli, spool: &Spool, idle: Duration) -> Result<u8> {
             continue;
         }
         if last_work.elapsed() < idle {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(POLL);
             continue;
         }
         match leave(spool, lock)? {
