@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::control::{system_identifier_of, CONTROL_FILE};
 use super::program;
-use super::wal::Lsn;
+use super::wal::{segment_name, Lsn};
 use crate::command::CommandStream;
 use crate::SourceError;
 
@@ -68,23 +68,15 @@ impl BaseBackupInfo {
             return Vec::new();
         }
         let size = self.wal_segment_size;
-        let first = self.start_lsn.0 / size;
-        let last = self.stop_lsn.0 / size;
-        (first..=last)
-            .map(|segno| segment_file_name(self.timeline, Lsn(segno * size), size))
+        (self.start_lsn.0 / size..=self.stop_lsn.0 / size)
+            .map(|segno| segment_name(self.timeline, segno, size))
             .collect()
     }
 }
 
 /// The name of the segment holding `lsn` on `timeline`.
 pub fn segment_file_name(timeline: u32, lsn: Lsn, segment_size: u64) -> String {
-    let segno = lsn.0 / segment_size;
-    let per_log = 0x1_0000_0000 / segment_size;
-    format!(
-        "{timeline:08X}{:08X}{:08X}",
-        segno / per_log,
-        segno % per_log
-    )
+    segment_name(timeline, lsn.0 / segment_size, segment_size)
 }
 
 /// Where the WAL a base backup needs comes from.

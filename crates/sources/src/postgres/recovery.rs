@@ -10,7 +10,7 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use super::base_backup::BaseBackupInfo;
-use super::wal::{segment_position, Lsn};
+use super::wal::{segment_number, segment_position, Lsn};
 use crate::SourceError;
 
 /// The directory, inside the new data directory, that holds the WAL files fetched for the
@@ -110,27 +110,45 @@ pub fn wal_files_for<'a>(
 /// The last segment reachable from the backup's first one without a gap (segments of any
 /// timeline count, and those the backup holds itself), or None if the first one is missing.
 pub fn last_continuous_segment(base: &BaseBackupInfo, files: &[String]) -> Option<String> {
-    let per_log = 0x1_0000_0000 / base.wal_segment_size;
+    let size = base.wal_segment_size;
     let included = base.included_segments();
-    let mut by_position: BTreeMap<u64, &String> = BTreeMap::new();
+    let mut by_number: BTreeMap<u64, &String> = BTreeMap::new();
     for name in included.iter().chain(files) {
-        if let Some((_, position)) = segment_position(name) {
-            // The highest timeline's copy of a position is the one recovery follows.
-            by_position.insert(position, name);
+        if let Some((_, segno)) = segment_number(name, size) {
+            // The highest timeline's copy of a segment is the one recovery follows.
+            by_number.insert(segno, name);
         }
     }
-    let (_, mut position) = segment_position(&base.start_wal_file)?;
+    let (_, mut segno) = segment_number(&base.start_wal_file, size)?;
     let mut last = None;
-    while let Some(name) = by_position.get(&position) {
+    while let Some(name) = by_number.get(&segno) {
         last = Some((*name).clone());
-        let (log, seg) = (position >> 32, position & 0xffff_ffff);
-        position = if seg + 1 < per_log {
-            position + 1
-        } else {
-            (log + 1) << 32
-        };
+        segno += 1;
     }
     last
+}
+
+/// How far the WAL of a base backup reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalReach {
+    /// The last segment reachable without a gap ([`last_continuous_segment`]).
+    pub last: Option<String>,
+    /// Whether that includes the backup's own end: without it the backup never becomes
+    /// consistent and cannot be restored at all.
+    pub covers_backup: bool,
+}
+
+pub fn wal_reach(base: &BaseBackupInfo, files: &[String]) -> WalReach {
+    let last = last_continuous_segment(base, files);
+    let size = base.wal_segment_size;
+    let number = |name: &str| segment_number(name, size).map(|(_, segno)| segno);
+    let covers_backup = last
+        .as_deref()
+        .is_some_and(|l| number(l) >= number(&base.stop_wal_file()));
+    WalReach {
+        last,
+        covers_backup,
+    }
 }
 
 /// Makes `dir` a new, empty data directory (mode 0700): it may exist only if empty, so that
@@ -361,6 +379,8 @@ mod tests {
             Some("000000020000000000000004")
         );
         assert_eq!(last_continuous_segment(&base, &files[2..]), None);
+        assert!(wal_reach(&base, &files).covers_backup);
+        assert!(!wal_reach(&base, &files[2..]).covers_backup);
         // A backup holding its own WAL needs the archive only from its end on.
         let mut holding = base.clone();
         holding.wal_included = true;

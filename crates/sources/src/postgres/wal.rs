@@ -37,14 +37,33 @@ pub fn segment_position(name: &str) -> Option<(u32, u64)> {
     Some((timeline, position))
 }
 
+/// A segment's timeline and its number counted from the start of the log, for segments of
+/// `segment_size` (the name splits that number into a log file and a segment within it).
+pub fn segment_number(name: &str, segment_size: u64) -> Option<(u32, u64)> {
+    let (timeline, position) = segment_position(name)?;
+    let per_log = 0x1_0000_0000 / segment_size;
+    Some((
+        timeline,
+        (position >> 32) * per_log + (position & 0xffff_ffff),
+    ))
+}
+
+/// The name of segment number `segno` on `timeline`: the inverse of [`segment_number`].
+pub fn segment_name(timeline: u32, segno: u64, segment_size: u64) -> String {
+    let per_log = 0x1_0000_0000 / segment_size;
+    format!(
+        "{timeline:08X}{:08X}{:08X}",
+        segno / per_log,
+        segno % per_log
+    )
+}
+
 /// How many segments of `segment_size` lie from `from` to `to` on the log (negative if `to`
 /// comes first); None unless both are segment names.
 pub fn segments_between(from: &str, to: &str, segment_size: u64) -> Option<i64> {
-    let per_log = (0x1_0000_0000 / segment_size) as i64;
-    let number = |name: &str| {
-        segment_position(name).map(|(_, p)| (p >> 32) as i64 * per_log + (p & 0xffff_ffff) as i64)
-    };
-    Some(number(to)? - number(from)?)
+    let (_, to) = segment_number(to, segment_size)?;
+    let (_, from) = segment_number(from, segment_size)?;
+    Some(to as i64 - from as i64)
 }
 
 /// A position in the write-ahead log, written `X/Y` in hex as PostgreSQL does.
@@ -119,6 +138,21 @@ mod tests {
         assert_eq!(a, (1, 0xff));
         assert!(a < b);
         assert_eq!(segment_position("00000002.history"), None);
+    }
+
+    #[test]
+    fn segment_numbers_and_names_are_inverses() {
+        let size = 16 << 20;
+        assert_eq!(
+            segment_number("0000000200000001000000FF", size),
+            Some((2, 0x1FF))
+        );
+        assert_eq!(segment_name(2, 0x1FF, size), "0000000200000001000000FF");
+        assert_eq!(segment_name(1, 4, 1 << 30), "000000010000000100000000");
+        assert_eq!(
+            segment_number("000000010000000100000000", 1 << 30),
+            Some((1, 4))
+        );
     }
 
     #[test]

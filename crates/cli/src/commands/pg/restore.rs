@@ -13,11 +13,9 @@ use lifeboat_core::snapshot::SnapshotEntry;
 use lifeboat_core::Repository;
 use lifeboat_sources::postgres::base_backup::{BaseBackupInfo, BASE_FILE};
 use lifeboat_sources::postgres::recovery::{
-    choose, last_continuous_segment, prepare_data_dir, shell_quote, unpack_base, valid_timeline,
-    wal_files_for, write_recovery_settings, RecoverySettings, RecoveryTarget, TargetAction,
-    RESTORE_WAL_DIR,
+    choose, prepare_data_dir, shell_quote, unpack_base, valid_timeline, wal_files_for, wal_reach,
+    write_recovery_settings, RecoverySettings, RecoveryTarget, TargetAction, RESTORE_WAL_DIR,
 };
-use lifeboat_sources::postgres::wal::segment_position;
 
 use super::catalog::{base_backups, wal_catalog, write_file};
 use crate::args::{Cli, PgRestoreArgs};
@@ -145,18 +143,18 @@ pub fn run(cli: &Cli, args: &PgRestoreArgs) -> Result<u8> {
 /// Every segment from the backup's start to its end must be archived, or the backup cannot
 /// become consistent. Returns the last segment replay can reach without a gap.
 fn check_wal_covers_backup(info: &BaseBackupInfo, files: &[String]) -> Result<String> {
-    let stop = info.stop_wal_file();
     let hint = "it may still be in the WAL spool of the database host (`lifeboat pg status` there)";
-    let Some(last) = last_continuous_segment(info, files) else {
+    let reach = wal_reach(info, files);
+    let Some(last) = reach.last else {
         anyhow::bail!(
             "the base backup needs WAL from {} on, which is not in the repository; {hint}",
             info.start_wal_file
         );
     };
-    let position = |name: &str| segment_position(name).map(|(_, p)| p);
-    if position(&last) < position(&stop) {
+    if !reach.covers_backup {
         anyhow::bail!(
-            "the base backup needs WAL up to {stop}, but the archive stops at {last}; {hint}"
+            "the base backup needs WAL up to {}, but the archive stops at {last}; {hint}",
+            info.stop_wal_file()
         );
     }
     Ok(last)

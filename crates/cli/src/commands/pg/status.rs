@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 use chrono::{DateTime, Local, Utc};
 use lifeboat_sources::postgres::psql::current_wal_file;
-use lifeboat_sources::postgres::recovery::{last_continuous_segment, wal_files_for};
+use lifeboat_sources::postgres::recovery::{wal_files_for, wal_reach};
 use lifeboat_sources::postgres::spool::Spool;
 use lifeboat_sources::postgres::wal::{segment_position, segments_between};
 use serde_json::{json, Value};
@@ -94,19 +94,15 @@ fn archive_state(cli: &Cli, system_id: u64) -> Result<ArchiveState> {
         .into_iter()
         .map(|(entry, info)| {
             let files = wal_files_for(&info, names.iter().copied());
-            let continuous_to = last_continuous_segment(&info, &files);
-            let stop_wal_file = info.stop_wal_file();
-            let restorable = continuous_to
-                .as_deref()
-                .is_some_and(|l| segment_position(l) >= segment_position(&stop_wal_file));
+            let reach = wal_reach(&info, &files);
             BaseState {
                 snapshot: entry.id.clone(),
                 short_id: entry.short_id().to_string(),
                 finished_at: info.finished_at,
                 start_wal_file: info.start_wal_file.clone(),
-                stop_wal_file,
-                continuous_to,
-                restorable,
+                stop_wal_file: info.stop_wal_file(),
+                continuous_to: reach.last,
+                restorable: reach.covers_backup,
             }
         })
         .collect();
