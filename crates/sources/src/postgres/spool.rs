@@ -18,6 +18,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -51,6 +52,40 @@ pub struct ReadyFile {
     pub path: PathBuf,
     pub size: u64,
     pub spooled_at: SystemTime,
+}
+
+/// A ready file opened for storing, hashed as it is read: recording it in `done/` then needs
+/// no second read of its 16 MiB.
+pub struct ReadyReader {
+    file: File,
+    hasher: blake3::Hasher,
+    digest: Arc<OnceLock<String>>,
+}
+
+impl ReadyReader {
+    /// Opens `file`; the returned cell holds its BLAKE3 once it has been read to the end.
+    pub fn open(file: &ReadyFile) -> Result<(ReadyReader, Arc<OnceLock<String>>), SourceError> {
+        let opened = File::open(&file.path).map_err(io_error(&file.path))?;
+        let digest = Arc::new(OnceLock::new());
+        let reader = ReadyReader {
+            file: opened,
+            hasher: blake3::Hasher::new(),
+            digest: digest.clone(),
+        };
+        Ok((reader, digest))
+    }
+}
+
+impl Read for ReadyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let _ = self.digest.set(self.hasher.finalize().to_hex().to_string());
+        } else {
+            self.hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// Held while a pusher runs; released when dropped.
@@ -234,7 +269,12 @@ impl Spool {
 
     /// Records that `file` is stored in the repository and takes it out of `ready/`.
     pub fn mark_archived(&self, file: &ReadyFile) -> Result<(), SourceError> {
-        let hash = hash_file(&file.path)?;
+        self.mark_archived_as(file, &hash_file(&file.path)?)
+    }
+
+    /// [`Spool::mark_archived`] with the content's BLAKE3 already known (from a
+    /// [`ReadyReader`] that read the whole file).
+    pub fn mark_archived_as(&self, file: &ReadyFile, hash: &str) -> Result<(), SourceError> {
         let tmp = self.dir.join("tmp").join(format!("{}.done", file.name));
         let done = self.dir.join("done").join(&file.name);
         let mut out = File::create(&tmp).map_err(io_error(&tmp))?;
@@ -354,7 +394,13 @@ mod tests {
 
         let ready = spool.ready().expect("ready");
         assert_eq!(ready.len(), 1);
-        spool.mark_archived(&ready[0]).expect("mark");
+        // Read to its end, the reader knows the hash the spool records.
+        let (mut reader, digest) = ReadyReader::open(&ready[0]).expect("open");
+        std::io::copy(&mut reader, &mut std::io::sink()).expect("read");
+        assert_eq!(digest.get(), Some(&hash_file(&a).expect("hash")));
+        spool
+            .mark_archived_as(&ready[0], digest.get().expect("digest"))
+            .expect("mark");
         assert!(spool.ready().expect("ready").is_empty());
         assert_eq!(
             spool.push(&a, name).expect("after"),

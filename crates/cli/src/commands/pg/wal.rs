@@ -19,7 +19,7 @@ use lifeboat_core::lock::LockKind;
 use lifeboat_core::ops::backup::{
     backup, BackupOptions, BackupProgress, BackupSource, NamedStream,
 };
-use lifeboat_sources::postgres::spool::{PusherLock, ReadyFile, Spool};
+use lifeboat_sources::postgres::spool::{PusherLock, ReadyFile, ReadyReader, Spool};
 use lifeboat_sources::postgres::wal::is_archive_file_name;
 
 use super::catalog::{system_tag, wal_catalog, write_file, WAL_LABEL};
@@ -173,13 +173,14 @@ fn store_batch(
         return Ok(());
     }
     let mut streams = Vec::new();
+    let mut digests = Vec::new();
     for file in &fresh {
-        let reader =
-            File::open(&file.path).with_context(|| format!("opening {}", file.path.display()))?;
+        let (reader, digest) = ReadyReader::open(file)?;
         streams.push(NamedStream {
             filename: file.name.clone(),
             reader: Box::new(reader),
         });
+        digests.push(digest);
     }
     let mut options = BackupOptions::new(BackupSource::Streams {
         streams,
@@ -188,8 +189,11 @@ fn store_batch(
     options.tags = vec![system_tag(spool.system_id())];
     let result = backup(repo, options, &BackupProgress::default())
         .with_context(|| format!("storing {} WAL file(s) in the repository", fresh.len()))?;
-    for file in &fresh {
-        spool.mark_archived(file)?;
+    for (file, digest) in fresh.iter().zip(&digests) {
+        match digest.get() {
+            Some(hash) => spool.mark_archived_as(file, hash)?,
+            None => spool.mark_archived(file)?,
+        }
     }
     if !cli.quiet {
         println!(
