@@ -541,8 +541,8 @@ floor_backup() { # floor_backup RUN: pg_basebackup's tar stream (as lifeboat run
     rc=0
     t0=$(now)
     # shellcheck disable=SC2016
-    as_pg "${pg_conn[@]}" bash -c 'set -o pipefail; "$1"/pg_basebackup --pgdata=- --format=tar --wal-method=none \
-      --no-password --label=floor --checkpoint=fast | $2 >/dev/null' _ "$PGBIN" "$pipe" \
+    as_pg "${pg_conn[@]}" bash -c 'set -o pipefail; "$1"/pg_basebackup --pgdata=- --format=tar --wal-method=fetch \
+      --manifest-checksums=NONE --no-password --label=floor --checkpoint=fast | $2 >/dev/null' _ "$PGBIN" "$pipe" \
       2>"$RESULTS/backup-$name-$run.err" || rc=$?
     t1=$(now)
     [[ $rc -eq 0 ]] || die "floor $name failed (exit $rc): $(tail -n 5 "$RESULTS/backup-$name-$run.err")"

@@ -315,7 +315,7 @@ def cmd_report(args):
         P("| repository after the backup, MiB | %s | %s | %s | — | — |" % (
             cell("backup", "lifeboat", "repo_bytes", "MiB", MiB), cell("backup", "pgbackrest", "repo_bytes", "MiB", MiB),
             rcell(ratio(med("backup", "lifeboat", "repo_bytes"), med("backup", "pgbackrest", "repo_bytes")))))
-        for name, label in (("floor-stream", "floor: pg_basebackup -Ft -X none --checkpoint=fast > /dev/null, s"),
+        for name, label in (("floor-stream", "floor: pg_basebackup -Ft -X fetch --manifest-checksums=NONE --checkpoint=fast > /dev/null, s"),
                             ("floor-zstd", "floor: the same piped into zstd -3 -T2 > /dev/null, s")):
             if ("backup", name, "wall_s") in data:
                 f = med("backup", name, "wall_s")

@@ -7,7 +7,9 @@
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 
 /// Bytes per buffer, and buffers in flight: 8 MiB read ahead at most.
 const BUFFER: usize = 1 << 20;
@@ -15,9 +17,38 @@ const BUFFERS: usize = 8;
 /// The pipe's own buffer is raised to this (Linux; ignored where refused).
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
+/// Reads into `buf` until it is full, the source ends or fails, or the consumer has nothing
+/// queued (then it waits for these bytes, so they go at once). A pipe read returns what one
+/// write put in, often 64 KiB: passing each on in a buffer of its own cost a zero-filled
+/// 1 MiB buffer and a channel message per read. Returns the bytes read, whether the source
+/// ended, and its error.
+fn fill(
+    source: &mut impl Read,
+    buf: &mut [u8],
+    queued: &AtomicUsize,
+) -> (usize, bool, Option<io::Error>) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => return (filled, true, None),
+            Ok(n) => {
+                filled += n;
+                if queued.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (filled, true, Some(e)),
+        }
+    }
+    (filled, false, None)
+}
+
 /// A reader whose source is read by a thread of its own, ahead of the caller.
 pub struct ReadAhead {
     filled: Receiver<io::Result<Vec<u8>>>,
+    /// Buffers sent and not yet received: none means the consumer waits for one.
+    queued: Arc<AtomicUsize>,
     free: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     at: usize,
@@ -28,31 +59,43 @@ impl ReadAhead {
     pub fn new<R: Read + Send + 'static>(mut source: R) -> ReadAhead {
         let (filled_tx, filled) = sync_channel::<io::Result<Vec<u8>>>(BUFFERS);
         let (free, free_rx) = sync_channel::<Vec<u8>>(BUFFERS + 1);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::clone(&waiting);
         std::thread::spawn(move || loop {
             let mut buf = free_rx
                 .try_recv()
                 .unwrap_or_else(|_| Vec::with_capacity(BUFFER));
+            // Zero-fills only what the buffer's last use left unfilled: full buffers cost
+            // nothing here.
             buf.resize(BUFFER, 0);
-            let result = loop {
-                match source.read(&mut buf) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
+            let (filled, ended, error) = fill(&mut source, &mut buf, &queued);
+            buf.truncate(filled);
+            // What was read before an error is passed on first; an empty buffer is the end.
+            // A send fails when the consumer is gone: nothing more to read for.
+            let send = |message: io::Result<Vec<u8>>| {
+                if message.is_ok() {
+                    queued.fetch_add(1, Ordering::SeqCst);
                 }
+                filled_tx.send(message).is_ok()
             };
-            let (message, last) = match result {
-                Ok(n) => {
-                    buf.truncate(n);
-                    (Ok(buf), n == 0)
-                }
-                Err(e) => (Err(e), true),
-            };
-            // The consumer is gone: nothing more to read for.
-            if filled_tx.send(message).is_err() || last {
+            if filled > 0 && !send(Ok(buf)) {
                 return;
+            }
+            match error {
+                Some(e) => {
+                    let _ = send(Err(e));
+                    return;
+                }
+                None if ended => {
+                    let _ = send(Ok(Vec::new()));
+                    return;
+                }
+                None => {}
             }
         });
         ReadAhead {
             filled,
+            queued: waiting,
             free,
             current: Vec::new(),
             at: 0,
@@ -83,7 +126,11 @@ impl Read for ReadAhead {
                 let _ = self.free.try_send(used);
             }
             self.at = 0;
-            match self.filled.recv() {
+            let received = self.filled.recv();
+            if let Ok(Ok(_)) = received {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+            match received {
                 Ok(Ok(buf)) if buf.is_empty() => self.ended = true,
                 Ok(Ok(buf)) => self.current = buf,
                 Ok(Err(e)) => {

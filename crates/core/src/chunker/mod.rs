@@ -44,6 +44,14 @@ impl ChunkerParams {
     }
 }
 
+/// How far the search for the next cut has got: bytes of the chunk rolled over and the gear
+/// hash there. A new search starts from `CutSearch::default()`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CutSearch {
+    scanned: usize,
+    hash: u64,
+}
+
 #[derive(Clone)]
 pub struct Chunker {
     gear: Box<[u64; 256]>,
@@ -85,22 +93,38 @@ impl Chunker {
     /// The length of the next chunk of `data`. When `data` is shorter than the maximum size
     /// the caller must pass everything up to the end of the stream.
     pub fn cut(&self, data: &[u8]) -> usize {
+        self.find_cut(data, &mut CutSearch::default())
+            .unwrap_or(data.len())
+    }
+
+    /// The next cut in `data` (the bytes from the chunk's start), going on from where
+    /// `search` stopped in a shorter prefix of the same bytes; `None` when there is no cut
+    /// in `data` short of the maximum size, with `search` then at its end. The gear hash
+    /// depends only on the bytes it has rolled over, so resuming gives the cut one search
+    /// over all of `data` gives, and a stream read in steps is scanned once, not again from
+    /// the minimum size at every step (a third of a PostgreSQL base backup's chunks are
+    /// longer than the reader's first window).
+    pub fn find_cut(&self, data: &[u8], search: &mut CutSearch) -> Option<usize> {
         let min = self.params.min_size as usize;
-        let n = data.len();
-        if n <= min {
-            return n;
+        let max_size = self.params.max_size as usize;
+        let end = data.len().min(max_size);
+        debug_assert!(search.scanned <= end, "data shrank under a cut search");
+        let mut from = search.scanned.max(min);
+        let normal = self.params.avg_size as usize;
+        for (until, mask) in [(normal, self.mask_small), (end, self.mask_large)] {
+            let until = until.min(end);
+            if from >= until {
+                continue;
+            }
+            let (cut, hash) = first_match(&self.gear, &data[from..until], search.hash, mask);
+            if let Some(at) = cut {
+                return Some(from + at);
+            }
+            search.hash = hash;
+            search.scanned = until;
+            from = until;
         }
-        let max = n.min(self.params.max_size as usize);
-        let normal = n.min(self.params.avg_size as usize);
-        let from = normal.max(min);
-        let (cut, hash) = first_match(&self.gear, &data[min..from], 0, self.mask_small);
-        if let Some(at) = cut {
-            return min + at;
-        }
-        match first_match(&self.gear, &data[from..max], hash, self.mask_large).0 {
-            Some(at) => from + at,
-            None => max,
-        }
+        (end == max_size).then_some(max_size)
     }
 
     /// All chunk lengths of an in-memory buffer.

@@ -120,6 +120,34 @@ proptest! {
         }
     }
 
+    /// A search resumed over ever longer prefixes (how the reader reads a stream) finds the
+    /// cut of one search over the whole data, including steps that end inside the minimum
+    /// size, at the average size, and in a run of zeros with no cut before the maximum.
+    #[test]
+    fn resumed_search_finds_the_cut_of_one_search(len in 0usize..40_000, seed in any::<u64>(), zeros in 0usize..20_000, steps in proptest::collection::vec(1usize..3000, 1..40)) {
+        let chunker = Chunker::new(&[3u8; 32], small_params());
+        let mut data = pseudo_random(len, seed);
+        let at = len / 3;
+        data.splice(at..at, std::iter::repeat_n(0u8, zeros));
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let whole = chunker.cut(rest);
+            let mut search = CutSearch::default();
+            let mut end = 0;
+            let resumed = loop {
+                end = (end + steps[end % steps.len()]).min(rest.len());
+                if let Some(cut) = chunker.find_cut(&rest[..end], &mut search) {
+                    break cut;
+                }
+                if end == rest.len() {
+                    break end;
+                }
+            };
+            prop_assert_eq!(resumed, whole);
+            rest = &rest[whole..];
+        }
+    }
+
     #[test]
     fn deterministic_and_within_bounds(len in 0usize..60_000, seed in any::<u64>(), key in any::<[u8; 32]>()) {
         let data = pseudo_random(len, seed);

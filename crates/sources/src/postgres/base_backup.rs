@@ -109,6 +109,11 @@ impl std::str::FromStr for WalMethod {
 /// The `pg_basebackup` command of a base backup: tar to standard output, its WAL in it or
 /// not, a fast checkpoint unless `spread` (then the server spreads the checkpoint's writes
 /// over `checkpoint_completion_target`, and the backup starts minutes later).
+///
+/// The manifest is kept (its WAL range gives the stop position) without its per-file CRC32C:
+/// every byte of the tar is hashed (BLAKE3) and sealed (AES-GCM) on its way into the
+/// repository and checked again when read, and the server's CRC pass cost a quarter of
+/// pg_basebackup's time (1.5 GB: 1.42 against 1.04 s, medians of 3).
 pub fn base_backup_command(
     bin: Option<&Path>,
     wal: WalMethod,
@@ -120,6 +125,7 @@ pub fn base_backup_command(
         "--format=tar",
         "--no-password",
         "--label=lifeboat",
+        "--manifest-checksums=NONE",
     ]);
     command.arg(match wal {
         WalMethod::Fetch => "--wal-method=fetch",
