@@ -608,6 +608,10 @@ pub struct RepairIndexArgs {
     /// Show what would change, change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Also read every blob and leave out of the index those that are damaged (then
+    /// `repair snapshots` drops the files that used them)
+    #[arg(long)]
+    pub read_data: bool,
 }
 
 #[derive(Args, Debug)]

@@ -36,6 +36,67 @@ pub struct Config {
     pub pack_size: u32,
 }
 
+impl Config {
+    /// Decodes and checks the `config` object: a version this program reads, chunker
+    /// parameters within their limits.
+    pub fn parse(data: &[u8]) -> Result<Config> {
+        let config: Config =
+            serde_json::from_slice(data).map_err(|e| Error::format("config", e))?;
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&config.version) {
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::format("config", e))?;
+        Ok(config)
+    }
+}
+
+/// An index file that cannot be read: damaged or rewritten in storage.
+#[derive(Debug)]
+pub struct UnreadableIndexFile {
+    pub name: String,
+    pub error: Error,
+}
+
+/// An index loaded around unreadable index files (see [`Repository::recover_index_where`]).
+pub struct RecoveredIndex {
+    pub index: Index,
+    pub unreadable: Vec<UnreadableIndexFile>,
+    /// Pack headers read to make up for them.
+    pub packs_read: usize,
+}
+
+/// A stored snapshot object that cannot be read: damaged or rewritten in storage, or written
+/// by a newer program.
+#[derive(Debug)]
+pub struct UnreadableSnapshot {
+    pub id: String,
+    pub error: Error,
+}
+
+/// The snapshots that can be read, and those that cannot.
+#[derive(Debug, Default)]
+pub struct SnapshotListing {
+    pub readable: Vec<SnapshotEntry>,
+    pub unreadable: Vec<UnreadableSnapshot>,
+}
+
+impl SnapshotListing {
+    /// The unreadable snapshot `spec` names by id or id prefix, if any: naming a damaged
+    /// snapshot must say so rather than "no such snapshot".
+    pub fn unreadable_named(&self, spec: &str) -> Option<&UnreadableSnapshot> {
+        if spec.len() < 4 || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        self.unreadable.iter().find(|u| u.id.starts_with(spec))
+    }
+}
+
 /// The chunker and blob-id keys of a repository, to share with a new one (`init
 /// --copy-chunker-params`): both then cut and name blobs alike, so `copy` between them moves
 /// blobs without reading them, and they deduplicate the same way. The sealing key is never
@@ -168,19 +229,7 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        let config: Config =
-            serde_json::from_slice(&data).map_err(|e| Error::format("config", e))?;
-        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&config.version) {
-            return Err(Error::UnsupportedVersion {
-                found: config.version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        config
-            .chunker
-            .validate()
-            .map_err(|e| Error::format("config", e))?;
-        Ok(config)
+        Config::parse(&data)
     }
 
     /// Tries every key file. A damaged key file, or one left from another repository (an
@@ -188,7 +237,9 @@ impl Repository {
     pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         let config = Self::read_config(storage.as_ref())?;
         let mut skipped = Vec::new();
-        for info in storage.list(ObjectKind::Key)? {
+        let key_files = storage.list(ObjectKind::Key)?;
+        let tried = key_files.len();
+        for info in key_files {
             let object = format!("key {}", info.name);
             let data = storage.read(ObjectKind::Key, &info.name)?;
             let opened = KeyFile::parse(&data, &object).and_then(|key| key.open(password, &object));
@@ -201,9 +252,12 @@ impl Repository {
                 Err(e) => skipped.push(e.to_string()),
             }
         }
-        // The password may simply be wrong; but say what else was seen.
-        let detail = if skipped.is_empty() {
-            String::new()
+        // The password may simply be wrong; but say what else was seen. A key file damaged
+        // inside its sealed keys fails exactly like a wrong password: say that it can.
+        let detail = if tried == 0 {
+            " (it has no key files: put a copy of one back into its keys/)".to_string()
+        } else if skipped.is_empty() {
+            format!(" (tried {tried} key file(s); a damaged key file fails like a wrong password)")
         } else {
             format!(" (unusable key files: {})", skipped.join("; "))
         };
@@ -285,25 +339,13 @@ impl Repository {
     }
 
     pub fn load_index(&self) -> Result<Index> {
-        let mut index =
-            self.read_index_files(Index::default, |index, _, file| index.merge_file(&file))?;
-        index.finish();
-        Ok(index)
+        self.load_index_where(|_| true)
     }
 
     /// The index of the blobs `keep` accepts only: a command that reads a few blobs holds 60
     /// bytes for each of those, not for every blob in the repository.
     pub fn load_index_where(&self, keep: impl Fn(&PackEntry) -> bool) -> Result<Index> {
-        let mut index = self.read_index_files(Index::default, |index, _, file| {
-            for pack in &file.packs {
-                let kept: Vec<PackEntry> = pack.blobs.iter().filter(|e| keep(e)).copied().collect();
-                if !kept.is_empty() {
-                    index.add_pack(&pack.name, pack.salt, &kept);
-                }
-            }
-        })?;
-        index.finish();
-        Ok(index)
+        Ok(self.recover_index_where(keep)?.index)
     }
 
     /// The index of the tree blobs: all that listing, finding and comparing files read.
@@ -311,30 +353,106 @@ impl Repository {
         self.load_index_where(|e| e.kind == BlobKind::Tree)
     }
 
+    /// Like [`Self::load_index_where`], saying which index files could not be read. Their
+    /// packs are then indexed from the packs' own sealed headers (what `repair index` writes
+    /// down for good): one damaged index file must not make data that is still stored
+    /// unreachable. Every pack no readable index file names is read for its header then,
+    /// the packs of a running backup included (their blobs are as good as any).
+    pub fn recover_index_where(&self, keep: impl Fn(&PackEntry) -> bool) -> Result<RecoveredIndex> {
+        let add = |index: &mut Index, name: &str, salt, blobs: &[PackEntry]| {
+            let kept: Vec<PackEntry> = blobs.iter().filter(|e| keep(e)).copied().collect();
+            if !kept.is_empty() {
+                index.add_pack(name, salt, &kept);
+            }
+        };
+        let ((mut index, indexed), unreadable) = self.read_readable_index_files(
+            || (Index::default(), std::collections::HashSet::new()),
+            |(index, indexed), _, file| {
+                for pack in &file.packs {
+                    indexed.insert(pack.name.clone());
+                    add(index, &pack.name, pack.salt, &pack.blobs);
+                }
+            },
+        )?;
+        let mut packs_read = 0;
+        if !unreadable.is_empty() {
+            for info in self.storage.list(ObjectKind::Pack)? {
+                if indexed.contains(&info.name) {
+                    continue;
+                }
+                match crate::pack::read_header(self.storage.as_ref(), &self.keys.seal, &info.name) {
+                    Ok((salt, blobs)) => {
+                        packs_read += 1;
+                        add(&mut index, &info.name, salt, &blobs);
+                    }
+                    // A damaged or vanished pack indexes nothing; check reports it.
+                    Err(Error::Integrity { .. } | Error::Format { .. }) => {}
+                    Err(Error::Storage(e)) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        index.finish();
+        Ok(RecoveredIndex {
+            index,
+            unreadable,
+            packs_read,
+        })
+    }
+
     /// Opens every index file in turn, holding one at a time, into a state that `start`
-    /// makes. A prune replaces index files while backups run (new files first, then the old
-    /// ones go): when a listed file has vanished by the time it is read, the pass starts over
-    /// from a new listing, which holds the replacements.
+    /// makes; an index file that cannot be read fails the call. Operations that must know
+    /// every indexed blob (prune) use this.
     pub fn read_index_files<T>(
         &self,
         start: impl Fn() -> T,
-        mut each: impl FnMut(&mut T, &str, IndexFile),
+        each: impl FnMut(&mut T, &str, IndexFile),
     ) -> Result<T> {
+        let (state, unreadable) = self.read_readable_index_files(start, each)?;
+        match unreadable.into_iter().next() {
+            Some(damaged) => Err(damaged.error),
+            None => Ok(state),
+        }
+    }
+
+    /// Like [`Self::read_index_files`], setting aside the index files that cannot be read
+    /// (authentication or decoding fails: damaged in storage), which are returned.
+    ///
+    /// A prune replaces index files while backups run (new files first, then the old ones
+    /// go): when a listed file has vanished by the time it is read, the pass starts over from
+    /// a new listing, which holds the replacements.
+    pub fn read_readable_index_files<T>(
+        &self,
+        start: impl Fn() -> T,
+        mut each: impl FnMut(&mut T, &str, IndexFile),
+    ) -> Result<(T, Vec<UnreadableIndexFile>)> {
         const ATTEMPTS: usize = 5;
         let mut attempt = 0;
         'pass: loop {
             attempt += 1;
             let mut state = start();
+            let mut unreadable = Vec::new();
             for info in self.storage.list(ObjectKind::Index)? {
                 let data = match self.storage.read(ObjectKind::Index, &info.name) {
                     Ok(data) => data,
                     Err(e) if e.is_not_found() && attempt < ATTEMPTS => continue 'pass,
                     Err(e) => return Err(e.into()),
                 };
-                let file = IndexFile::open(&self.keys.seal, data, &format!("index {}", info.name))?;
-                each(&mut state, &info.name, file);
+                let object = format!("index {}", info.name);
+                match IndexFile::open(&self.keys.seal, data, &object) {
+                    Ok(file) => each(&mut state, &info.name, file),
+                    Err(
+                        error @ (Error::Integrity { .. }
+                        | Error::Format { .. }
+                        | Error::UnsupportedVersion { .. }),
+                    ) => unreadable.push(UnreadableIndexFile {
+                        name: info.name,
+                        error,
+                    }),
+                    Err(e) => return Err(e),
+                }
             }
-            return Ok(state);
+            return Ok((state, unreadable));
         }
     }
 
@@ -346,20 +464,50 @@ impl Repository {
         Ok(name)
     }
 
-    /// All snapshots, oldest first.
+    /// All snapshots, oldest first; an unreadable one fails the call. Operations that must
+    /// know every snapshot (prune) use this; the others use [`Self::snapshot_listing`].
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let mut out = Vec::new();
-        for info in self.storage.list(ObjectKind::Snapshot)? {
-            let data = self.storage.read(ObjectKind::Snapshot, &info.name)?;
-            let object = format!("snapshot {}", info.name);
-            let snapshot = Snapshot::open(&self.keys.seal, &data, &object)?;
-            out.push(SnapshotEntry {
-                id: info.name,
-                snapshot,
-            });
+        let listing = self.snapshot_listing()?;
+        match listing.unreadable.into_iter().next() {
+            Some(damaged) => Err(damaged.error),
+            None => Ok(listing.readable),
         }
-        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
-        Ok(out)
+    }
+
+    /// The snapshots that can be read, oldest first, and those that cannot: one damaged
+    /// snapshot object must not stop backups, nor the restore of every other snapshot. Only
+    /// the object's own damage (authentication, decoding, an unknown version) is set aside;
+    /// a storage that cannot be read fails the call, since then nothing is known.
+    pub fn snapshot_listing(&self) -> Result<SnapshotListing> {
+        let mut listing = SnapshotListing::default();
+        for info in self.storage.list(ObjectKind::Snapshot)? {
+            let data = match self.storage.read(ObjectKind::Snapshot, &info.name) {
+                Ok(data) => data,
+                // Forgotten by another run since the listing.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let object = format!("snapshot {}", info.name);
+            match Snapshot::open(&self.keys.seal, &data, &object) {
+                Ok(snapshot) => listing.readable.push(SnapshotEntry {
+                    id: info.name,
+                    snapshot,
+                }),
+                Err(
+                    error @ (Error::Integrity { .. }
+                    | Error::Format { .. }
+                    | Error::UnsupportedVersion { .. }),
+                ) => listing.unreadable.push(UnreadableSnapshot {
+                    id: info.name,
+                    error,
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        listing
+            .readable
+            .sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok(listing)
     }
 
     /// Refuses an operation that deletes objects where the storage would refuse the deletes,

@@ -12,7 +12,16 @@ pub fn run(cli: &Cli, args: &CopyArgs) -> Result<u8> {
     if from.config().id == to.config().id {
         anyhow::bail!("--to names the repository being copied from");
     }
-    let all = from.snapshots()?;
+    // A damaged snapshot is left behind (and said); the others are still copied, which is
+    // what a second copy is for.
+    let listing = from.snapshot_listing()?;
+    super::report_unreadable(&listing.unreadable);
+    let status = if listing.unreadable.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::FATAL
+    };
+    let all = listing.readable;
     let filter = super::filter(&args.filter);
     let chosen: Vec<SnapshotEntry> = if args.snapshots.is_empty() {
         all.iter().filter(|e| filter.matches(e)).cloned().collect()
@@ -65,5 +74,5 @@ pub fn run(cli: &Cli, args: &CopyArgs) -> Result<u8> {
             );
         }
     }
-    Ok(crate::exit::OK)
+    Ok(status)
 }

@@ -59,6 +59,8 @@ pub fn run(cli: &Cli, args: &ForgetArgs) -> Result<u8> {
         return then_prune(cli, &repo, args);
     }
     let repo = crate::open::open(cli)?;
+    // No rule can be applied to a snapshot whose time is unknown: it is kept, and said.
+    super::report_unreadable(&repo.snapshot_listing()?.unreadable);
     let options = ForgetOptions {
         policy,
         group_by: args.group_by,
@@ -89,10 +91,21 @@ fn then_prune(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<u8> {
 }
 
 fn by_id(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<()> {
-    let all = repo.snapshots()?;
+    let listing = repo.snapshot_listing()?;
+    // A snapshot that cannot be read can still be named, to remove it.
+    let (damaged, named): (Vec<String>, Vec<String>) = args
+        .snapshots
+        .iter()
+        .cloned()
+        .partition(|spec| listing.unreadable_named(spec).is_some());
+    let damaged_ids: Vec<String> = damaged
+        .iter()
+        .filter_map(|spec| listing.unreadable_named(spec).map(|u| u.id.clone()))
+        .collect();
     let filter = super::filter(&args.filter);
-    let chosen = super::resolve_named(&all, &args.snapshots, &filter)?;
-    let ids: Vec<String> = chosen.iter().map(|e| e.id.clone()).collect();
+    let chosen = super::resolve_named(&listing.readable, &named, &filter)?;
+    let mut ids: Vec<String> = chosen.iter().map(|e| e.id.clone()).collect();
+    ids.extend(damaged_ids.iter().cloned());
     forget_ids(repo, &ids, args.dry_run)?;
     if cli.json {
         let list: Vec<Value> = chosen.iter().map(|e| snapshot_json(e)).collect();
@@ -105,6 +118,9 @@ fn by_id(cli: &Cli, repo: &Repository, args: &ForgetArgs) -> Result<()> {
         };
         for e in &chosen {
             println!("{verb} snapshot {}", e.short_id());
+        }
+        for id in &damaged_ids {
+            println!("{verb} unreadable snapshot {}", &id[..8.min(id.len())]);
         }
     }
     Ok(())

@@ -21,8 +21,10 @@ mod stats;
 mod unlock;
 
 use anyhow::{Context, Result};
+use lifeboat_core::blob::BlobKind;
 use lifeboat_core::index::Index;
 use lifeboat_core::lock::{LockGuard, LockKind};
+use lifeboat_core::repository::UnreadableSnapshot;
 use lifeboat_core::snapshot::{SnapshotEntry, SnapshotFilter, SnapshotSpec};
 use lifeboat_core::Repository;
 
@@ -66,7 +68,9 @@ pub fn filter(args: &FilterArgs) -> SnapshotFilter {
 pub struct Loaded {
     pub repo: Repository,
     pub index: Index,
+    /// The readable snapshots (each unreadable one was reported when loading).
     pub snapshots: Vec<SnapshotEntry>,
+    pub unreadable: Vec<UnreadableSnapshot>,
     /// A shared lock, taken before the index is read: a prune then keeps every pack this
     /// index names until the command is done (docs/format.md, "Prune").
     _lock: Option<LockGuard>,
@@ -104,27 +108,58 @@ impl Loaded {
                     }
                     None
                 }
+                // A damaged lock may be anyone's, a prune's too: writers stop on it, but a
+                // read must not, on the day the repository is needed. The worst a prune can
+                // do to it is make a read fail, never return wrong data.
+                Err(e @ lifeboat_core::Error::Integrity { .. }) => {
+                    eprintln!(
+                        "warning: reading without a lock: {e}; a prune running meanwhile may \
+                         make this {operation} fail"
+                    );
+                    None
+                }
                 Err(e) => {
                     return Err(e).with_context(|| format!("taking a shared lock for {operation}"))
                 }
             }
         };
-        let index = match scope {
-            IndexScope::All => repo.load_index()?,
-            IndexScope::Trees => repo.load_tree_index()?,
+        let recovered = match scope {
+            IndexScope::All => repo.recover_index_where(|_| true)?,
+            IndexScope::Trees => repo.recover_index_where(|e| e.kind == BlobKind::Tree)?,
         };
-        let snapshots = repo.snapshots()?;
+        for damaged in &recovered.unreadable {
+            eprintln!(
+                "warning: index file {} cannot be read ({}); its packs were indexed from their \
+                 own headers ({} read). `lifeboat repair index` replaces it",
+                &damaged.name[..8.min(damaged.name.len())],
+                damaged.error,
+                recovered.packs_read
+            );
+        }
+        let index = recovered.index;
+        let listing = repo.snapshot_listing()?;
+        report_unreadable(&listing.unreadable);
         Ok(Loaded {
             repo,
             index,
-            snapshots,
+            snapshots: listing.readable,
+            unreadable: listing.unreadable,
             _lock: lock,
         })
     }
 
     pub fn resolve(&self, spec: &str, filter: &SnapshotFilter) -> Result<&SnapshotEntry> {
-        let spec: SnapshotSpec = spec.parse()?;
-        Ok(spec.resolve(&self.snapshots, filter)?)
+        let parsed: SnapshotSpec = spec.parse()?;
+        match parsed.resolve(&self.snapshots, filter) {
+            Ok(entry) => Ok(entry),
+            Err(e) => match self.unreadable.iter().find(|u| u.id.starts_with(spec)) {
+                Some(damaged) if spec.len() >= 4 => Err(anyhow::anyhow!(
+                    "snapshot {spec} cannot be read: {}",
+                    damaged.error
+                )),
+                _ => Err(e.into()),
+            },
+        }
     }
 
     /// What `path` names in the snapshot `entry`.
@@ -221,6 +256,20 @@ pub fn resolve_named<'a>(
         }
     }
     Ok(chosen)
+}
+
+/// Says on stderr, even with `--quiet`, which snapshots cannot be read and what to do: the
+/// command goes on with the others (one damaged object must not stop backups or restores).
+pub fn report_unreadable(unreadable: &[UnreadableSnapshot]) {
+    for damaged in unreadable {
+        eprintln!(
+            "warning: snapshot {} cannot be read and is left out: {}; `lifeboat check` shows the \
+             damage, `lifeboat forget {}` removes the snapshot",
+            &damaged.id[..8.min(damaged.id.len())],
+            damaged.error,
+            damaged.id
+        );
+    }
 }
 
 /// Whether taking a lock failed because this user cannot write to the repository.

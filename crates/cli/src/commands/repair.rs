@@ -19,6 +19,7 @@ fn index(cli: &Cli, args: &RepairIndexArgs) -> Result<u8> {
     let repo = crate::open::open(cli)?;
     let options = RepairIndexOptions {
         dry_run: args.dry_run,
+        read_data: args.read_data,
     };
     let report = repair_index(&repo, &options)?;
     if cli.json {
@@ -58,6 +59,7 @@ fn index_json(r: &RepairIndexReport) -> Value {
         "old_index_files_removed": r.old_index_files_removed,
         "skipped_packs": skipped,
         "unreadable_index_files": unreadable,
+        "damaged_blobs": r.damaged_blobs.iter().map(|b| json!({ "pack": b.pack, "blob": b.blob, "reason": b.reason })).collect::<Vec<_>>(),
     })
 }
 
@@ -82,6 +84,16 @@ fn print_index(r: &RepairIndexReport) {
                 p.blobs_indexed_before
             );
         }
+    }
+    for b in &r.damaged_blobs {
+        println!("damaged blob {} in pack {}: {}", b.blob, b.pack, b.reason);
+    }
+    if !r.damaged_blobs.is_empty() {
+        println!(
+            "{} damaged blob(s) left out of the index: `lifeboat repair snapshots` rewrites \
+             the snapshots that used them, then prune removes them",
+            r.damaged_blobs.len()
+        );
     }
     println!(
         "read {} pack(s): {} {} blob(s) in {} new index file(s)",
@@ -169,6 +181,7 @@ fn snapshots_json(r: &RepairSnapshotsReport) -> Value {
         "repaired": r.repaired.iter().map(repaired_json).collect::<Vec<_>>(),
         "already_repaired": already,
         "indexed_packs_missing": r.indexed_packs_missing,
+        "unreadable": r.unreadable.iter().map(|u| json!({ "id": u.id, "error": u.error, "forgotten": u.forgotten })).collect::<Vec<_>>(),
     })
 }
 
@@ -177,6 +190,18 @@ fn short(id: &str) -> &str {
 }
 
 fn print_snapshots(r: &RepairSnapshotsReport) {
+    for u in &r.unreadable {
+        let what = match (u.forgotten, r.dry_run) {
+            (true, false) => "removed it",
+            (true, true) => "would remove it",
+            (false, _) => "kept (`repair snapshots --forget` removes it)",
+        };
+        println!(
+            "snapshot {} cannot be read ({}): {what}",
+            short(&u.id),
+            u.error
+        );
+    }
     for a in &r.already_repaired {
         let forgotten = match (a.forgotten, r.dry_run) {
             (true, false) => "; removed it",

@@ -16,7 +16,10 @@ fn status(cli: &Cli, to: &crate::args::ToRepositoryArgs) -> Result<u8> {
     if primary.config().id == copy.config().id {
         anyhow::bail!("--to names this repository itself");
     }
-    let lines = lag(&primary.snapshots()?, &copy.snapshots()?);
+    let (here, there) = (primary.snapshot_listing()?, copy.snapshot_listing()?);
+    super::report_unreadable(&here.unreadable);
+    super::report_unreadable(&there.unreadable);
+    let lines = lag(&here.readable, &there.readable);
     let current = lines.iter().all(SourceLag::is_current);
     if cli.json {
         println!(

@@ -6,12 +6,20 @@ use crate::output::snapshot_json;
 pub fn run(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
     let repo = crate::open::open(cli)?;
     let filter = super::filter(&args.filter);
-    let all = repo.snapshots()?;
+    let listing = repo.snapshot_listing()?;
+    super::report_unreadable(&listing.unreadable);
+    // Listed, but the exit status says the repository is damaged.
+    let status = if listing.unreadable.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::FATAL
+    };
+    let all = listing.readable;
     let selected: Vec<_> = all.iter().filter(|e| filter.matches(e)).collect();
     if cli.json {
         let list: Vec<_> = selected.iter().map(|e| snapshot_json(e)).collect();
         println!("{}", serde_json::Value::Array(list));
-        return Ok(crate::exit::OK);
+        return Ok(status);
     }
     // A busy database archives a batch of WAL every few seconds: counted, not listed.
     let (archive, selected): (Vec<_>, Vec<_>) = selected
@@ -48,5 +56,5 @@ pub fn run(cli: &Cli, args: &SnapshotsArgs) -> Result<u8> {
                 .format("%Y-%m-%d %H:%M:%S")
         );
     }
-    Ok(crate::exit::OK)
+    Ok(status)
 }

@@ -62,7 +62,8 @@ pub fn copy(
     // Readers and writers both: a prune in either repository waits for this run.
     let _reading = from.lock(LockKind::Shared, "copy (source)")?;
     let writing = to.lock(LockKind::Shared, "copy")?;
-    let held = to.snapshots()?;
+    // A damaged snapshot in the destination cannot count as a copy: its source is copied again.
+    let held = to.snapshot_listing()?.readable;
     let mut report = CopyReport {
         same_ids: from.keys().blob_id == to.keys().blob_id,
         ..CopyReport::default()

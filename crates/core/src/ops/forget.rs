@@ -56,7 +56,9 @@ pub fn forget_by_policy<Tz: TimeZone>(
     let _lock = (!options.dry_run)
         .then(|| maintenance_lock(repo))
         .transpose()?;
-    let all = repo.snapshots()?;
+    // A snapshot that cannot be read is kept: its time and source are unknown, so no rule can
+    // be applied to it (`forget ID` removes it; the CLI says so).
+    let all = repo.snapshot_listing()?.readable;
     let selected: Vec<SnapshotEntry> = all
         .into_iter()
         .filter(|e| options.filter.matches(e) && !is_archive_source(&e.snapshot.source))

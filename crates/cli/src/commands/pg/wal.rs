@@ -242,7 +242,9 @@ fn fetch_from_repository(cli: &Cli, args: &PgWalFetchArgs) -> Result<u8> {
     let system_id = super::cluster_id(args.pgdata.as_ref())?;
     let repo = crate::open::open(cli)?;
     let _lock = repo.lock(LockKind::Shared, "pg wal-fetch").ok();
-    let snapshots = repo.snapshots()?;
+    let listing = repo.snapshot_listing()?;
+    crate::commands::report_unreadable(&listing.unreadable);
+    let snapshots = listing.readable;
     let catalog = wal_catalog(&snapshots, system_id);
     let Some(entry) = catalog.get(&args.name) else {
         return not_archived(&args.name);

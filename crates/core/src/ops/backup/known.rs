@@ -26,7 +26,9 @@ pub struct KnownBlobs<'a> {
 
 impl<'a> KnownBlobs<'a> {
     pub fn load(repo: &'a Repository) -> Result<Self> {
-        let (mut trees, prints) = repo.read_index_files(
+        // An index file that cannot be read is left out: its blobs are stored again if met
+        // (check reports the file; repair index replaces it). A backup must not stop on it.
+        let ((mut trees, prints), _unreadable) = repo.read_readable_index_files(
             || (Index::default(), Vec::new()),
             |(trees, prints), _, file| {
                 for pack in &file.packs {

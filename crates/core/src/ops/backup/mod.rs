@@ -308,11 +308,12 @@ pub fn backup(
         streams.iter().map(|(name, _)| format!("/{name}")).collect()
     };
     // A continuous archive stores a batch of new files each time: it has no parent and no
-    // chain to follow, and a busy one would read every snapshot for every batch.
+    // chain to follow, and a busy one would read every snapshot for every batch. A damaged
+    // snapshot cannot be a parent, and must not stop the backups after it (check reports it).
     let snapshots = if crate::snapshot::is_archive_source(&source_label) {
         Vec::new()
     } else {
-        repo.snapshots()?
+        repo.snapshot_listing()?.readable
     };
     let previous = find_previous(&snapshots, &hostname, &source_label, &path_labels);
     let parent = previous.filter(|_| source_label == "files");

@@ -45,9 +45,12 @@ pub fn adopt_interrupted(repo: &Repository, lock: &LockGuard) -> Result<Resumed>
     if interrupted.is_empty() || others.iter().any(|(_, record)| !record.is_stale()) {
         return Ok(resumed);
     }
-    let indexed: HashSet<String> = repo.read_index_files(HashSet::new, |names, _, file| {
-        names.extend(file.packs.iter().map(|p| p.name.clone()));
-    })?;
+    // The packs of an index file that cannot be read count as not indexed: their headers
+    // are read and indexed again, as `repair index` would.
+    let (indexed, _unreadable): (HashSet<String>, _) =
+        repo.read_readable_index_files(HashSet::new, |names, _, file| {
+            names.extend(file.packs.iter().map(|p| p.name.clone()));
+        })?;
     let condemned: HashSet<String> = condemned::list(repo)?
         .into_iter()
         .flat_map(|record| record.packs.into_iter().map(|p| p.name))

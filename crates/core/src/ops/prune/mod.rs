@@ -22,7 +22,7 @@ mod repack;
 use std::collections::HashSet;
 
 use crate::blob::BlobId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::lock::{self, LockKind, LockRecord};
 use crate::pack::read_header;
@@ -141,7 +141,7 @@ struct Loaded {
 impl Loaded {
     fn read(repo: &Repository) -> Result<Loaded> {
         let records = condemned::list(repo)?;
-        let snapshots = repo.snapshots()?;
+        let snapshots = every_snapshot(repo)?;
         let files = IndexFiles::load(repo)?;
         let index = files.index_with(&record_packs(&records));
         let used = plan::used_blobs(repo, &index, &snapshots)?;
@@ -379,7 +379,7 @@ impl Current {
         used: &mut HashSet<BlobId>,
         seen: &mut HashSet<String>,
     ) -> Result<Current> {
-        let snapshots = repo.snapshots()?;
+        let snapshots = every_snapshot(repo)?;
         let current = Self::read_index(repo, condemned)?;
         current.add_snapshots(repo, snapshots, used, seen)?;
         Ok(current)
@@ -391,7 +391,7 @@ impl Current {
         used: &mut HashSet<BlobId>,
         seen: &mut HashSet<String>,
     ) -> Result<Current> {
-        let snapshots = repo.snapshots()?;
+        let snapshots = every_snapshot(repo)?;
         self.add_snapshots(repo, snapshots, used, seen)?;
         Ok(self)
     }
@@ -450,4 +450,18 @@ fn delete_pack(repo: &Repository, name: &str, report: &mut PruneReport) -> Resul
         report.bytes_deleted += size;
     }
     Ok(())
+}
+
+/// Prune deletes what no snapshot uses: with a snapshot it cannot read, it cannot know what
+/// that is, so it stops before deleting anything.
+fn every_snapshot(repo: &Repository) -> Result<Vec<crate::snapshot::SnapshotEntry>> {
+    let listing = repo.snapshot_listing()?;
+    if let Some(damaged) = listing.unreadable.first() {
+        return Err(Error::InvalidInput(format!(
+            "prune must read every snapshot, and snapshot {} cannot be read ({}); nothing was \
+             deleted. If it is lost for good, remove it with `lifeboat forget {}`, then prune",
+            damaged.id, damaged.error, damaged.id
+        )));
+    }
+    Ok(listing.readable)
 }

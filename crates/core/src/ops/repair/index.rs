@@ -16,6 +16,18 @@ use crate::storage::ObjectKind;
 pub struct RepairIndexOptions {
     /// Read and report, write and delete nothing.
     pub dry_run: bool,
+    /// Also read every blob (authenticate, decompress, compare with its id) and leave out
+    /// of the new index those that fail: a pack whose header is intact can still hold a
+    /// damaged blob, which the header alone would index as good.
+    pub read_data: bool,
+}
+
+/// A blob left out of the new index because it cannot be read intact (`read_data`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedBlob {
+    pub pack: String,
+    pub blob: String,
+    pub reason: String,
 }
 
 /// A pack left out of the new index because its header cannot be read.
@@ -45,6 +57,9 @@ pub struct RepairIndexReport {
     /// Old index files that could not be read (name, reason); removed with the others.
     pub unreadable_index_files: Vec<(String, String)>,
     pub old_index_files_removed: usize,
+    /// With `read_data`: blobs that failed to read, not indexed (their packs stay; prune
+    /// removes what no snapshot uses once `repair snapshots` has dropped the files).
+    pub damaged_blobs: Vec<DamagedBlob>,
 }
 
 /// Rebuilds the index from every readable pack header; see the module documentation.
@@ -68,7 +83,14 @@ fn rebuild(
     let old_files: Vec<String> = names(repo, ObjectKind::Index)?;
     let old = old_entries(repo, &old_files, &mut report);
     let stored = names(repo, ObjectKind::Pack)?;
-    let written = write_new_index(repo, &stored, &old, blobs_per_file, &mut report)?;
+    let written = write_new_index(
+        repo,
+        &stored,
+        &old,
+        blobs_per_file,
+        options.read_data,
+        &mut report,
+    )?;
 
     let stored: HashSet<&str> = stored.iter().map(String::as_str).collect();
     for (pack, entries) in &old {
@@ -143,13 +165,15 @@ fn write_new_index(
     packs: &[String],
     old: &HashMap<String, usize>,
     blobs_per_file: usize,
+    read_data: bool,
     report: &mut RepairIndexReport,
 ) -> Result<HashSet<String>> {
     let mut written = HashSet::new();
     let mut pending = IndexFile::new(repo.pack_version());
     let mut pending_blobs = 0;
     for name in packs {
-        let (salt, blobs) = match read_header(repo.storage().as_ref(), &repo.keys().seal, name) {
+        let (salt, mut blobs) = match read_header(repo.storage().as_ref(), &repo.keys().seal, name)
+        {
             Ok(header) => header,
             Err(e) if is_damage(&e) => {
                 report.skipped_packs.push(SkippedPack {
@@ -161,6 +185,9 @@ fn write_new_index(
             }
             Err(e) => return Err(e),
         };
+        if read_data {
+            blobs = intact_blobs(repo, name, salt, blobs, report)?;
+        }
         report.packs_read += 1;
         report.blobs_indexed += blobs.len();
         if !old.contains_key(name) {
@@ -181,6 +208,33 @@ fn write_new_index(
         written.insert(flush(repo, &mut pending, report)?);
     }
     Ok(written)
+}
+
+/// The blobs of pack `name` that read back intact; the others go into the report.
+fn intact_blobs(
+    repo: &Repository,
+    name: &str,
+    salt: crate::crypto::Salt,
+    blobs: Vec<crate::pack::PackEntry>,
+    report: &mut RepairIndexReport,
+) -> Result<Vec<crate::pack::PackEntry>> {
+    let mut one_pack = crate::index::Index::default();
+    one_pack.add_pack(name, salt, &blobs);
+    one_pack.finish();
+    let (mut scratch, mut blob) = (Vec::new(), Vec::new());
+    let mut intact = Vec::with_capacity(blobs.len());
+    for entry in blobs {
+        match repo.read_blob_into(&one_pack, &entry.id, &mut scratch, &mut blob) {
+            Ok(()) => intact.push(entry),
+            Err(e) if is_damage(&e) => report.damaged_blobs.push(DamagedBlob {
+                pack: name.to_string(),
+                blob: entry.id.to_hex(),
+                reason: e.to_string(),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(intact)
 }
 
 fn flush(
@@ -266,7 +320,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = repository(dir.path());
         let old = names(&repo, ObjectKind::Index).expect("list");
-        let dry = RepairIndexOptions { dry_run: true };
+        let dry = RepairIndexOptions {
+            dry_run: true,
+            ..Default::default()
+        };
         let report = repair_index(&repo, &dry).expect("dry run");
         assert_eq!(names(&repo, ObjectKind::Index).expect("list"), old);
         assert_eq!(report.old_index_files_removed, old.len());

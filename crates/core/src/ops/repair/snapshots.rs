@@ -66,6 +66,16 @@ pub struct RepairSnapshotsReport {
     /// Packs the index lists that are missing from storage: until `repair index` drops them,
     /// backups take their blobs for stored and do not store them again.
     pub indexed_packs_missing: usize,
+    /// Snapshot objects that cannot be read at all (nothing in them can be saved); with
+    /// `forget` and no snapshots named, they are deleted.
+    pub unreadable: Vec<UnreadableRemoved>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableRemoved {
+    pub id: String,
+    pub error: String,
+    pub forgotten: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,11 +95,25 @@ pub fn repair_snapshots(
     }
     let (dry, _lock) = super::prepare(repo, options.dry_run, "repair snapshots")?;
     let repo = dry.as_ref().unwrap_or(repo);
-    let all = repo.snapshots()?;
+    let listing = repo.snapshot_listing()?;
+    let all = listing.readable;
     let mut report = RepairSnapshotsReport {
         dry_run: options.dry_run,
         ..RepairSnapshotsReport::default()
     };
+    // An unreadable snapshot object has no tree to repair: all there is to do is to remove
+    // it, which a repair of everything does with --forget (recorded, like every forget).
+    let remove_unreadable = options.forget && options.snapshots.is_empty();
+    for damaged in listing.unreadable {
+        if remove_unreadable && !options.dry_run {
+            forget(repo, &damaged.id)?;
+        }
+        report.unreadable.push(UnreadableRemoved {
+            id: damaged.id,
+            error: damaged.error.to_string(),
+            forgotten: remove_unreadable,
+        });
+    }
     let chosen = without_repaired(choose(&all, options)?, &all, &mut report);
     report.checked = chosen.len();
     if options.forget {
