@@ -845,3 +845,100 @@ fn claimed_blob_lengths_do_not_decide_allocations() {
         assert_eq!(std::fs::read(target.join("ok.txt")).unwrap(), b"fine");
     }
 }
+
+/// A name longer than any file system takes (4,000 bytes), as a file and as a directory: that
+/// entry fails with the system's reason, and its siblings restore.
+#[test]
+fn over_long_names_fail_that_entry_only() {
+    let env = Env::new();
+    let mut f = Forge::new(&env);
+    let long = vec![b'n'; 4000];
+    let long_file = f.file(&long, b"long");
+    let inner = f.file(b"inner.txt", b"inner");
+    let mut long_dir_name = long.clone();
+    long_dir_name[0] = b'd';
+    let long_dir = f.dir(&long_dir_name, vec![inner]);
+    let ok = f.file(b"ok.txt", b"fine");
+    let root = f.tree(vec![long_file, long_dir, ok]);
+    let snap = f.commit(root);
+
+    let target = env.path("target");
+    let run = env.restore(&snap, &target, &[]);
+    assert_clean_failure(&run, "over-long names");
+    assert!(
+        run.stderr.contains("too long"),
+        "the reason is not given:\n{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(target.join("ok.txt")).unwrap(), b"fine");
+    assert_eq!(listing(&target), vec![PathBuf::from("ok.txt")]);
+    env.lb(&["ls", &snap]).ok();
+    assert_nothing_escaped(&env);
+}
+
+/// 5,000 directories, each inside the last: deeper than any path the kernel takes whole
+/// (4,096 bytes). Restore, ls and dump must not overflow a stack: each either works or fails
+/// with a message, and the top-level file beside the chain restores.
+#[test]
+fn deeply_nested_trees_fail_or_work_without_crashing() {
+    let env = Env::new();
+    let mut f = Forge::new(&env);
+    let bottom = f.file(b"bottom.txt", b"bottom");
+    let mut chain = f.dir(b"d", vec![bottom]);
+    for _ in 1..5000 {
+        chain = f.dir(b"d", vec![chain]);
+    }
+    let ok = f.file(b"ok.txt", b"fine");
+    let root = f.tree(vec![chain, ok]);
+    let snap = f.commit(root);
+
+    let target = env.path("target");
+    let run = env.restore(&snap, &target, &[]);
+    assert!(
+        run.code == 0 || run.code == 1,
+        "restore crashed (exit {}):\n{}",
+        run.code,
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    if run.code == 1 {
+        assert!(!run.stderr.is_empty());
+    }
+    assert_eq!(std::fs::read(target.join("ok.txt")).unwrap(), b"fine");
+    for args in [vec!["ls", &snap], vec!["dump", &snap, "/ok.txt"]] {
+        let run = env.lb(&args);
+        assert!(
+            run.code == 0 || run.code == 1,
+            "{args:?} crashed (exit {}):\n{}",
+            run.code,
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    assert_nothing_escaped(&env);
+}
+
+/// A file node that claims 1 PiB over 4 bytes of content: restore must not make a file of
+/// the claimed length (sparse or not); it reports the mismatch.
+#[test]
+fn a_claimed_file_size_is_not_trusted() {
+    let env = Env::new();
+    let mut f = Forge::new(&env);
+    let mut liar = f.file(b"liar", b"tiny");
+    liar.size = 1 << 50;
+    let ok = f.file(b"ok.txt", b"fine");
+    let root = f.tree(vec![liar, ok]);
+    let snap = f.commit(root);
+
+    let target = env.path("target");
+    let run = env.restore(&snap, &target, &[]);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    if let Ok(meta) = std::fs::metadata(target.join("liar")) {
+        assert!(
+            meta.len() <= 4,
+            "restore made a file of {} bytes from 4 bytes of content",
+            meta.len()
+        );
+    }
+    assert_eq!(std::fs::read(target.join("ok.txt")).unwrap(), b"fine");
+}
