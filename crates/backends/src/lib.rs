@@ -11,7 +11,7 @@ mod rest;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifeboat_core::storage::{LocalStorage, Storage};
+use lifeboat_core::storage::{LocalStorage, RetryPolicy, RetryingStorage, Storage};
 
 pub use location::{RepositoryLocation, UrlError};
 pub use object::ObjectStorage;
@@ -96,13 +96,18 @@ pub enum BackendError {
     Setup { location: String, message: String },
 }
 
-/// Opens the storage `location` names.
+/// Opens the storage `location` names. Every backend retries its transient failures once,
+/// where they happen: object stores in their client (`RetryConfig`), `rest:` in its requests,
+/// and a local directory (which may be a network mount) through [`RetryingStorage`].
 pub fn open(
     location: &RepositoryLocation,
     options: &BackendOptions,
 ) -> Result<Arc<dyn Storage>, BackendError> {
     match location {
-        RepositoryLocation::Local(path) => Ok(Arc::new(LocalStorage::new(path))),
+        RepositoryLocation::Local(path) => Ok(Arc::new(RetryingStorage::new(
+            Arc::new(LocalStorage::new(path)),
+            RetryPolicy::default(),
+        ))),
         RepositoryLocation::Rest { url } => Ok(Arc::new(RestStorage::open(url, options)?)),
         remote => Ok(Arc::new(ObjectStorage::open(remote, options)?)),
     }

@@ -36,6 +36,8 @@ pub struct ObjectStorage {
     /// With a retention period: the client that writes with Object Lock headers.
     locked_store: Option<Arc<dyn ObjectStore>>,
     read_ahead: ReadAhead,
+    /// Attempts of a `PUT` the client gives up on at once (see [`put_not_retried`]).
+    retries: usize,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -198,6 +200,7 @@ impl ObjectStorage {
             pack_storage_class: options.pack_storage_class.clone(),
             locked_store,
             read_ahead: ReadAhead::default(),
+            retries: options.retries,
         })
     }
 
@@ -259,6 +262,8 @@ impl ObjectStorage {
                     object_store::Error::NotSupported { .. }
                         | object_store::Error::NotImplemented { .. }
                         | object_store::Error::InvalidPath { .. }
+                        | object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
                 ),
                 source: io::Error::other(describe(&other)),
             },
@@ -447,33 +452,55 @@ impl Storage for ObjectStorage {
         Ok(())
     }
 
+    /// The write itself asks for `If-None-Match: *`, which makes it atomic where the server
+    /// honours it; the look first refuses a name already taken everywhere else, and spares
+    /// the upload of a pack that is already there (packs are named by their bytes' hash).
+    ///
+    /// The client retries a `PUT` after a server error or a connection that closed before
+    /// the request went out, but not after a timeout or a connection lost mid-way (a create
+    /// is not idempotent to it): those are tried again here. Either way a later attempt may
+    /// find the object an earlier one stored, whole (a `PUT` is atomic): names are hashes of
+    /// the bytes or random, so its size tells that it is ours, and `config` is read back.
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
         let key = self.key(kind, name)?;
-        // The write itself asks for `If-None-Match: *`, which makes it atomic where the
-        // server honours it; the look first refuses a name already taken everywhere else,
-        // and spares the upload of a pack that is already there (packs are named by their
-        // bytes' hash).
-        {
+        let taken = || StorageError::AlreadyExists {
+            location: self.location.clone(),
+            kind,
+            name: name.to_string(),
+        };
+        let mut failed = 0;
+        loop {
             match self.stat(kind, name) {
-                Ok(_) => {
-                    return Err(StorageError::AlreadyExists {
-                        location: self.location.clone(),
-                        kind,
-                        name: name.to_string(),
-                    })
-                }
+                Ok(info) if failed > 0 && self.holds(kind, name, &info, data) => return Ok(()),
+                Ok(_) => return Err(taken()),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
+            let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+            let put = self.runtime.block_on(self.store_for(kind).put_opts(
+                &key,
+                payload,
+                self.put_options(kind),
+            ));
+            match put {
+                Ok(_) => return Ok(()),
+                // Free a moment ago: taken by a resent request of ours, or by another writer.
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {
+                    return match self.stat(kind, name) {
+                        Ok(info) if self.holds(kind, name, &info, data) => Ok(()),
+                        _ => Err(taken()),
+                    }
+                }
+                Err(e) if failed < self.retries && put_not_retried(&e) => {
+                    failed += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100 << failed.min(6)));
+                }
+                Err(e) => return Err(self.error(kind, name, e)),
+            }
         }
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
-        self.runtime
-            .block_on(
-                self.store_for(kind)
-                    .put_opts(&key, payload, self.put_options(kind)),
-            )
-            .map(|_| ())
-            .map_err(|e| self.error(kind, name, e))
     }
 
     /// Object stores answer a delete of a missing key with success; a look first keeps the
@@ -497,6 +524,32 @@ impl Storage for ObjectStorage {
             size: meta.size,
         })
     }
+}
+
+impl ObjectStorage {
+    /// Whether the object `info` describes is `data`, written by an earlier attempt.
+    fn holds(&self, kind: ObjectKind, name: &str, info: &ObjectInfo, data: &[u8]) -> bool {
+        info.size == data.len() as u64
+            && (kind != ObjectKind::Config || self.read(kind, name).is_ok_and(|d| d == data))
+    }
+}
+
+/// Whether a failed `PUT` ended in a way the client does not retry for a create: a timeout, or
+/// a connection lost once the request was under way. The request may or may not have
+/// been stored.
+fn put_not_retried(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(http) = error.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Timeout | HttpErrorKind::Interrupted | HttpErrorKind::Unknown
+            );
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// `client` sending Object Lock headers: the mode, the date `retention` ends (from now, in

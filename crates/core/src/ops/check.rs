@@ -174,6 +174,10 @@ fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Index> {
                 index.merge_file(&file);
                 report.index_files += 1;
             }
+            // The storage failed to hand the file over (after the backend's retries): every
+            // blob it lists would be reported missing, damage that is not there. No report
+            // is better than a wrong one; a damaged file (below) is damage, and reported.
+            Err(Error::Storage(e)) => return Err(Error::Storage(e)),
             Err(e) => report.error(object, format!("cannot be read: {e}")),
         }
     }
@@ -468,9 +472,14 @@ fn read_data(
         report.bytes_read += data.bytes_read;
         for (id, error) in data.damaged {
             bad_blobs.insert(id, report.findings.len());
+            // A storage that failed to answer is not damage found.
+            let what = match error {
+                Error::Storage(_) => "could not be read",
+                _ => "is damaged",
+            };
             report.error(
                 format!("blob {}", id.to_hex()),
-                format!("in pack {} is damaged: {error}", chosen[at]),
+                format!("in pack {} {what}: {error}", chosen[at]),
             );
         }
     }

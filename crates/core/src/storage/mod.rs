@@ -6,14 +6,20 @@
 
 mod cache;
 mod dry_run;
+#[cfg(any(test, feature = "test-doubles"))]
+mod fault_injecting;
 mod local;
+mod retrying;
 mod staged;
 
 use std::fmt;
 
 pub use cache::CachedStorage;
 pub use dry_run::DryRunStorage;
+#[cfg(any(test, feature = "test-doubles"))]
+pub use fault_injecting::{FaultCounts, FaultInjectingStorage, Faults};
 pub use local::LocalStorage;
+pub use retrying::{RetryPolicy, RetryingStorage};
 pub use staged::StagedObject;
 
 /// The kinds of object a repository holds; each lives in its own namespace.

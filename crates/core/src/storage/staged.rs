@@ -32,6 +32,32 @@ impl StagedObject {
         })
     }
 
+    /// A second staged object holding the same bytes, under a temporary name of its own
+    /// beside this one (a hard link, so nothing is copied): a store that may have to be
+    /// tried again hands the backend the duplicate and keeps this one for the next attempt.
+    /// Nothing may be written to either once duplicated.
+    pub fn duplicate(&self) -> io::Result<StagedObject> {
+        let Some((_, path)) = &self.file else {
+            return Ok(StagedObject {
+                file: None,
+                len: self.len,
+            });
+        };
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let copy = dir.join(format!("{STAGE_PREFIX}{:016x}", rand::random::<u64>()));
+        std::fs::hard_link(path, &copy)?;
+        match OpenOptions::new().read(true).write(true).open(&copy) {
+            Ok(file) => Ok(StagedObject {
+                file: Some((file, copy)),
+                len: self.len,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&copy);
+                Err(e)
+            }
+        }
+    }
+
     /// A staged object that keeps nothing (for storages that drop writes).
     pub fn discarding() -> StagedObject {
         StagedObject { file: None, len: 0 }
@@ -126,6 +152,20 @@ mod tests {
         assert!(path.exists());
         drop(staged);
         assert!(!path.exists(), "the temporary file is removed");
+        let mut twice = StagedObject::in_dir(dir.path()).unwrap();
+        twice.write_all(b"same bytes").unwrap();
+        let mut copy = twice.duplicate().unwrap();
+        assert_ne!(copy.path(), twice.path());
+        assert_eq!(copy.len(), 10);
+        assert_eq!(copy.read_all().unwrap(), b"same bytes");
+        let copy_path = copy.path().unwrap().to_path_buf();
+        drop(copy);
+        assert!(!copy_path.exists(), "the duplicate's name is removed");
+        assert_eq!(
+            twice.read_all().unwrap(),
+            b"same bytes",
+            "the original stays"
+        );
         let mut nothing = StagedObject::discarding();
         nothing.write_all(b"dropped").unwrap();
         assert_eq!(nothing.len(), 7);

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
-use crate::storage::ObjectKind;
+use crate::storage::{ObjectKind, StorageError};
 use crate::tree::{NodeKind, Tree};
 
 /// Every blob the snapshots reference: their trees, all levels down, and the files' blobs.
@@ -38,12 +38,17 @@ pub fn add_used_blobs(
             if !used.insert(id) {
                 continue;
             }
-            let tree: Tree = repo.load_tree(index, &id).map_err(|e| {
-                Error::InvalidInput(format!(
+            let tree: Tree = repo.load_tree(index, &id).map_err(|e| match e {
+                // The storage failing to answer (for now) is no damage to repair: said as
+                // it is, for the prune to be run again. A short read stays damage.
+                Error::Storage(e @ StorageError::Io { .. }) if e.is_retryable() => {
+                    Error::Storage(e)
+                }
+                e => Error::InvalidInput(format!(
                     "snapshot {} cannot be read ({e}); run `lifeboat check`, then `lifeboat \
                      repair index` or `repair snapshots`, before pruning",
                     snap.id
-                ))
+                )),
             })?;
             for node in &tree.nodes {
                 if node.kind == NodeKind::Dir {
