@@ -5,6 +5,8 @@ pub mod blob;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod index;
 pub mod lock;

@@ -212,9 +212,27 @@ pub fn decompress_into(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::i
             )),
         };
     }
-    let decoder = zstd::stream::read::Decoder::new(data)?;
+    // Streamed: the buffer doubles as the real output grows, but never past `raw_len + 1` (one
+    // byte more than declared tells a bomb apart). `read_to_end` would double it past that: a
+    // 1 GiB index file whose stream runs on allocated 2 GiB to find its extra byte.
+    let mut decoder = zstd::stream::read::Decoder::new(data)?;
+    let limit = raw_len.saturating_add(1);
     out.reserve(raw_len.min(4 * 1024 * 1024));
-    decoder.take(raw_len as u64 + 1).read_to_end(out)?;
+    let mut scratch = vec![0u8; 256 * 1024];
+    while out.len() < limit {
+        let want = scratch.len().min(limit - out.len());
+        let n = match decoder.read(&mut scratch[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if out.len() + n > out.capacity() {
+            let grown = (out.capacity() * 2).max(out.len() + n).min(limit);
+            out.reserve_exact(grown - out.len());
+        }
+        out.extend_from_slice(&scratch[..n]);
+    }
     if out.len() != raw_len {
         return Err(wrong_length(out.len(), raw_len));
     }
@@ -266,6 +284,32 @@ mod tests {
         assert!(err.to_string().contains("expected"), "{err}");
         decompress_into(&c, small.len(), &mut out).unwrap();
         assert_eq!(out, small, "the old contents are gone");
+    }
+
+    /// Found with the `index` fuzz target: an index file declaring 1 GiB of plaintext whose
+    /// zstd stream (38 KB of zeros' frames) runs on past it made the streamed path allocate
+    /// 2 GiB, twice the declared size, to find the extra byte. The same, scaled down to a
+    /// 20 MiB declaration (above the bulk path's 16 MiB), with the exact bytes of the artifact's
+    /// shape: a declared length, then zeros compressed past it.
+    #[test]
+    fn fuzz_index_bomb_past_declared_length_allocates_double() {
+        let raw_len = 20 * 1024 * 1024;
+        let bomb = zstd::bulk::compress(&vec![0u8; 2 * raw_len], 19).unwrap();
+        assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+        let mut out = Vec::new();
+        let err = decompress_into(&bomb, raw_len, &mut out).unwrap_err();
+        assert!(err.to_string().contains("expected"), "{err}");
+        assert!(
+            out.capacity() <= raw_len + 1,
+            "a bomb declared as {raw_len} bytes allocated {}",
+            out.capacity()
+        );
+        // An honest stream of that length still reads whole, and a short one fails.
+        let honest: Vec<u8> = (0..raw_len).map(|i| (i % 251) as u8).collect();
+        let packed = zstd::bulk::compress(&honest, 1).unwrap();
+        decompress_into(&packed, raw_len, &mut out).unwrap();
+        assert_eq!(out, honest);
+        assert!(decompress_into(&packed, raw_len + 1, &mut out).is_err());
     }
 
     #[test]

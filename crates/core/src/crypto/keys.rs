@@ -11,7 +11,7 @@ use super::kdf::KdfParams;
 use super::{open_object, seal_object};
 use crate::error::{Error, Result};
 
-const KEY_AAD: &[u8] = b"lifeboat key v1";
+pub(crate) const KEY_AAD: &[u8] = b"lifeboat key v1";
 
 /// The repository secrets. Never stored unsealed.
 #[derive(Clone, Serialize, Deserialize)]

@@ -136,11 +136,21 @@ impl UnitCipher {
 
 /// Seals a standalone object: `format (1) || salt (32) || AES-GCM(ciphertext || tag)`.
 pub fn seal_object(master: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let salt = random_salt();
-    let cipher = UnitCipher::new(master, &salt);
+    seal_object_with_salt(master, aad, &random_salt(), plaintext)
+}
+
+/// [`seal_object`] with a given salt. Only the fuzz targets call it directly (their inputs must
+/// seal the same way every time); everything that stores an object draws a fresh salt.
+pub(crate) fn seal_object_with_salt(
+    master: &[u8; 32],
+    aad: &[u8],
+    salt: &Salt,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let cipher = UnitCipher::new(master, salt);
     let mut out = Vec::with_capacity(1 + SALT_LEN + plaintext.len() + TAG_LEN);
     out.push(OBJECT_FORMAT);
-    out.extend_from_slice(&salt);
+    out.extend_from_slice(salt);
     cipher.seal_append(NonceDomain::Object, 0, aad, plaintext, &mut out);
     out
 }

@@ -9,7 +9,7 @@ use crate::crypto::{open_object_owned, seal_object, Salt};
 use crate::error::{Error, Result};
 use crate::pack::{PackEntry, PackEntryV1, PACK_VERSION_1, PACK_VERSION_2};
 
-const INDEX_AAD: &[u8] = b"lifeboat index v1";
+pub(crate) const INDEX_AAD: &[u8] = b"lifeboat index v1";
 const MAX_INDEX_BYTES: usize = 1 << 30;
 /// Writers close an index file at this many blobs (about 5 MB of index file): frames of small
 /// files put thousands of entries in a pack, and writing an index file briefly holds it in
@@ -120,7 +120,7 @@ impl IndexFile {
         Ok(out.count)
     }
 
-    fn decode(plain: &[u8], object: &str) -> Result<IndexFile> {
+    pub(crate) fn decode(plain: &[u8], object: &str) -> Result<IndexFile> {
         let (version, _) =
             postcard::take_from_bytes::<u32>(plain).map_err(|e| Error::format(object, e))?;
         let packs = match version {

@@ -5,6 +5,7 @@ mod file;
 mod fingerprints;
 mod prefix_table;
 
+pub(crate) use file::INDEX_AAD;
 pub use file::{IndexFile, IndexPack, BLOBS_PER_INDEX_FILE};
 pub use fingerprints::IdFingerprints;
 use prefix_table::{prefix, PrefixTable};

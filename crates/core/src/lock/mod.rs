@@ -16,7 +16,7 @@ use crate::crypto::{open_object, seal_object};
 use crate::error::{Error, Result};
 use crate::storage::{ObjectKind, Storage};
 
-const LOCK_AAD: &[u8] = b"lifeboat lock v1";
+pub(crate) const LOCK_AAD: &[u8] = b"lifeboat lock v1";
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 /// A holder stops relying on its lock this long before others may call it stale, so a write
@@ -53,6 +53,17 @@ pub struct LockRecord {
 }
 
 impl LockRecord {
+    /// Opens and decodes a sealed lock object.
+    pub(crate) fn open(key: &[u8; 32], data: &[u8], object: &str) -> Result<LockRecord> {
+        let plain = open_object(key, LOCK_AAD, data, object)?;
+        Self::from_json(&plain, object)
+    }
+
+    /// Decodes the plaintext of a lock object.
+    pub(crate) fn from_json(plain: &[u8], object: &str) -> Result<LockRecord> {
+        serde_json::from_slice(plain).map_err(|e| Error::format(object, e))
+    }
+
     pub fn is_stale(&self) -> bool {
         let age = Utc::now().signed_duration_since(self.time);
         if age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false) {
@@ -118,19 +129,15 @@ fn locks_except(
         };
         let object = format!("lock {}", info.name);
         // A damaged lock must not block every job without saying how to get rid of it.
-        let record = open_object(key, LOCK_AAD, &data, &object)
-            .and_then(|plain| {
-                serde_json::from_slice::<LockRecord>(&plain).map_err(|e| Error::format(&object, e))
-            })
-            .map_err(|e| {
-                Error::integrity(
-                    &object,
-                    format!(
-                        "unreadable ({e}); `lifeboat unlock --remove-all` removes it once no \
-                         other lifeboat uses the repository"
-                    ),
-                )
-            })?;
+        let record = LockRecord::open(key, &data, &object).map_err(|e| {
+            Error::integrity(
+                &object,
+                format!(
+                    "unreadable ({e}); `lifeboat unlock --remove-all` removes it once no \
+                     other lifeboat uses the repository"
+                ),
+            )
+        })?;
         out.push((info.name, record));
     }
     Ok(out)
@@ -341,8 +348,7 @@ pub fn remove_locks(
         let record = storage
             .read(ObjectKind::Lock, &info.name)
             .ok()
-            .and_then(|data| open_object(key, LOCK_AAD, &data, "lock").ok())
-            .and_then(|plain| serde_json::from_slice::<LockRecord>(&plain).ok());
+            .and_then(|data| LockRecord::open(key, &data, "lock").ok());
         delete(&info.name)?;
         removed.push(record);
     }

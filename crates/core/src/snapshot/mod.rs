@@ -13,7 +13,7 @@ use crate::blob::BlobId;
 use crate::crypto::{open_object, seal_object};
 use crate::error::{Error, Result};
 
-const SNAPSHOT_AAD: &[u8] = b"lifeboat snapshot v1";
+pub(crate) const SNAPSHOT_AAD: &[u8] = b"lifeboat snapshot v1";
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -66,8 +66,12 @@ impl Snapshot {
 
     pub fn open(key: &[u8; 32], data: &[u8], object: &str) -> Result<Snapshot> {
         let plain = open_object(key, SNAPSHOT_AAD, data, object)?;
-        let snap: Snapshot =
-            serde_json::from_slice(&plain).map_err(|e| Error::format(object, e))?;
+        Self::from_json(&plain, object)
+    }
+
+    /// Decodes the plaintext of a snapshot object.
+    pub(crate) fn from_json(plain: &[u8], object: &str) -> Result<Snapshot> {
+        let snap: Snapshot = serde_json::from_slice(plain).map_err(|e| Error::format(object, e))?;
         if snap.version != SNAPSHOT_VERSION {
             return Err(Error::format(
                 object,
