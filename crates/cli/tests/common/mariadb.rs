@@ -48,7 +48,11 @@ impl MariaDb {
         let user = server_user();
         let data = dir.path().join("data");
         let run = dir.path().join("run");
-        for d in [&data, &run] {
+        // A temporary directory of its own: servers sharing /tmp collided on the names of
+        // their temporary tables (`#sql-temptable-<pid>-...`) when pids were reused, and
+        // mariadb-install-db failed ("Could not remove temporary table").
+        let tmp = dir.path().join("tmp");
+        for d in [&data, &run, &tmp] {
             std::fs::create_dir(d).expect("mkdir");
             if let Some(u) = &user {
                 nix::unistd::chown(d.as_path(), Some(u.uid), Some(u.gid)).expect("chown");
@@ -68,6 +72,7 @@ impl MariaDb {
         let out = program("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(&user_arg)
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
             .output()
@@ -83,6 +88,7 @@ impl MariaDb {
         server
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--port={port}"))
             .arg(format!("--pid-file={}", run.join("mariadb.pid").display()))
