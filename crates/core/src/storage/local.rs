@@ -148,9 +148,13 @@ impl LocalStorage {
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .map_err(|e| self.io_error(&entry.path(), e))?;
+            // An object deleted between the listing and this stat (a concurrent unlock,
+            // prune or lock refresh) is simply no longer there: not an error.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error(&entry.path(), e)),
+            };
             if meta.is_file() {
                 out.push(ObjectInfo {
                     name: name.to_string(),
@@ -454,6 +458,36 @@ mod tests {
         assert_eq!(store.read(ObjectKind::Lock, "abc").unwrap(), b"held");
         store.write(ObjectKind::Pack, "abcdef", b"pack").unwrap();
         assert_eq!(store.read(ObjectKind::Pack, "abcdef").unwrap(), b"pack");
+    }
+
+    #[test]
+    fn listing_skips_objects_deleted_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStorage::new(dir.path()));
+        store.create().unwrap();
+        store.write(ObjectKind::Config, "config", b"{}").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut round = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let names: Vec<String> = (0..64).map(|i| format!("{round:x}{i:04x}")).collect();
+                    for name in &names {
+                        store.write(ObjectKind::Lock, name, b"held").unwrap();
+                    }
+                    for name in &names {
+                        store.delete(ObjectKind::Lock, name).unwrap();
+                    }
+                    round += 1;
+                }
+            })
+        };
+        // Before the fix about one listing in two hundred failed with "No such file" here.
+        let outcome = (0..3000).try_for_each(|_| store.list(ObjectKind::Lock).map(drop));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        outcome.unwrap();
     }
 
     #[test]
