@@ -477,6 +477,62 @@ fn wal_push_and_fetch_keep_postgres_archiving_contract() {
         "{}",
         foreign.stderr
     );
+
+    // `--drain FILE` exits 0 only once FILE is in the repository, also while another pusher
+    // holds the spool (here a stand-in that holds its lock and stores nothing).
+    let lock = archive.path("spool").join("pusher.lock");
+    assert!(lock.exists(), "{} (the spool's pusher lock)", lock.display());
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["-c", "echo held; sleep 3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("flock says it holds the lock");
+    let later = again.join("0000000A000000000000000B");
+    std::fs::write(&later, &bytes).expect("write");
+    give_to(&again, &archive.user);
+    let drained = archive.lb(
+        None,
+        &[
+            "pg",
+            "wal-push",
+            "--pgdata",
+            &data,
+            "--drain",
+            &later.display().to_string(),
+        ],
+    );
+    let released = holder.try_wait().expect("flock").is_some();
+    holder.wait().expect("flock");
+    let drained = drained.ok();
+    assert!(released, "--drain returned while another pusher held the spool");
+    assert!(drained.stdout.contains("waiting"), "{}", drained.stdout);
+    let status = archive
+        .lb(None, &["pg", "status", "--json"])
+        .ok()
+        .json();
+    assert_eq!(status["spooled_files"], 0, "{status}");
+    let refetched = again.join("refetched");
+    archive
+        .lb(
+            None,
+            &[
+                "pg",
+                "wal-fetch",
+                "--pgdata",
+                &data,
+                "0000000A000000000000000B",
+                &refetched.display().to_string(),
+            ],
+        )
+        .ok();
+    assert_eq!(std::fs::read(&refetched).expect("refetched"), bytes);
 }
 
 #[test]

@@ -32,9 +32,14 @@ pub fn group_name(gid: u32) -> Option<String> {
 
 /// Whether a process with this pid exists on this host.
 pub fn process_alive(pid: u32) -> bool {
+    // kill(0) would signal this process's own group, and kill(-1) every process: neither
+    // asks about one process, so pid 0 (and anything past i32) names no live holder.
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
+    if pid <= 0 {
+        return false;
+    }
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(nix::errno::Errno::EPERM) => true,

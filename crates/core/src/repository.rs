@@ -52,6 +52,10 @@ impl Config {
             .chunker
             .validate()
             .map_err(|e| Error::format("config", e))?;
+        config
+            .compression
+            .validate()
+            .map_err(|e| Error::format("config", e))?;
         Ok(config)
     }
 }
@@ -232,20 +236,28 @@ impl Repository {
         Config::parse(&data)
     }
 
-    /// Tries every key file. A damaged key file, or one left from another repository (an
-    /// interrupted `init` run again), is skipped so it cannot hide a key that works.
+    /// Tries every key file, the cheapest to derive first: a key file storage added with
+    /// costly KDF parameters is then tried only if no genuine one opens. A damaged key file,
+    /// or one left from another repository (an interrupted `init` run again), is skipped so
+    /// it cannot hide a key that works.
     pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         let config = Self::read_config(storage.as_ref())?;
         let mut skipped = Vec::new();
-        let key_files = storage.list(ObjectKind::Key)?;
-        let tried = key_files.len();
-        for info in key_files {
+        let mut key_files = Vec::new();
+        for info in storage.list(ObjectKind::Key)? {
             let object = format!("key {}", info.name);
             let data = storage.read(ObjectKind::Key, &info.name)?;
-            let opened = KeyFile::parse(&data, &object).and_then(|key| key.open(password, &object));
-            match opened {
+            match KeyFile::parse(&data, &object) {
+                Ok(key) => key_files.push((key.kdf.cost(), info.name, object, key)),
+                Err(e) => skipped.push(e.to_string()),
+            }
+        }
+        let tried = key_files.len() + skipped.len();
+        key_files.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (_, name, object, key) in key_files {
+            match key.open(password, &object) {
                 Ok(Some(keys)) if keys.repository_id == config.id => {
-                    return Ok(Repository::assemble(storage, config, keys, info.name));
+                    return Ok(Repository::assemble(storage, config, keys, name));
                 }
                 Ok(Some(_)) => skipped.push(format!("{object} belongs to another repository")),
                 Ok(None) => {}
@@ -722,5 +734,64 @@ impl Repository {
         self.storage.delete(ObjectKind::Key, &self.key_name)?;
         self.key_name = name.clone();
         Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::kdf::KdfParams;
+
+    fn config_with(compression: Compression) -> Vec<u8> {
+        serde_json::to_vec(&Config {
+            version: FORMAT_VERSION,
+            id: "00".repeat(32),
+            created: Utc::now(),
+            chunker: crate::chunker::ChunkerParams::default(),
+            compression,
+            pack_size: 16 << 20,
+        })
+        .expect("encode")
+    }
+
+    #[test]
+    fn the_cheapest_key_file_is_tried_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::LocalStorage::new(dir.path()));
+        let cheap = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            ..KdfParams::default()
+        };
+        let options = InitOptions {
+            kdf: cheap,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(storage.clone(), b"pw", options).expect("init");
+        let cheap_name = repo.key_name().to_string();
+        let costly = KdfParams {
+            memory_kib: 4096,
+            iterations: 2,
+            parallelism: 1,
+            ..KdfParams::default()
+        };
+        // Costlier slots for the same password, one at least named (and listed) first.
+        let mut added = Vec::new();
+        while !added.iter().any(|n: &String| *n < cheap_name) || added.len() < 2 {
+            added.push(repo.add_key(b"pw", costly.clone()).expect("add key"));
+        }
+        let opened = Repository::open(storage, b"pw").expect("open");
+        assert_eq!(opened.key_name(), cheap_name, "costlier keys: {added:?}");
+    }
+
+    #[test]
+    fn a_config_naming_a_compression_level_zstd_lacks_is_refused() {
+        assert!(Config::parse(&config_with(Compression::Level(19))).is_ok());
+        for level in [0, 23, 99, -5, i32::MAX] {
+            let err = Config::parse(&config_with(Compression::Level(level)))
+                .expect_err("outside 1-22");
+            assert!(err.to_string().contains("outside zstd's 1-22"), "{err}");
+        }
     }
 }

@@ -17,7 +17,23 @@ pub enum Compression {
     Level(i32),
 }
 
+/// The zstd levels `Compression::Level` may name.
+const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+
 impl Compression {
+    /// Refuses a level outside zstd's 1-22 (a config object decoded from storage is not
+    /// checked by `FromStr`).
+    pub fn validate(self) -> Result<(), String> {
+        match self {
+            Compression::Level(l) if !LEVELS.contains(&l) => Err(format!(
+                "compression level {l} is outside zstd's {}-{}",
+                LEVELS.start(),
+                LEVELS.end()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn level(self) -> Option<i32> {
         match self {
             Compression::Off => None,
@@ -50,7 +66,7 @@ impl FromStr for Compression {
             "fast" => Ok(Compression::Fast),
             "max" => Ok(Compression::Max),
             _ => match s.parse::<i32>() {
-                Ok(l) if (1..=22).contains(&l) => Ok(Compression::Level(l)),
+                Ok(l) if LEVELS.contains(&l) => Ok(Compression::Level(l)),
                 _ => Err(format!(
                     "invalid compression {s:?}: use off, auto, fast, max or a zstd level 1-22"
                 )),

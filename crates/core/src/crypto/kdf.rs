@@ -37,7 +37,21 @@ pub fn looks_generated(secret: &[u8]) -> bool {
     secret.len() == 64 && secret.iter().all(u8::is_ascii_hexdigit)
 }
 
+/// The most Argon2id work a key file may ask for, in KiB of memory times passes: 16 GiB
+/// passes, about 21 times the default (around 10 s here). Storage can add key files; one
+/// asking for 1 GiB and 64 passes would stall every open for a minute.
+const MAX_COST_KIB_PASSES: u64 = 16 * 1024 * 1024;
+
 impl KdfParams {
+    /// Argon2id work, in KiB of memory times passes (0 for a generated-key slot): what
+    /// opening the slot costs, so the cheapest slots can be tried first.
+    pub fn cost(&self) -> u64 {
+        if self.algorithm == GENERATED_KEY {
+            return 0;
+        }
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
     /// For slots opened by a generated key (see [`GENERATED_KEY`]).
     pub fn generated_key() -> Self {
         KdfParams {
@@ -60,13 +74,25 @@ impl KdfParams {
                 format!("unknown KDF {:?}", self.algorithm),
             ));
         }
-        if !(8..=4 * 1024 * 1024).contains(&self.memory_kib)
+        if !(8..=1024 * 1024).contains(&self.memory_kib)
             || !(1..=64).contains(&self.iterations)
             || !(1..=16).contains(&self.parallelism)
         {
             return Err(Error::format(
                 object,
                 format!("KDF parameters out of range: {self:?}"),
+            ));
+        }
+        if self.cost() > MAX_COST_KIB_PASSES {
+            return Err(Error::format(
+                object,
+                format!(
+                    "KDF asks for {} MiB x {} passes, more than the {} GiB passes lifeboat \
+                     spends on one key file",
+                    self.memory_kib / 1024,
+                    self.iterations,
+                    MAX_COST_KIB_PASSES / (1024 * 1024)
+                ),
             ));
         }
         Ok(())

@@ -180,6 +180,16 @@ mod tests {
         let mut key = KeyFile::create(&master, b"pw", cheap()).unwrap();
         key.kdf.memory_kib = u32::MAX;
         assert!(KeyFile::parse(&key.to_bytes(), "k").is_err());
+        // Within each bound but stalling every open: 1 GiB for 64 passes.
+        key.kdf.memory_kib = 1024 * 1024;
+        key.kdf.iterations = 64;
+        let err = KeyFile::parse(&key.to_bytes(), "k").expect_err("too costly");
+        assert!(err.to_string().contains("passes"), "{err}");
+        key.kdf.iterations = 16;
+        assert!(KeyFile::parse(&key.to_bytes(), "k").is_ok(), "at the limit");
+        key.kdf.memory_kib = 1024 * 1024 + 1;
+        key.kdf.iterations = 1;
+        assert!(KeyFile::parse(&key.to_bytes(), "k").is_err(), "over 1 GiB");
     }
 
     #[test]

@@ -69,6 +69,12 @@ impl LockRecord {
         if age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false) {
             return true;
         }
+        self.holder_died_here()
+    }
+
+    /// Whether the holder ran on this host and its process is gone: certainly stale (a
+    /// killed run), unlike a lock that is merely old, whose host may only have a slow clock.
+    fn holder_died_here(&self) -> bool {
         self.hostname == crate::host::hostname() && !crate::host::process_alive(self.pid)
     }
 
@@ -213,6 +219,7 @@ pub fn acquire(
             return Err(e);
         }
     };
+    remove_locks_of_dead_processes(storage.as_ref(), &others);
     let name = Arc::new(std::sync::Mutex::new(name));
     let refreshed = Arc::new(std::sync::Mutex::new(SystemTime::now()));
     let (stop, stopped) = mpsc::channel::<()>();
@@ -319,6 +326,17 @@ impl Drop for LockGuard {
     }
 }
 
+/// Deletes the locks left by runs of this host that were killed (kill -9, a crash, a power
+/// cut), so they do not pile up until someone runs `unlock`. Best effort: an append-only
+/// repository refuses deletes, and such locks are ignored as stale anyway.
+fn remove_locks_of_dead_processes(storage: &dyn Storage, locks: &[(String, LockRecord)]) {
+    for (name, record) in locks {
+        if record.holder_died_here() {
+            let _ = storage.delete_if_present(ObjectKind::Lock, name);
+        }
+    }
+}
+
 /// Removes stale locks (or all, when `all`); returns what was removed.
 ///
 /// With `all`, damaged locks are removed too (reported as `None`), since nothing can tell
@@ -383,6 +401,55 @@ mod tests {
         let repair = take(LockKind::Exclusive).expect("nothing held");
         assert!(take(LockKind::Shared).is_err(), "a backup waits for repair");
         drop(repair);
+    }
+
+    #[test]
+    fn taking_a_lock_removes_those_of_killed_runs_on_this_host_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+        storage.create().expect("create");
+        let key = [7u8; 32];
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead_pid = child.id();
+        child.wait().expect("wait");
+        let record = |hostname: String, pid: u32, exclusive: bool| LockRecord {
+            time: Utc::now(),
+            exclusive,
+            maintenance: false,
+            hostname,
+            username: "u".into(),
+            pid,
+            operation: "prune".into(),
+            holder: None,
+        };
+        let here = crate::host::hostname();
+        let killed = write_lock(
+            storage.as_ref(),
+            &key,
+            &record(here.clone(), dead_pid, true),
+        )
+        .expect("lock");
+        let pid_zero = write_lock(storage.as_ref(), &key, &record(here, 0, true)).expect("lock");
+        let elsewhere = write_lock(
+            storage.as_ref(),
+            &key,
+            &record("another-host".into(), dead_pid, false),
+        )
+        .expect("lock");
+
+        let guard = acquire(storage.clone(), key, LockKind::Shared, "backup")
+            .expect("the killed run's exclusive lock is stale");
+        let left: Vec<String> = storage
+            .list(ObjectKind::Lock)
+            .expect("list")
+            .into_iter()
+            .map(|info| info.name)
+            .collect();
+        assert!(!left.contains(&killed), "the killed run's lock is removed");
+        assert!(!left.contains(&pid_zero), "pid 0 names no live process");
+        assert!(left.contains(&elsewhere), "another host's lock is its own");
+        assert_eq!(left.len(), 2, "{left:?}");
+        drop(guard);
     }
 
     #[test]

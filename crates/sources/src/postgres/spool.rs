@@ -338,6 +338,31 @@ impl Spool {
         Ok(())
     }
 
+    /// Removes the copies in `tmp/` that no running process will finish: a wal-push killed
+    /// mid-copy leaves `NAME.PID` behind, a pusher killed while recording leaves `NAME.done`.
+    /// The caller holds the pusher lock (so no `.done` file is being written); a `NAME.PID`
+    /// whose process still lives is left alone. Returns how many were removed.
+    pub fn remove_abandoned_copies(&self, _held: &PusherLock) -> Result<usize, SourceError> {
+        let dir = self.dir.join("tmp");
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((_, suffix)) = name.rsplit_once('.') else {
+                continue;
+            };
+            let abandoned = match suffix {
+                "done" => true,
+                pid => pid.parse::<i32>().is_ok_and(|pid| !process_alive(pid)),
+            };
+            if abandoned && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The pusher lock if no pusher holds it.
     pub fn try_lock_pusher(&self) -> Result<Option<PusherLock>, SourceError> {
         let path = self.dir.join("pusher.lock");
@@ -353,6 +378,15 @@ impl Spool {
             Err((_, errno)) => Err(io_error(&path)(io::Error::from(errno))),
         }
     }
+}
+
+/// Whether process `pid` exists (pid 0 and below name groups, not one process).
+fn process_alive(pid: i32) -> bool {
+    pid > 0
+        && !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
 }
 
 fn parse_system_id(path: &Path, text: &str) -> Result<u64, SourceError> {
@@ -440,6 +474,27 @@ mod tests {
             })
         ));
         assert_eq!(Spool::open_existing(&dir).expect("existing").system_id(), 7);
+    }
+
+    #[test]
+    fn the_pusher_removes_copies_no_running_process_will_finish() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(tmp.path(), 7).expect("spool");
+        let seg = "000000010000000000000001";
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let at = |name: String| spool.dir().join("tmp").join(name);
+        let killed_copy = at(format!("{seg}.{dead}"));
+        let live_copy = at(format!("{seg}.{}", std::process::id()));
+        let killed_record = at(format!("{seg}.done"));
+        for path in [&killed_copy, &live_copy, &killed_record] {
+            fs::write(path, b"partial").expect("write");
+        }
+        let lock = spool.try_lock_pusher().expect("lock").expect("free");
+        assert_eq!(spool.remove_abandoned_copies(&lock).expect("clean"), 2);
+        assert!(!killed_copy.exists() && !killed_record.exists());
+        assert!(live_copy.exists(), "a copy still being written stays");
     }
 
     #[test]

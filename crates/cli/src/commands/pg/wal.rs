@@ -6,6 +6,7 @@
 //! stores what the spool holds, batch after batch, until the spool has been empty for a
 //! while (LIFEBOAT_PG_PUSHER_IDLE seconds, default 30).
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
@@ -49,12 +50,8 @@ pub fn push(cli: &Cli, args: &PgWalPushArgs) -> Result<u8> {
             .with_context(|| format!("archiving {}", path.display()))?;
     }
     if args.drain {
-        let idle = if std::env::var_os(BACKGROUND).is_some() {
-            idle_limit()
-        } else {
-            Duration::ZERO
-        };
-        return drain(cli, &spool, idle);
+        let started_by_wal_push = std::env::var_os(BACKGROUND).is_some();
+        return drain(cli, &spool, started_by_wal_push);
     }
     if let Some(free) = spool.try_lock_pusher()? {
         // Released before the pusher starts, which takes it itself. A pusher that is just
@@ -111,16 +108,28 @@ fn idle_limit() -> Duration {
         .map_or(Duration::from_secs(30), Duration::from_secs_f64)
 }
 
-/// Stores the spool's files in the repository until it has been empty for `idle` (the
-/// pusher's idle limit when started in the background, zero for `--drain` by hand).
-fn drain(cli: &Cli, spool: &Spool, idle: Duration) -> Result<u8> {
-    let Some(mut lock) = spool.try_lock_pusher()? else {
-        if !cli.quiet {
-            println!("another pusher is storing this spool's files");
-        }
-        return Ok(crate::exit::OK);
+/// Stores the spool's files in the repository until it has been empty for the idle limit
+/// (when wal-push started this pusher in the background) or at once (`--drain` by hand).
+fn drain(cli: &Cli, spool: &Spool, started_by_wal_push: bool) -> Result<u8> {
+    let idle = if started_by_wal_push {
+        idle_limit()
+    } else {
+        Duration::ZERO
+    };
+    let mut lock = match spool.try_lock_pusher()? {
+        Some(lock) => lock,
+        // The running pusher stores what this one was started for.
+        None if started_by_wal_push => return Ok(crate::exit::OK),
+        None => match wait_for_the_running_pusher(cli, spool)? {
+            Some(lock) => lock,
+            None => return Ok(crate::exit::OK),
+        },
     };
     let repo = crate::open::open(cli)?;
+    let abandoned = spool.remove_abandoned_copies(&lock)?;
+    if abandoned > 0 && !cli.quiet {
+        println!("removed {abandoned} partial copies killed wal-push runs left in the spool");
+    }
     spool.expire_done()?;
     let mut last_work = Instant::now();
     loop {
@@ -142,6 +151,29 @@ fn drain(cli: &Cli, spool: &Spool, idle: Duration) -> Result<u8> {
             }
             None => return Ok(crate::exit::OK),
         }
+    }
+}
+
+/// `--drain` by hand promises that the spool's files are in the repository when it exits 0.
+/// While another pusher holds the spool, waits until that one has stored every file waiting
+/// now (`None`), or has left (its lock, then, so this run stores what remains itself).
+fn wait_for_the_running_pusher(cli: &Cli, spool: &Spool) -> Result<Option<PusherLock>> {
+    let waiting: BTreeSet<String> = spool.ready()?.into_iter().map(|f| f.name).collect();
+    if !cli.quiet {
+        println!(
+            "another pusher is storing this spool's files; waiting until it has stored the {} \
+             waiting now",
+            waiting.len()
+        );
+    }
+    loop {
+        if let Some(lock) = spool.try_lock_pusher()? {
+            return Ok(Some(lock));
+        }
+        if !spool.ready()?.iter().any(|f| waiting.contains(&f.name)) {
+            return Ok(None);
+        }
+        std::thread::sleep(POLL);
     }
 }
 
