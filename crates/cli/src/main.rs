@@ -5,6 +5,7 @@ mod commands;
 mod open;
 mod output;
 mod progress;
+mod written;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,41 @@ fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// A line that says what to do when the repository itself could not be written: a read-only
+/// file system, no permission, no space left (docs/reliability.md, "Environment faults").
+fn storage_hint(error: &anyhow::Error) -> Option<String> {
+    use lifeboat_core::storage::StorageError;
+    let source = error.chain().find_map(|cause| {
+        let storage = match cause.downcast_ref::<CoreError>() {
+            Some(CoreError::Storage(e)) => Some(e),
+            _ => cause.downcast_ref::<StorageError>(),
+        };
+        match storage {
+            Some(StorageError::Io { source, .. }) => Some(source),
+            _ => None,
+        }
+    })?;
+    let reading = "snapshots, ls, find, diff, dump, restore, stats and check still read it \
+                   (without a lock)";
+    match source.raw_os_error() {
+        Some(libc::EROFS) => Some(format!(
+            "the repository is on a read-only file system: backup, forget, prune and repair \
+             need to write to it; {reading}"
+        )),
+        Some(libc::EACCES | libc::EPERM) => Some(format!(
+            "this user (uid {}) may not write to the repository: run as its owner, or fix its \
+             permissions; {reading}",
+            nix::unistd::geteuid()
+        )),
+        Some(libc::ENOSPC | libc::EDQUOT) => Some(format!(
+            "the file system holding the repository is full: nothing was left half-written \
+             (a backup's packs stored before the failure are reused by the next one); free \
+             space and run the command again; {reading}"
+        )),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, stop quietly when the reader of our output goes away
     // (`lifeboat ls latest | head`) instead of panicking on a write error.
@@ -104,6 +140,9 @@ fn main() -> ExitCode {
                 println!("{msg}");
             }
             eprintln!("lifeboat: error: {}", error_text(&error));
+            if let Some(hint) = storage_hint(&error) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(code)
         }
     }

@@ -176,6 +176,9 @@ impl<'f> Cell<'f> {
             .fx
             .env
             .command_at(&self.repo)
+            // Every cell is a copy of one repository: to a shared record of what this client
+            // wrote, each new cell would look like the previous one rolled back.
+            .env("LIFEBOAT_STATE_DIR", self.repo.with_extension("state"))
             .args(args)
             .output()
             .expect("run lifeboat");

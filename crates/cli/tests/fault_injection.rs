@@ -361,6 +361,7 @@ fn check_all(repo: &Repository) -> lifeboat_core::Result<lifeboat_core::ops::che
         repo,
         &CheckOptions {
             read_data: Some(DataSubset::All),
+            written_here: None,
         },
     )
 }

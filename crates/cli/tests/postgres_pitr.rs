@@ -481,7 +481,11 @@ fn wal_push_and_fetch_keep_postgres_archiving_contract() {
     // `--drain FILE` exits 0 only once FILE is in the repository, also while another pusher
     // holds the spool (here a stand-in that holds its lock and stores nothing).
     let lock = archive.path("spool").join("pusher.lock");
-    assert!(lock.exists(), "{} (the spool's pusher lock)", lock.display());
+    assert!(
+        lock.exists(),
+        "{} (the spool's pusher lock)",
+        lock.display()
+    );
     let mut holder = Command::new("flock")
         .arg(&lock)
         .args(["-c", "echo held; sleep 3"])
@@ -511,12 +515,12 @@ fn wal_push_and_fetch_keep_postgres_archiving_contract() {
     let released = holder.try_wait().expect("flock").is_some();
     holder.wait().expect("flock");
     let drained = drained.ok();
-    assert!(released, "--drain returned while another pusher held the spool");
+    assert!(
+        released,
+        "--drain returned while another pusher held the spool"
+    );
     assert!(drained.stdout.contains("waiting"), "{}", drained.stdout);
-    let status = archive
-        .lb(None, &["pg", "status", "--json"])
-        .ok()
-        .json();
+    let status = archive.lb(None, &["pg", "status", "--json"]).ok().json();
     assert_eq!(status["spooled_files"], 0, "{status}");
     let refetched = again.join("refetched");
     archive

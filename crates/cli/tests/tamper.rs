@@ -92,6 +92,59 @@ fn check_reports_a_snapshot_deleted_outside_of_forget() {
 }
 
 #[test]
+fn check_reports_the_newest_snapshots_gone_together_from_what_this_client_wrote() {
+    let env = Env::new();
+    let ids = chain(&env);
+    assert!(errors(&env).is_empty());
+    // The newest is forgotten the proper way: not a rollback.
+    env.lb(&["forget", &ids[3]]).ok();
+    assert!(errors(&env).is_empty(), "forget is not tampering");
+
+    // The storage drops the two newest left together: no snapshot names them, so the chain
+    // alone cannot see it; the client's record of what it wrote can.
+    for id in &ids[1..3] {
+        std::fs::remove_file(snapshot_file(&env, id)).unwrap();
+    }
+    let found = errors(&env);
+    let mut objects: Vec<&str> = found
+        .iter()
+        .map(|f| f["object"].as_str().unwrap())
+        .collect();
+    objects.sort();
+    let mut expected = vec![
+        format!("snapshot {}", ids[1]),
+        format!("snapshot {}", ids[2]),
+    ];
+    expected.sort();
+    assert_eq!(objects, expected, "{found:?}");
+    for finding in &found {
+        let message = finding["message"].as_str().unwrap();
+        assert!(message.contains("this client wrote it"), "{message}");
+    }
+    let human = env.lb(&["check"]);
+    assert_eq!(human.code, 1);
+    assert!(
+        human.stderr.contains("written-snapshots.json"),
+        "{}",
+        human.stderr
+    );
+
+    // An operator who put an older copy back on purpose accepts it by removing the record.
+    let record = std::fs::read_dir(env.home().join(".local/state/lifeboat"))
+        .unwrap()
+        .next()
+        .expect("one repository recorded")
+        .unwrap()
+        .path()
+        .join("written-snapshots.json");
+    std::fs::remove_file(&record).unwrap();
+    assert!(
+        errors(&env).is_empty(),
+        "without the record nothing can tell"
+    );
+}
+
+#[test]
 fn check_reports_a_snapshot_rewritten_in_place_or_renamed() {
     let env = Env::new();
     let ids = chain(&env);

@@ -789,8 +789,8 @@ mod tests {
     fn a_config_naming_a_compression_level_zstd_lacks_is_refused() {
         assert!(Config::parse(&config_with(Compression::Level(19))).is_ok());
         for level in [0, 23, 99, -5, i32::MAX] {
-            let err = Config::parse(&config_with(Compression::Level(level)))
-                .expect_err("outside 1-22");
+            let err =
+                Config::parse(&config_with(Compression::Level(level))).expect_err("outside 1-22");
             assert!(err.to_string().contains("outside zstd's 1-22"), "{err}");
         }
     }

@@ -5,6 +5,7 @@ use lifeboat_core::ops::backup::{
     backup, BackupOptions, BackupProgress, BackupResult, BackupSource, FileChange, NamedStream,
 };
 use lifeboat_core::snapshot::select::parse_time;
+use lifeboat_core::snapshot::SnapshotEntry;
 use serde_json::json;
 
 use crate::args::{BackupArgs, Cli};
@@ -152,8 +153,15 @@ pub fn run_with_source(
         let _reporter = Reporter::start(mode, counters.clone());
         backup(&repo, options, &counters)?
     };
+    if let Some(id) = &result.snapshot_id {
+        let entry = SnapshotEntry {
+            id: id.clone(),
+            snapshot: result.snapshot.clone(),
+        };
+        crate::written::remember(cli, &repo, &entry);
+    }
     report(cli, &result);
-    Ok(if result.errors.is_empty() {
+    Ok(if result.errors.is_empty() && result.warnings.is_empty() {
         crate::exit::OK
     } else {
         crate::exit::PARTIAL
@@ -167,6 +175,12 @@ fn report(cli: &Cli, r: &BackupResult) {
             println!(
                 "{}",
                 json!({"message_type": "error", "path": e.path.display().to_string(), "error": e.message})
+            );
+        }
+        for w in &r.warnings {
+            println!(
+                "{}",
+                json!({"message_type": "warning", "path": w.path.display().to_string(), "warning": w.message})
             );
         }
         println!(
@@ -187,6 +201,7 @@ fn report(cli: &Cli, r: &BackupResult) {
                 "bytes_added_packed": s.bytes_added_packed,
                 "blobs_added": s.blobs_added,
                 "errors": s.errors,
+                "warnings": r.warnings.len(),
                 "duration_seconds": s.duration_seconds,
                 "resumed_packs": r.resumed.packs,
                 "resumed_blobs": r.resumed.blobs,
@@ -196,6 +211,9 @@ fn report(cli: &Cli, r: &BackupResult) {
     }
     for e in &r.errors {
         eprintln!("error: {}: {}", e.path.display(), e.message);
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {}: {}", w.path.display(), w.message);
     }
     if cli.quiet {
         return;
@@ -233,6 +251,13 @@ fn report(cli: &Cli, r: &BackupResult) {
         eprintln!(
             "warning: {} source file(s) could not be read; the snapshot holds everything else",
             r.errors.len()
+        );
+    }
+    if !r.warnings.is_empty() {
+        eprintln!(
+            "warning: {} file(s) kept changing while they were read; the snapshot holds what \
+             the last read found",
+            r.warnings.len()
         );
     }
 }

@@ -1,5 +1,6 @@
 use anyhow::Result;
-use lifeboat_core::ops::check::{check, CheckOptions, CheckReport, DataSubset, Finding};
+use lifeboat_core::lock::LockKind;
+use lifeboat_core::ops::check::{check_unlocked, CheckOptions, CheckReport, DataSubset, Finding};
 use serde_json::{json, Value};
 
 use crate::args::{CheckArgs, Cli};
@@ -11,11 +12,39 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<u8> {
         (true, None) => Some(DataSubset::All),
         (false, None) => None,
     };
-    let report = check(&repo, &CheckOptions { read_data })?;
+    // A maintenance lock: forget, prune and repair must not delete what is being checked.
+    // Like the other reading commands, check runs without one where this user cannot write
+    // a lock (a read-only mount, another user's files, a full disk), and with --no-lock.
+    let _lock = if cli.no_lock {
+        None
+    } else {
+        match repo.lock(LockKind::Maintenance, "check") {
+            Ok(lock) => Some(lock),
+            Err(e) if super::cannot_write(&e) => {
+                if !cli.quiet {
+                    eprintln!(
+                        "warning: checking without a lock ({e}); a prune run meanwhile by \
+                         someone who can write the repository may make packs look missing"
+                    );
+                }
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let written_here = crate::written::load(cli, &repo);
+    let options = CheckOptions {
+        read_data,
+        written_here: written_here.clone(),
+    };
+    let report = check_unlocked(&repo, &options)?;
     if cli.json {
         println!("{}", report_json(&report));
     } else {
         print_report(&report, cli.quiet);
+        if let Some(log) = &written_here {
+            crate::written::explain_missing(&repo, log, &report);
+        }
     }
     if report.errors() > 0 {
         if !cli.json {

@@ -98,7 +98,8 @@ impl Loaded {
             match repo.lock(LockKind::Shared, operation) {
                 Ok(lock) => Some(lock),
                 // A repository this user may only read (a read-only mount, another user's
-                // files) must still restore; nobody can prune it through this user either.
+                // files, a full disk) must still restore; nobody can prune it through this
+                // user either.
                 Err(e) if cannot_write(&e) => {
                     if !cli.quiet {
                         eprintln!(
@@ -272,15 +273,25 @@ pub fn report_unreadable(unreadable: &[UnreadableSnapshot]) {
     }
 }
 
-/// Whether taking a lock failed because this user cannot write to the repository.
-fn cannot_write(error: &lifeboat_core::Error) -> bool {
+/// Whether taking a lock failed because this user cannot write to the repository: no
+/// permission, a read-only file system, or no space left (a full disk must not keep the
+/// backups on it from being restored).
+pub fn cannot_write(error: &lifeboat_core::Error) -> bool {
     let lifeboat_core::Error::Storage(lifeboat_core::storage::StorageError::Io { source, .. }) =
         error
     else {
         return false;
     };
+    cannot_write_io(source)
+}
+
+/// [`cannot_write`] for the error of the file system itself.
+pub fn cannot_write_io(source: &std::io::Error) -> bool {
     source.kind() == std::io::ErrorKind::PermissionDenied
-        || source.raw_os_error() == Some(libc::EROFS)
+        || matches!(
+            source.raw_os_error(),
+            Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT)
+        )
 }
 
 /// Splits `SNAPSHOT:PATH`; `@TIME` values contain colons, so the path starts at the first

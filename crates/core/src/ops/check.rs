@@ -16,6 +16,7 @@ use crate::index::{Index, IndexFile, Location};
 use crate::pack::read_header;
 use crate::repository::Repository;
 use crate::snapshot::chain::{chain_breaks, ForgetRecord};
+use crate::snapshot::written::WrittenLog;
 use crate::snapshot::SnapshotEntry;
 use crate::storage::ObjectKind;
 use crate::tree::{NodeKind, Tree};
@@ -65,6 +66,9 @@ impl std::str::FromStr for DataSubset {
 pub struct CheckOptions {
     /// Read the data of these packs; `None`: structure only.
     pub read_data: Option<DataSubset>,
+    /// The newest snapshots this client wrote, remembered outside the repository: each one
+    /// gone without a forget record is reported (a rollback the chain cannot see).
+    pub written_here: Option<WrittenLog>,
 }
 
 /// Something wrong, and everything it is known to concern.
@@ -119,12 +123,19 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     // A maintenance lock: forget, prune and repair must not delete what is being checked;
     // backups may run, and what they add after the snapshots are listed is not looked at.
     let _lock = repo.lock(crate::lock::LockKind::Maintenance, "check")?;
+    check_unlocked(repo, options)
+}
+
+/// [`check`] without taking the maintenance lock, for a caller that holds it already or that
+/// cannot write a lock at all (a read-only repository): a prune that runs meanwhile may then
+/// make the packs it deletes look missing.
+pub fn check_unlocked(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     // Snapshots before the index: a backup writes its index files before its snapshot, so
     // every snapshot listed here has its blobs in an index file listed below.
     let (snapshots, stored) = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
-    check_chain(repo, &snapshots, &stored, &mut report)?;
+    check_chain(repo, &snapshots, &stored, options, &mut report)?;
     let index = load_index(repo, &mut report)?;
     let by_pack = blobs_by_pack(&index);
     report.packs = by_pack.len();
@@ -314,6 +325,7 @@ fn check_chain(
     repo: &Repository,
     snapshots: &[SnapshotEntry],
     stored: &HashSet<String>,
+    options: &CheckOptions,
     report: &mut CheckReport,
 ) -> Result<()> {
     let storage = repo.storage();
@@ -355,7 +367,8 @@ fn check_chain(
             Err(e) => report.error(object, format!("cannot be read: {e}")),
         }
     }
-    for gap in chain_breaks(snapshots, stored, &forgotten) {
+    let breaks = chain_breaks(snapshots, stored, &forgotten);
+    for gap in &breaks {
         let named_by = snapshots.iter().find(|e| e.id == gap.named_by);
         let source = named_by
             .map(|e| {
@@ -377,6 +390,24 @@ fn check_chain(
                 gap.named_by
             ),
         );
+    }
+    if let Some(written) = &options.written_here {
+        for gone in written.missing(stored, &forgotten, snapshots) {
+            if breaks.iter().any(|b| b.missing == gone.id) {
+                continue; // reported above, with the snapshot that names it
+            }
+            report.error(
+                format!("snapshot {}", gone.id),
+                format!(
+                    "is missing: this client wrote it ({} of {}, taken {}), and no forget \
+                     removed it: the storage deleted it, or handed back an older copy of the \
+                     repository",
+                    gone.source,
+                    gone.paths.join(" "),
+                    gone.time.to_rfc3339()
+                ),
+            );
+        }
     }
     Ok(())
 }

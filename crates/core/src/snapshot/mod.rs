@@ -3,6 +3,7 @@
 pub mod chain;
 pub mod retention;
 pub mod select;
+pub mod written;
 
 pub use select::{SnapshotFilter, SnapshotSpec};
 

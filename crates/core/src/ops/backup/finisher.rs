@@ -78,16 +78,27 @@ pub(crate) fn save_tree(
     Ok(id)
 }
 
+/// What the finisher made of the walk.
+pub struct Finished {
+    pub root: BlobId,
+    pub summary: Summary,
+    /// Entries left out: they could not be read.
+    pub errors: Vec<SourceError>,
+    /// Files stored that kept changing while they were read.
+    pub warnings: Vec<SourceError>,
+}
+
 pub fn run(
     repo: &Repository,
     saver: &BlobSaver,
     events: Receiver<Vec<Event>>,
     blobs: Sender<SaveJob>,
     progress: &BackupProgress,
-) -> Result<(BlobId, Summary, Vec<SourceError>)> {
+) -> Result<Finished> {
     let mut stack: Vec<Vec<Node>> = vec![Vec::new()];
     let mut summary = Summary::default();
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     for event in events.into_iter().flatten() {
         match event {
             Event::EnterDir => stack.push(Vec::new()),
@@ -119,6 +130,12 @@ pub fn run(
                 if let Some(result) = result {
                     match result {
                         Ok(Ok(file)) => {
+                            if let Some(message) = file.changed {
+                                warnings.push(SourceError {
+                                    path: path.clone(),
+                                    message,
+                                });
+                            }
                             summary.bytes_read += file.size;
                             node.size = file.size;
                             node.content = file.ids;
@@ -166,5 +183,10 @@ pub fn run(
     }
     let root_nodes = stack.pop().unwrap_or_default();
     let root = save_tree(repo, saver, &blobs, root_nodes)?;
-    Ok((root, summary, errors))
+    Ok(Finished {
+        root,
+        summary,
+        errors,
+        warnings,
+    })
 }

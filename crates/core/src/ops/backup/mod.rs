@@ -31,7 +31,7 @@ use crossbeam_channel::bounded;
 use crate::blob::Compression;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
-use crate::snapshot::{Snapshot, SnapshotEntry, Summary, SNAPSHOT_VERSION};
+use crate::snapshot::{Snapshot, SnapshotEntry, SNAPSHOT_VERSION};
 use crate::storage::DryRunStorage;
 
 pub use resume::Resumed;
@@ -215,7 +215,12 @@ pub struct BackupResult {
     pub snapshot_id: Option<String>,
     pub snapshot: Snapshot,
     pub parent: Option<String>,
+    /// Source entries that could not be read (or vanished) and are not in the snapshot.
     pub errors: Vec<SourceError>,
+    /// Files in the snapshot that changed while being read, twice (docs/cli.md, "Files that
+    /// cannot be read, vanish or change while they are read"): stored as the second read
+    /// found them.
+    pub warnings: Vec<SourceError>,
     /// Packs of an interrupted backup that this one indexed and reused.
     pub resumed: Resumed,
 }
@@ -381,15 +386,12 @@ pub fn backup(
         parent: snapshot.parent.clone(),
         snapshot,
         errors: walked.errors,
+        warnings: walked.warnings,
         resumed,
     })
 }
 
-struct Walked {
-    root: crate::blob::BlobId,
-    summary: Summary,
-    errors: Vec<SourceError>,
-}
+type Walked = finisher::Finished;
 
 type StdinSource = (String, Box<dyn Read + Send>);
 
@@ -495,13 +497,10 @@ fn run_pipeline(
         uploader.join().unwrap_or_else(panicked);
         scan_stop.store(true, Ordering::Relaxed);
         walk_result?;
-        let (root, summary, mut errors) = finished??;
-        errors.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Walked {
-            root,
-            summary,
-            errors,
-        })
+        let mut walked = finished??;
+        walked.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        walked.warnings.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(walked)
     })
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -75,6 +75,9 @@ pub struct WalkPlan {
 pub struct FileContent {
     pub ids: Vec<BlobId>,
     pub size: u64,
+    /// The warning for a file that kept changing while it was read: what is stored is what
+    /// the last read found, consistent in itself but maybe no state the file ever had.
+    pub changed: Option<String>,
 }
 
 /// Ok, or the message for a source file that could not be read (the backup goes on).
@@ -104,8 +107,10 @@ pub fn run_file_worker(
                 Some(mut reader) => {
                     chunk_stream(repo, saver, &mut blobs, &mut *reader, 0, progress)
                 }
-                None => open_regular(&job.path).and_then(|(mut file, _)| {
-                    chunk_stream(repo, saver, &mut blobs, &mut file, job.size, progress)
+                None => open_regular(&job.path).and_then(|(mut file, opened)| {
+                    read_file(
+                        repo, saver, &mut blobs, &mut file, &opened, job.size, progress,
+                    )
                 }),
             }
         };
@@ -129,6 +134,7 @@ pub fn chunk_stream(
     let mut content = FileContent {
         ids: Vec::new(),
         size: 0,
+        changed: None,
     };
     let mut run = ChunkRun::default();
     let aborted = || "backup aborted".to_string();
@@ -159,6 +165,71 @@ pub fn chunk_stream(
         Ok(()) => Ok(content),
         Err(Some(e)) => Err(format!("read error after {} bytes: {e}", counted.read)),
         Err(None) => Err(aborted()),
+    }
+}
+
+/// What tells that a file's content changed: its size and modification time.
+fn content_stamp(meta: &std::fs::Metadata) -> (u64, i64, i64) {
+    (meta.len(), meta.mtime(), meta.mtime_nsec())
+}
+
+/// Reads an opened regular file into chunks and makes sure that what is stored is one state
+/// of it: its size and modification time after the read must be those it had before. A file
+/// written meanwhile is read once more from the start (the blobs of the first read are left
+/// to prune); if it changes during that read too, what the second read found is stored,
+/// with a warning: its size and blobs agree, but it may mix old and new content.
+#[allow(clippy::too_many_arguments)]
+fn read_file(
+    repo: &Repository,
+    saver: &BlobSaver,
+    blobs: &mut BlobSink,
+    file: &mut File,
+    opened: &std::fs::Metadata,
+    size_hint: u64,
+    progress: &BackupProgress,
+) -> FileResult {
+    let stat_after = |file: &File| {
+        file.metadata()
+            .map(|m| content_stamp(&m))
+            .map_err(|e| format!("cannot stat it after reading it: {e}"))
+    };
+    let mut before = content_stamp(opened);
+    let mut content = chunk_stream(repo, saver, blobs, file, size_hint, progress)?;
+    let after = stat_after(file)?;
+    if after == before {
+        return Ok(content);
+    }
+    // Read again; the second read counts its own bytes.
+    progress
+        .bytes_done
+        .fetch_sub(content.size, Ordering::Relaxed);
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("changed while being read, and cannot be read again: {e}"))?;
+    before = after;
+    content = chunk_stream(repo, saver, blobs, file, size_hint, progress)?;
+    let again = stat_after(file)?;
+    if again != before {
+        let how = if again.0 != before.0 {
+            format!("its size went from {} to {} bytes", before.0, again.0)
+        } else {
+            "its modification time changed".to_string()
+        };
+        content.changed = Some(format!(
+            "changed while being read, twice ({how} during the second read); stored as the \
+             second read found it ({} bytes), which may mix old and new content",
+            content.size
+        ));
+    }
+    Ok(content)
+}
+
+/// The message for an entry that could not be stat-ed or opened: one deleted since its
+/// directory was listed has vanished, which says more than "No such file or directory".
+fn entry_error(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!("vanished during the backup ({e}); not in the snapshot")
+    } else {
+        e.to_string()
     }
 }
 
@@ -286,7 +357,7 @@ fn open_regular(path: &Path) -> std::result::Result<(File, std::fs::Metadata), S
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => "was replaced by a symlink during the backup".to_string(),
-            _ => e.to_string(),
+            _ => entry_error(&e),
         })?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
@@ -458,7 +529,7 @@ impl<'a> Walker<'a> {
                 let meta = match std::fs::symlink_metadata(&path) {
                     Ok(m) => m,
                     Err(e) => {
-                        self.error(&path, e)?;
+                        self.error(&path, entry_error(&e))?;
                         continue;
                     }
                 };
@@ -493,7 +564,7 @@ impl<'a> Walker<'a> {
     ) -> Step {
         let mut node = match meta {
             Ok(m) => self.node_of(name, path, &m),
-            Err(e) => return self.error(path, e),
+            Err(e) => return self.error(path, entry_error(&e)),
         };
         let known = self.saver.known();
         let previous = judge_node(&mut node, path, parent_node, self.force, |id| {
@@ -528,7 +599,7 @@ impl<'a> Walker<'a> {
         } = listed;
         let node = match node {
             Ok(n) => n,
-            Err(e) => return self.error(&path, e),
+            Err(e) => return self.error(&path, entry_error(&e)),
         };
         match (node.kind, previous) {
             (NodeKind::Dir, Previous::Other { subtree }) => {
@@ -700,13 +771,14 @@ impl<'a> Walker<'a> {
                     node.xattrs = user_xattrs(path);
                 }
             }
-            let result = opened.and_then(|(mut file, _)| {
+            let result = opened.and_then(|(mut file, opened)| {
                 let (repo, saver) = (self.repo, self.saver);
-                chunk_stream(
+                read_file(
                     repo,
                     saver,
                     &mut self.blobs.borrow_mut(),
                     &mut file,
+                    &opened,
                     node.size,
                     self.progress,
                 )
