@@ -94,13 +94,50 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Runs `cmd`. Another test's fork can still hold the write descriptor of the binary copy
+/// [`nobody_binary`] made for an instant (until that child's exec closes it), and exec then
+/// fails with "Text file busy": try again.
 fn run(cmd: &mut Command) -> Run {
-    Run::from_output(cmd.output().expect("run lifeboat"))
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return Run::from_output(other.expect("run lifeboat")),
+        }
+    }
 }
 
 /// `cmd` as uid/gid 65534 (std drops root's supplementary groups too).
 fn as_nobody(cmd: &mut Command) -> &mut Command {
     cmd.uid(NOBODY).gid(NOBODY)
+}
+
+/// The lifeboat binary where uid 65534 can run it: the build's own may sit below a directory
+/// only root can enter (a checkout in /root). A hard link, or a copy, in a directory of its own
+/// under the temporary directory, made once per test process.
+fn nobody_binary() -> &'static Path {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join("lifeboat-test-nobody-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let staged = dir.join(format!("lifeboat.{}", std::process::id()));
+        let _ = std::fs::remove_file(&staged);
+        if std::fs::hard_link(common::binary(), &staged).is_err() {
+            std::fs::copy(common::binary(), &staged).unwrap();
+        }
+        chmod(&staged, 0o755);
+        let path = dir.join("lifeboat");
+        std::fs::rename(&staged, &path).unwrap();
+        path
+    })
+}
+
+/// [`Env::command`] running [`nobody_binary`], to be run [`as_nobody`].
+fn nobody_command(env: &Env) -> Command {
+    env.command_of(nobody_binary(), &env.repo)
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -537,7 +574,7 @@ fn permission_denied_on_source_files() {
     chmod(&src.join("no-search"), 0o744);
     chown_nobody(&env.repo);
 
-    let mut cmd = env.command();
+    let mut cmd = nobody_command(&env);
     let partial = run(as_nobody(cmd.args(["backup", "--json"]).arg(&src)));
     assert_no_panic(&partial);
     assert_eq!(partial.code, 3, "{}\n{}", partial.stdout, partial.stderr);
@@ -607,7 +644,7 @@ fn repository_and_restore_target_not_writable_by_the_user() {
     open_up(&env.repo);
     open_up(&src);
 
-    let mut cmd = env.command();
+    let mut cmd = nobody_command(&env);
     let refused = run(as_nobody(cmd.arg("backup").arg(&src)));
     assert_no_panic(&refused);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
@@ -630,7 +667,7 @@ fn repository_and_restore_target_not_writable_by_the_user() {
     let mine = env.path("nobody");
     std::fs::create_dir(&mine).unwrap();
     chown_nobody(&mine);
-    let mut cmd = env.command();
+    let mut cmd = nobody_command(&env);
     let restore = run(as_nobody(
         cmd.args(["restore", &snap, "--target"])
             .arg(mine.join("out")),
@@ -642,7 +679,7 @@ fn repository_and_restore_target_not_writable_by_the_user() {
         restore.stderr
     );
     assert_eq!(manifest(&restored(&mine.join("out"), &src)), manifest(&src));
-    let mut cmd = env.command();
+    let mut cmd = nobody_command(&env);
     let check = run(as_nobody(cmd.args(["check", "--read-data"]))).ok();
     assert!(
         check.stderr.contains("checking without a lock"),
@@ -654,7 +691,7 @@ fn repository_and_restore_target_not_writable_by_the_user() {
     let roots = env.path("root-only");
     std::fs::create_dir(&roots).unwrap();
     chmod(&roots, 0o755);
-    let mut cmd = env.command();
+    let mut cmd = nobody_command(&env);
     let denied = run(as_nobody(
         cmd.args(["restore", &snap, "--target"])
             .arg(roots.join("out")),

@@ -118,7 +118,12 @@ impl Env {
     /// [`Env::command`] for another repository (opened with the same password unless the
     /// caller sets LIFEBOAT_PASSWORD again).
     pub fn command_at(&self, repo: &Path) -> Command {
-        let mut cmd = Command::new(binary());
+        self.command_of(Path::new(binary()), repo)
+    }
+
+    /// [`Env::command_at`] running `program` (a copy of the binary another user can run).
+    pub fn command_of(&self, program: &Path, repo: &Path) -> Command {
+        let mut cmd = Command::new(program);
         let home = self.home();
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
