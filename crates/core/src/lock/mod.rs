@@ -328,10 +328,13 @@ impl Drop for LockGuard {
 
 /// Deletes the locks left by runs of this host that were killed (kill -9, a crash, a power
 /// cut), so they do not pile up until someone runs `unlock`. Best effort: an append-only
-/// repository refuses deletes, and such locks are ignored as stale anyway.
+/// repository refuses deletes, and such locks are ignored as stale anyway. The locks of
+/// killed backups and copies stay: they tell the next backup to index the packs those runs
+/// stored (`ops::backup::resume`), which removes them then.
 fn remove_locks_of_dead_processes(storage: &dyn Storage, locks: &[(String, LockRecord)]) {
     for (name, record) in locks {
-        if record.holder_died_here() {
+        let left_packs = crate::ops::backup::resume::WRITERS.contains(&record.operation.as_str());
+        if record.holder_died_here() && !left_packs {
             let _ = storage.delete_if_present(ObjectKind::Lock, name);
         }
     }
@@ -404,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn taking_a_lock_removes_those_of_killed_runs_on_this_host_only() {
+    fn taking_a_lock_removes_the_locks_killed_runs_left_on_this_host() {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
         storage.create().expect("create");
@@ -429,6 +432,15 @@ mod tests {
             &record(here.clone(), dead_pid, true),
         )
         .expect("lock");
+        let killed_backup = write_lock(
+            storage.as_ref(),
+            &key,
+            &LockRecord {
+                operation: "backup".into(),
+                ..record(here.clone(), dead_pid, false)
+            },
+        )
+        .expect("lock");
         let pid_zero = write_lock(storage.as_ref(), &key, &record(here, 0, true)).expect("lock");
         let elsewhere = write_lock(
             storage.as_ref(),
@@ -448,7 +460,11 @@ mod tests {
         assert!(!left.contains(&killed), "the killed run's lock is removed");
         assert!(!left.contains(&pid_zero), "pid 0 names no live process");
         assert!(left.contains(&elsewhere), "another host's lock is its own");
-        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left.contains(&killed_backup),
+            "a killed backup's lock stays until the next backup indexes its packs"
+        );
+        assert_eq!(left.len(), 3, "{left:?}");
         drop(guard);
     }
 

@@ -22,7 +22,7 @@ use crate::repository::Repository;
 use crate::storage::ObjectKind;
 
 /// The operations whose interrupted runs leave packs to pick up (the lock's `operation`).
-const WRITERS: [&str; 2] = ["backup", "copy"];
+pub(crate) const WRITERS: [&str; 2] = ["backup", "copy"];
 
 /// What a backup (or copy) picked up from an interrupted one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
