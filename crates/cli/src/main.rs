@@ -108,8 +108,8 @@ fn storage_hint(error: &anyhow::Error) -> Option<String> {
         )),
         Some(libc::ENOSPC | libc::EDQUOT) => Some(format!(
             "the file system holding the repository is full: nothing was left half-written \
-             (a backup's packs stored before the failure are reused by the next one); free \
-             space and run the command again; {reading}"
+             (a backup's packs stored before the failure are reused by the next one if their \
+             index file fitted); free space and run the command again; {reading}"
         )),
         _ => None,
     }
