@@ -1,20 +1,31 @@
 //! Where a repository lives, named by a string: a local directory, or a prefix in an object
 //! store (S3-compatible, Azure Blob, Google Cloud Storage) reached through the `object_store`
 //! crate. Everything here implements the core [`Storage`] trait; the engine never knows which.
+//!
+//! Without the `remote` feature (on by default) the crate is only [`RepositoryLocation`] and
+//! the options' types, for the fuzz target of the location parser.
 
+#[cfg(feature = "remote")]
 mod aws_profile;
 mod location;
+#[cfg(feature = "remote")]
 mod object;
+#[cfg(feature = "remote")]
 mod read_ahead;
+#[cfg(feature = "remote")]
 mod rest;
 
+#[cfg(feature = "remote")]
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "remote")]
 use lifeboat_core::storage::{LocalStorage, RetryPolicy, RetryingStorage, Storage};
 
 pub use location::{RepositoryLocation, UrlError};
+#[cfg(feature = "remote")]
 pub use object::ObjectStorage;
+#[cfg(feature = "remote")]
 pub use rest::RestStorage;
 
 /// How to talk to a remote store; ignored by local directories.
@@ -99,6 +110,7 @@ pub enum BackendError {
 /// Opens the storage `location` names. Every backend retries its transient failures once,
 /// where they happen: object stores in their client (`RetryConfig`), `rest:` in its requests,
 /// and a local directory (which may be a network mount) through [`RetryingStorage`].
+#[cfg(feature = "remote")]
 pub fn open(
     location: &RepositoryLocation,
     options: &BackendOptions,

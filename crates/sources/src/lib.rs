@@ -7,6 +7,7 @@ pub mod config;
 pub mod mysql;
 pub mod postgres;
 pub mod read_ahead;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use command::{CommandSink, CommandStream, DeferredCommand};
@@ -32,6 +33,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
 
+    #[cfg(feature = "sqlite")]
     #[error("{}: {source}", path.display())]
     Sqlite {
         path: PathBuf,
