@@ -94,19 +94,9 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Runs `cmd`. Another test's fork can still hold the write descriptor of the binary copy
-/// [`nobody_binary`] made for an instant (until that child's exec closes it), and exec then
-/// fails with "Text file busy": try again.
+/// Runs `cmd` (its program may be the copy [`nobody_binary`] made).
 fn run(cmd: &mut Command) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match cmd.output() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return Run::from_output(other.expect("run lifeboat")),
-        }
-    }
+    Run::from_output(common::output_of_copied_binary(cmd))
 }
 
 /// `cmd` as uid/gid 65534 (std drops root's supplementary groups too).

@@ -111,7 +111,7 @@ impl Archive {
             command.envs(pg.libpq_env());
         }
         as_user(&mut command, user);
-        Run::from_output(run_copied_binary(&mut command))
+        Run::from_output(common::output_of_copied_binary(&mut command))
     }
 
     /// Forces the current segment out and waits until the pusher has stored everything the
@@ -160,21 +160,6 @@ impl Archive {
         assert!(data.join("recovery.signal").exists());
         let server = Postgres::start_on(&data, &ServerOptions::default());
         (server, summary)
-    }
-}
-
-/// Runs a command whose program was just copied. Another test's fork can still hold the
-/// copy's write descriptor for an instant (until that child's exec closes it), and exec
-/// then fails with "Text file busy": try again.
-fn run_copied_binary(command: &mut Command) -> std::process::Output {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match command.output() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other.expect("run lifeboat"),
-        }
     }
 }
 

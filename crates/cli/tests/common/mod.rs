@@ -61,6 +61,24 @@ impl Run {
     }
 }
 
+/// Runs a command whose program was just copied or linked. Another test's fork can still hold
+/// the copy's write descriptor for an instant (until that child's exec closes it), and exec
+/// then fails with "Text file busy": try again, for up to 10 s.
+pub fn output_of_copied_binary(command: &mut Command) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match command.output() {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETXTBSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("run lifeboat"),
+        }
+    }
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_lifeboat")
 }
