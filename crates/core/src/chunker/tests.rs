@@ -188,3 +188,30 @@ proptest! {
         prop_assert!(before.len() >= 10);
     }
 }
+
+#[test]
+fn a_small_stream_of_known_length_gets_a_buffer_of_its_size() {
+    let chunker = Chunker::new(&[1u8; 32], ChunkerParams::default());
+    let data = pseudo_random(4096, 5);
+    let mut reader = ChunkReader::with_size_hint(&data[..], &chunker, 4096);
+    let chunk = reader.next_chunk().unwrap().unwrap();
+    assert_eq!(chunk, data);
+    assert!(chunk.capacity() <= 8192, "capacity {}", chunk.capacity());
+    assert!(reader.next_chunk().unwrap().is_none());
+}
+
+#[test]
+fn a_stream_longer_or_shorter_than_its_size_hint_is_chunked_as_without_one() {
+    let chunker = Chunker::new(&[1u8; 32], ChunkerParams::default());
+    let data = pseudo_random(5 * 1024 * 1024 + 77, 6);
+    let plain = chunks_of(&chunker, &data);
+    assert!(plain.len() > 2);
+    for hint in [1, 4096, 700 * 1024, data.len() as u64, 64 * 1024 * 1024] {
+        let mut reader = ChunkReader::with_size_hint(&data[..], &chunker, hint);
+        let mut hinted = Vec::new();
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            hinted.push(chunk);
+        }
+        assert_eq!(hinted, plain, "size hint {hint}");
+    }
+}

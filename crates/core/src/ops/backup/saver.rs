@@ -165,6 +165,8 @@ pub struct BlobSaver<'a> {
     failure: Mutex<Option<Error>>,
     pub aborted: AtomicBool,
     chunk_buffers: BufferPool,
+    /// The plaintext buffers of sealed frames (2 MiB each), for the next frames.
+    frame_buffers: BufferPool,
     run_buffers: RunBuffers,
     /// The backup's lock, confirmed before each index file: an index file must not name
     /// packs whose blobs a prune may have judged unused while this run was cut off.
@@ -316,6 +318,7 @@ impl<'a> BlobSaver<'a> {
             failure: Mutex::new(None),
             aborted: AtomicBool::new(false),
             chunk_buffers: BufferPool::new(8),
+            frame_buffers: BufferPool::new(FrameSlot::ALL.len()),
             run_buffers: RunBuffers::new(RUNS_IN_FLIGHT),
             lock: None,
         }
@@ -531,6 +534,9 @@ impl<'a> BlobSaver<'a> {
             BlobKind::Tree => TREE_FRAME_TARGET,
         };
         if frame.plaintext.capacity() == 0 {
+            if let Some(reused) = self.frame_buffers.take() {
+                frame.plaintext = reused;
+            }
             frame.plaintext.reserve(target + job.data.len());
         }
         frame.members.push(FrameMember {
@@ -551,7 +557,9 @@ impl<'a> BlobSaver<'a> {
             Compression::Auto if slot != FrameSlot::RandomData => Compression::Level(3),
             other => other,
         };
-        self.seal(kind, &frame.members, &frame.plaintext, mode)
+        let sealed = self.seal(kind, &frame.members, &frame.plaintext, mode);
+        self.frame_buffers.put(frame.plaintext);
+        sealed
     }
 
     /// Compresses `plaintext` (the blobs `members`) and seals it as one frame into the open
