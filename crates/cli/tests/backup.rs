@@ -103,6 +103,54 @@ fn unchanged_files_are_not_read_again_and_changes_are_seen() {
     );
 }
 
+/// An unchanged directory's tree is taken from the parent snapshot as it is; a change to a
+/// directory's own metadata, or to a file's, must still reach the new snapshot.
+#[test]
+fn metadata_changes_under_unchanged_directories_reach_the_new_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 4);
+    std::fs::create_dir_all(src.join("d1/deep/deeper")).unwrap();
+    std::fs::write(src.join("d1/deep/deeper/leaf.txt"), "leaf\n").unwrap();
+    backup_json(&env, &src, &[]);
+
+    std::fs::set_permissions(src.join("d1/deep"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let leaf = src.join("d1/deep/deeper/leaf.txt");
+    filetime::set_file_mtime(&leaf, filetime::FileTime::from_unix_time(1_500_000_000, 0)).unwrap();
+    std::fs::set_permissions(
+        src.join("d3/small7.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let second = backup_json(&env, &src, &[]);
+    assert_eq!(second["files_changed"], 2, "{second}");
+
+    let target = env.path("restored");
+    env.lb(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    let back = restored(&target, &src);
+    let mode = |p: &str| {
+        std::fs::metadata(back.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("d1/deep"), 0o700);
+    assert_eq!(mode("d3/small7.txt"), 0o600);
+    let untouched = std::fs::metadata(src.join("d3/small6.txt")).unwrap();
+    assert_eq!(
+        mode("d3/small6.txt"),
+        untouched.permissions().mode() & 0o777
+    );
+    let leaf_mtime = std::fs::metadata(back.join("d1/deep/deeper/leaf.txt")).unwrap();
+    assert_eq!(
+        filetime::FileTime::from_last_modification_time(&leaf_mtime).unix_seconds(),
+        1_500_000_000
+    );
+    assert_eq!(common::manifest(&back), common::manifest(&src));
+}
+
 #[test]
 fn same_tree_again_adds_under_one_percent() {
     let env = Env::new();

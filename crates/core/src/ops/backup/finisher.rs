@@ -42,6 +42,8 @@ pub enum Event {
     EnterDir,
     LeaveDir {
         node: Node,
+        /// The directory's tree in the parent snapshot, with its id.
+        parent: Option<(BlobId, Tree)>,
     },
     Error(SourceError),
 }
@@ -78,6 +80,18 @@ pub(crate) fn save_tree(
     Ok(id)
 }
 
+/// The parent snapshot's tree id for a directory whose nodes all came out as they were: the
+/// same tree, so encoding and hashing it again would only find the id already stored. An id
+/// the index no longer has is written again instead, like any tree.
+fn unchanged_tree(
+    saver: &BlobSaver,
+    parent: Option<(BlobId, Tree)>,
+    nodes: &[Node],
+) -> Option<BlobId> {
+    let (id, tree) = parent?;
+    (tree.nodes == nodes && saver.known().trees().contains(&id)).then_some(id)
+}
+
 /// What the finisher made of the walk.
 pub struct Finished {
     pub root: BlobId,
@@ -102,11 +116,14 @@ pub fn run(
     for event in events.into_iter().flatten() {
         match event {
             Event::EnterDir => stack.push(Vec::new()),
-            Event::LeaveDir { mut node } => {
+            Event::LeaveDir { mut node, parent } => {
                 let nodes = stack
                     .pop()
                     .ok_or_else(|| Error::InvalidInput("unbalanced walk".into()))?;
-                node.subtree = Some(save_tree(repo, saver, &blobs, nodes)?);
+                node.subtree = Some(match unchanged_tree(saver, parent, &nodes) {
+                    Some(id) => id,
+                    None => save_tree(repo, saver, &blobs, nodes)?,
+                });
                 summary.dirs += 1;
                 stack
                     .last_mut()

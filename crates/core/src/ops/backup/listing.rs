@@ -63,6 +63,9 @@ pub struct Listing {
     pub entries: Vec<Listed>,
     /// Asked for ahead and declined (too much was waiting): to be asked for again on arrival.
     pub declined: bool,
+    /// The directory's tree in the parent snapshot, with its id: where the walk finds every
+    /// node as it was, the finisher reuses that id rather than encode and hash the tree again.
+    pub parent: Option<(BlobId, Tree)>,
 }
 
 pub struct ListJob {
@@ -141,9 +144,10 @@ impl Lister<'_> {
         }
         children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         // A damaged parent must not stop new backups: without it every file is read again.
-        let parent: Option<Tree> = job
-            .parent_tree
-            .and_then(|id| self.repo.load_tree(self.saver.known().trees(), &id).ok());
+        let parent: Option<(BlobId, Tree)> = job.parent_tree.and_then(|id| {
+            let tree = self.repo.load_tree(self.saver.known().trees(), &id).ok()?;
+            Some((id, tree))
+        });
         listing.entries = children
             .into_iter()
             .filter_map(|(name, entry)| {
@@ -155,10 +159,11 @@ impl Lister<'_> {
                 {
                     return None;
                 }
-                let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
+                let parent_node = parent.as_ref().and_then(|(_, t)| t.find(name.as_bytes()));
                 Some(self.judge(path, name.as_bytes(), &entry, parent_node, owners))
             })
             .collect();
+        listing.parent = parent;
         listing
     }
 

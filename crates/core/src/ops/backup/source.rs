@@ -476,6 +476,7 @@ impl<'a> Walker<'a> {
                     .set(std::os::unix::fs::MetadataExt::dev(&meta));
             }
             self.walk_contents(Path::new("/"), self.plan.parent_tree, None)
+                .map(|_| ())
         } else {
             let parent = self.load_parent(self.plan.parent_tree);
             self.walk_virtual(Path::new("/"), &trie, parent.as_ref())
@@ -546,10 +547,14 @@ impl<'a> Walker<'a> {
                 }
             };
             let node = node_from_metadata(name, &path, &meta, &mut self.owners.borrow_mut());
-            let sub = self.load_parent(parent_node.and_then(|n| n.subtree));
+            let sub_id = parent_node.and_then(|n| n.subtree);
+            let sub = self.load_parent(sub_id);
             self.send(Event::EnterDir)?;
             self.walk_virtual(&path, child, sub.as_ref())?;
-            self.send(Event::LeaveDir { node })?;
+            self.send(Event::LeaveDir {
+                node,
+                parent: sub_id.zip(sub),
+            })?;
         }
         Ok(())
     }
@@ -646,18 +651,21 @@ impl<'a> Walker<'a> {
         listing: Option<Receiver<Listing>>,
     ) -> Step {
         self.send(Event::EnterDir)?;
-        if self.descends(&node) {
-            self.walk_contents(path, parent_tree, listing)?;
-        }
-        self.send(Event::LeaveDir { node })
+        let parent = if self.descends(&node) {
+            self.walk_contents(path, parent_tree, listing)?
+        } else {
+            None
+        };
+        self.send(Event::LeaveDir { node, parent })
     }
 
+    /// Walks a directory's entries; returns its tree in the parent snapshot, if any.
     fn walk_contents(
         &self,
         path: &Path,
         parent_tree: Option<BlobId>,
         listing: Option<Receiver<Listing>>,
-    ) -> Step {
+    ) -> std::result::Result<Option<(BlobId, Tree)>, Stopped> {
         let asked = listing.unwrap_or_else(|| self.request(path.to_path_buf(), parent_tree, false));
         let listing = match asked.recv() {
             Ok(listing) if listing.declined => {
@@ -666,12 +674,16 @@ impl<'a> Walker<'a> {
             other => other,
         };
         match listing {
-            Ok(listing) => {
+            Ok(mut listing) => {
                 self.listed_ahead
                     .fetch_sub(listing.entries.len(), Ordering::Relaxed);
-                self.walk_listing(path, listing)
+                let parent = listing.parent.take();
+                self.walk_listing(path, listing)?;
+                Ok(parent)
             }
-            Err(_) => self.error(path, "cannot list directory: the lister thread stopped"),
+            Err(_) => self
+                .error(path, "cannot list directory: the lister thread stopped")
+                .map(|()| None),
         }
     }
 
