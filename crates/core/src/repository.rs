@@ -145,6 +145,18 @@ impl Default for InitOptions {
     }
 }
 
+/// Restores the frame cache's budget when dropped ([`Repository::limit_frame_cache`]).
+pub struct FrameCacheLimit<'a> {
+    frames: &'a FrameCache,
+    before: usize,
+}
+
+impl Drop for FrameCacheLimit<'_> {
+    fn drop(&mut self) {
+        self.frames.set_budget(self.before);
+    }
+}
+
 pub struct Repository {
     storage: Arc<dyn Storage>,
     config: Config,
@@ -219,6 +231,16 @@ impl Repository {
             chunker,
             ids,
             frames: FrameCache::default(),
+        }
+    }
+
+    /// Keeps at most `bytes` of decompressed frames while the returned guard lives (the
+    /// default, 8 MiB, is what a restore's workers need).
+    pub fn limit_frame_cache(&self, bytes: usize) -> FrameCacheLimit<'_> {
+        let before = self.frames.set_budget(bytes);
+        FrameCacheLimit {
+            frames: &self.frames,
+            before,
         }
     }
 

@@ -6,24 +6,41 @@
 //! (measured: 1470 frame opens for 253 distinct frames on the generated dataset, 4 workers).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Frames kept, by total plaintext size: about one 2 MiB shared frame per restore worker,
-/// which the frame-ordered restore needs (16 MiB cost 9 MiB of restore peak RSS for a few
-/// percent of CPU).
+/// Frames kept by default, by total plaintext size: about one 2 MiB shared frame per restore
+/// worker, which the frame-ordered restore needs (16 MiB cost 9 MiB of restore peak RSS for a
+/// few percent of CPU). Callers that read frames in order set less
+/// ([`FrameCache::set_budget`]).
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Buffers kept for the next frames opened (those of evicted frames, and the sealed bytes
-/// of the last ones). A fresh 2 MiB buffer is faulted in page by page: a restore of 118k
-/// small files spent 8% of its time in page faults on them.
+/// of the last ones), at most one per [`FRAME_BYTES`] of the budget. A fresh 2 MiB buffer is
+/// faulted in page by page: a restore of 118k small files spent 8% of its time in page faults
+/// on them.
 const SPARE_BUFFERS: usize = 4;
+
+/// The plaintext size of a shared frame, as the backup writes them.
+const FRAME_BYTES: usize = 2 * 1024 * 1024;
 
 pub type Frame = Arc<Vec<u8>>;
 
-#[derive(Default)]
 pub struct FrameCache {
     frames: Mutex<VecDeque<CachedFrame>>,
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Plaintext bytes of frames kept.
+    budget: AtomicUsize,
+}
+
+impl Default for FrameCache {
+    fn default() -> Self {
+        FrameCache {
+            frames: Mutex::default(),
+            spare: Mutex::default(),
+            budget: AtomicUsize::new(CACHE_BYTES),
+        }
+    }
 }
 
 /// One frame, or the promise of it: the thread opening it holds `value`'s lock until it is
@@ -42,6 +59,16 @@ struct CachedFrame {
 }
 
 impl FrameCache {
+    /// Keeps frames up to `bytes` of plaintext from now on (at least the one last opened);
+    /// returns the budget before.
+    pub fn set_budget(&self, bytes: usize) -> usize {
+        self.budget.swap(bytes, Ordering::Relaxed)
+    }
+
+    fn spare_limit(&self) -> usize {
+        (self.budget.load(Ordering::Relaxed) / FRAME_BYTES).clamp(1, SPARE_BUFFERS)
+    }
+
     /// The plaintext of the frame at `offset` in `pack`: from the cache, from another thread
     /// that is opening it right now, or from `open`, which is handed a buffer to fill (empty,
     /// perhaps with capacity). A failed `open` caches nothing; a thread that waited on it then
@@ -124,7 +151,7 @@ impl FrameCache {
     /// Keeps `buffer` for a later [`FrameCache::spare_buffer`], unless enough are kept.
     pub fn recycle_buffer(&self, buffer: Vec<u8>) {
         if let Ok(mut spare) = self.spare.lock() {
-            if spare.len() < SPARE_BUFFERS {
+            if spare.len() < self.spare_limit() {
                 spare.push(buffer);
             }
         }
@@ -165,12 +192,13 @@ impl FrameCache {
         if let Some(at) = mine {
             frames[at].size = size;
         }
+        let budget = self.budget.load(Ordering::Relaxed);
         let mut total = 0;
         let within_budget = frames
             .iter()
             .take_while(|f| {
                 total += f.size;
-                total <= CACHE_BYTES
+                total <= budget
             })
             .count();
         let keep = within_budget.max(mine.map_or(1, |at| at + 1));
@@ -186,7 +214,6 @@ impl FrameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn get(cache: &FrameCache, pack: &str, offset: u32, fill: u8, size: usize) -> Frame {
         cache
@@ -219,6 +246,22 @@ mod tests {
         get(&cache, "c", 0, 4, CACHE_BYTES + 1);
         assert_eq!(cached(&cache, "c", 0), Some(4));
         assert_eq!(cached(&cache, "b", 0), None);
+    }
+
+    #[test]
+    fn a_smaller_budget_keeps_fewer_frames_and_buffers() {
+        let cache = FrameCache::default();
+        cache.set_budget(FRAME_BYTES);
+        get(&cache, "a", 0, 1, FRAME_BYTES / 2);
+        get(&cache, "a", 100, 2, FRAME_BYTES / 2);
+        assert_eq!(cached(&cache, "a", 0), Some(1), "two halves fit");
+        get(&cache, "a", 200, 3, FRAME_BYTES / 2);
+        assert_eq!(cached(&cache, "a", 100), None, "a third does not");
+        for _ in 0..SPARE_BUFFERS {
+            cache.recycle_buffer(Vec::with_capacity(1024));
+        }
+        let spare = cache.spare.lock().expect("spare").len();
+        assert_eq!(spare, 1, "one spare buffer for a budget of one frame");
     }
 
     #[test]

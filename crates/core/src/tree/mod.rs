@@ -35,7 +35,10 @@ impl Tree {
     /// Parses and validates a tree: names must be safe and unique, so nothing read from a
     /// repository can make a restore climb out of its target.
     pub fn from_bytes(data: &[u8], object: &str) -> Result<Tree> {
-        let tree: Tree = postcard::from_bytes(data).map_err(|e| Error::format(object, e))?;
+        let mut tree: Tree = postcard::from_bytes(data).map_err(|e| Error::format(object, e))?;
+        // The decoder grows the vector by doubling; a large directory's tree is held while
+        // the directory is walked, and the slack would be up to half of it.
+        tree.nodes.shrink_to_fit();
         if tree.version != TREE_VERSION {
             return Err(Error::format(
                 object,

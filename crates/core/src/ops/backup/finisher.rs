@@ -39,7 +39,11 @@ pub enum Event {
         content: Content,
         change: Change,
     },
-    EnterDir,
+    EnterDir {
+        /// Entries listed: room for the directory's nodes, which a large directory would
+        /// otherwise hold with up to as much again of slack.
+        entries: usize,
+    },
     LeaveDir {
         node: Node,
         /// The directory's tree in the parent snapshot, with its id.
@@ -115,7 +119,7 @@ pub fn run(
     let mut warnings = Vec::new();
     for event in events.into_iter().flatten() {
         match event {
-            Event::EnterDir => stack.push(Vec::new()),
+            Event::EnterDir { entries } => stack.push(Vec::with_capacity(entries)),
             Event::LeaveDir { mut node, parent } => {
                 let nodes = stack
                     .pop()

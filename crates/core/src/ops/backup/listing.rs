@@ -8,9 +8,9 @@
 //! finds them ready when it gets there. On a cold page cache the same threads keep several
 //! directories' inode reads in flight at once.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -35,18 +35,33 @@ pub enum Previous {
     Other { subtree: Option<BlobId> },
 }
 
+/// One entry of a listing. It keeps no path, only the name in its node: a listing of a large
+/// directory waits in memory for the walker, and its entries' full paths were the largest
+/// part of it.
 pub struct Listed {
-    pub path: PathBuf,
     /// With extended attributes, except for a changed or new file (read when it is read).
-    pub node: std::io::Result<Node>,
+    pub node: std::result::Result<Node, Unstated>,
     pub previous: Previous,
     /// A small file that will be read: worth opening ahead.
     pub will_read: bool,
 }
 
+/// An entry that could not be stat-ed.
+pub struct Unstated {
+    pub name: OsString,
+    pub error: std::io::Error,
+}
+
 impl Listed {
     pub fn is_dir(&self) -> bool {
         matches!(&self.node, Ok(n) if n.kind == NodeKind::Dir)
+    }
+
+    pub fn name(&self) -> &OsStr {
+        match &self.node {
+            Ok(node) => OsStr::from_bytes(&node.name),
+            Err(unstated) => &unstated.name,
+        }
     }
 }
 
@@ -148,52 +163,51 @@ impl Lister<'_> {
             let tree = self.repo.load_tree(self.saver.known().trees(), &id).ok()?;
             Some((id, tree))
         });
-        listing.entries = children
-            .into_iter()
-            .filter_map(|(name, entry)| {
-                let path = job.dir.join(&name);
-                if self
-                    .plan
-                    .excludes
-                    .matches(path.as_os_str().as_bytes(), name.as_bytes())
-                {
-                    return None;
-                }
-                let parent_node = parent.as_ref().and_then(|(_, t)| t.find(name.as_bytes()));
-                Some(self.judge(path, name.as_bytes(), &entry, parent_node, owners))
-            })
-            .collect();
+        // Sized up front: grown by doubling, a large directory's listing would carry up to
+        // half of itself again as slack while it waits for the walker.
+        listing.entries = Vec::with_capacity(children.len());
+        for (name, entry) in children {
+            let path = job.dir.join(&name);
+            if self
+                .plan
+                .excludes
+                .matches(path.as_os_str().as_bytes(), name.as_bytes())
+            {
+                continue;
+            }
+            let parent_node = parent.as_ref().and_then(|(_, t)| t.find(name.as_bytes()));
+            let listed = self.judge(&path, name, &entry, parent_node, owners);
+            listing.entries.push(listed);
+        }
         listing.parent = parent;
         listing
     }
 
     fn judge(
         &self,
-        path: PathBuf,
-        name: &[u8],
+        path: &Path,
+        name: OsString,
         entry: &std::fs::DirEntry,
         parent_node: Option<&Node>,
         owners: &mut OwnerNames,
     ) -> Listed {
         let mut node = match entry.metadata() {
-            Ok(meta) => node_without_xattrs(name, &path, &meta, owners),
-            Err(e) => {
+            Ok(meta) => node_without_xattrs(name.as_bytes(), path, &meta, owners),
+            Err(error) => {
                 return Listed {
-                    path,
-                    node: Err(e),
+                    node: Err(Unstated { name, error }),
                     previous: Previous::New,
                     will_read: false,
                 }
             }
         };
-        let previous = judge_node(&mut node, &path, parent_node, self.force, |id| {
+        let previous = judge_node(&mut node, path, parent_node, self.force, |id| {
             self.saver.known().probably_stored(id)
         });
         let will_read = matches!(previous, Previous::New | Previous::Changed)
             && node.size > 0
             && node.size <= INLINE_READ_MAX;
         Listed {
-            path,
             node: Ok(node),
             previous,
             will_read,

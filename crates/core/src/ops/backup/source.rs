@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::finisher::{Change, Content, Event};
-use super::listing::{judge_node, ListJob, Listed, Listing, Previous, MAX_LISTED_AHEAD};
+use super::listing::{judge_node, ListJob, Listed, Listing, Previous, Unstated, MAX_LISTED_AHEAD};
 use super::metadata::{node_from_metadata, node_without_xattrs, user_xattrs, OwnerNames};
 use super::saver::{BlobSaver, BlobSink, ChunkRun, SaveJob};
 use super::{BackupProgress, SourceError};
@@ -549,7 +549,9 @@ impl<'a> Walker<'a> {
             let node = node_from_metadata(name, &path, &meta, &mut self.owners.borrow_mut());
             let sub_id = parent_node.and_then(|n| n.subtree);
             let sub = self.load_parent(sub_id);
-            self.send(Event::EnterDir)?;
+            self.send(Event::EnterDir {
+                entries: child.children.len(),
+            })?;
             self.walk_virtual(&path, child, sub.as_ref())?;
             self.send(Event::LeaveDir {
                 node,
@@ -575,13 +577,7 @@ impl<'a> Walker<'a> {
         let previous = judge_node(&mut node, path, parent_node, self.force, |id| {
             known.probably_stored(id)
         });
-        let listed = Listed {
-            path: path.to_path_buf(),
-            node: Ok(node),
-            previous,
-            will_read: false,
-        };
-        self.walk_listed(listed, None, None)
+        self.walk_listed(path.to_path_buf(), Ok(node), previous, None, None)
     }
 
     fn node_of(&self, name: &[u8], path: &Path, meta: &std::fs::Metadata) -> Node {
@@ -592,19 +588,15 @@ impl<'a> Walker<'a> {
     /// directory's listing, already requested.
     fn walk_listed(
         &self,
-        listed: Listed,
+        path: PathBuf,
+        node: std::result::Result<Node, Unstated>,
+        previous: Previous,
         opened: Option<(File, std::fs::Metadata)>,
         listing: Option<Receiver<Listing>>,
     ) -> Step {
-        let Listed {
-            path,
-            node,
-            previous,
-            ..
-        } = listed;
         let node = match node {
             Ok(n) => n,
-            Err(e) => return self.error(&path, entry_error(&e)),
+            Err(unstated) => return self.error(&path, entry_error(&unstated.error)),
         };
         match (node.kind, previous) {
             (NodeKind::Dir, Previous::Other { subtree }) => {
@@ -650,12 +642,14 @@ impl<'a> Walker<'a> {
         parent_tree: Option<BlobId>,
         listing: Option<Receiver<Listing>>,
     ) -> Step {
-        self.send(Event::EnterDir)?;
-        let parent = if self.descends(&node) {
-            self.walk_contents(path, parent_tree, listing)?
-        } else {
-            None
-        };
+        if !self.descends(&node) {
+            self.send(Event::EnterDir { entries: 0 })?;
+            return self.send(Event::LeaveDir { node, parent: None });
+        }
+        let listing = self.receive(path, parent_tree, listing);
+        let entries = listing.as_ref().map_or(0, |l| l.entries.len());
+        self.send(Event::EnterDir { entries })?;
+        let parent = self.walk_received(path, listing)?;
         self.send(Event::LeaveDir { node, parent })
     }
 
@@ -666,22 +660,43 @@ impl<'a> Walker<'a> {
         parent_tree: Option<BlobId>,
         listing: Option<Receiver<Listing>>,
     ) -> std::result::Result<Option<(BlobId, Tree)>, Stopped> {
+        let listing = self.receive(path, parent_tree, listing);
+        self.walk_received(path, listing)
+    }
+
+    /// A directory's listing, asked for ahead (`listing`) or now; `None` if the listers
+    /// stopped.
+    fn receive(
+        &self,
+        path: &Path,
+        parent_tree: Option<BlobId>,
+        listing: Option<Receiver<Listing>>,
+    ) -> Option<Listing> {
         let asked = listing.unwrap_or_else(|| self.request(path.to_path_buf(), parent_tree, false));
         let listing = match asked.recv() {
             Ok(listing) if listing.declined => {
                 self.request(path.to_path_buf(), parent_tree, false).recv()
             }
             other => other,
-        };
+        }
+        .ok()?;
+        self.listed_ahead
+            .fetch_sub(listing.entries.len(), Ordering::Relaxed);
+        Some(listing)
+    }
+
+    fn walk_received(
+        &self,
+        path: &Path,
+        listing: Option<Listing>,
+    ) -> std::result::Result<Option<(BlobId, Tree)>, Stopped> {
         match listing {
-            Ok(mut listing) => {
-                self.listed_ahead
-                    .fetch_sub(listing.entries.len(), Ordering::Relaxed);
+            Some(mut listing) => {
                 let parent = listing.parent.take();
                 self.walk_listing(path, listing)?;
                 Ok(parent)
             }
-            Err(_) => self
+            None => self
                 .error(path, "cannot list directory: the lister thread stopped")
                 .map(|()| None),
         }
@@ -698,7 +713,7 @@ impl<'a> Walker<'a> {
                 (Ok(n), Previous::Other { subtree })
                     if n.kind == NodeKind::Dir && self.descends(n) =>
                 {
-                    Some((e.path.clone(), *subtree))
+                    Some((dir.join(e.name()), *subtree))
                 }
                 _ => None,
             })
@@ -710,32 +725,34 @@ impl<'a> Walker<'a> {
             .take(LIST_AHEAD)
             .map(|(path, tree)| self.request_ahead(path, tree))
             .collect();
-        let mut entries: VecDeque<(Listed, Option<(File, std::fs::Metadata)>)> =
-            listing.entries.into_iter().map(|e| (e, None)).collect();
-        // Entries at the front of `entries` already opened (or not to be opened); it stops at
-        // a subdirectory until the walk has been inside it.
-        let mut considered = 0;
+        let mut entries = VecDeque::from(listing.entries);
+        // One slot for each entry at the front of `entries` already considered for opening
+        // (the file, if it was one to open ahead); it stops at a subdirectory until the walk
+        // has been inside it.
+        let mut opened: VecDeque<Option<(File, std::fs::Metadata)>> =
+            VecDeque::with_capacity(LOOK_AHEAD);
         loop {
-            while considered < LOOK_AHEAD.min(entries.len()) {
-                let (next, opened) = &mut entries[considered];
+            while opened.len() < LOOK_AHEAD.min(entries.len()) {
+                let next = &entries[opened.len()];
                 let is_dir = next.is_dir();
-                if is_dir && considered > 0 {
+                if is_dir && !opened.is_empty() {
                     break;
                 }
-                if next.will_read && !self.saver.is_aborted() {
-                    if let Ok(node) = &next.node {
-                        *opened = open_for_reading(&next.path, node.size);
+                let file = match &next.node {
+                    Ok(node) if next.will_read && !self.saver.is_aborted() => {
+                        open_for_reading(&dir.join(next.name()), node.size)
                     }
-                }
-                considered += 1;
+                    _ => None,
+                };
+                opened.push_back(file);
                 if is_dir {
                     break;
                 }
             }
-            let Some((listed, opened)) = entries.pop_front() else {
+            let Some(listed) = entries.pop_front() else {
                 break;
             };
-            considered = considered.saturating_sub(1);
+            let file = opened.pop_front().flatten();
             let listing = match &listed.node {
                 Ok(n) if n.kind == NodeKind::Dir && self.descends(n) => {
                     let listing = requested.pop_front().flatten();
@@ -746,7 +763,9 @@ impl<'a> Walker<'a> {
                 }
                 _ => None,
             };
-            self.walk_listed(listed, opened, listing)?;
+            let path = dir.join(listed.name());
+            let Listed { node, previous, .. } = listed;
+            self.walk_listed(path, node, previous, file, listing)?;
         }
         Ok(())
     }
