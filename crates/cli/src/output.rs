@@ -81,8 +81,14 @@ pub fn node_json(path: &[u8], node: &Node) -> Value {
 }
 
 pub fn node_long(path: &[u8], node: &Node) -> String {
-    let owner = node.user.clone().unwrap_or_else(|| node.uid.to_string());
-    let group = node.group.clone().unwrap_or_else(|| node.gid.to_string());
+    let owner = node
+        .user
+        .as_ref()
+        .map_or_else(|| node.uid.to_string(), |u| u.to_string());
+    let group = node
+        .group
+        .as_ref()
+        .map_or_else(|| node.gid.to_string(), |g| g.to_string());
     let mut line = format!(
         "{} {:>8} {:>8} {:>10} {} {}",
         mode_string(node),

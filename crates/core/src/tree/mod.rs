@@ -79,6 +79,33 @@ pub fn is_safe_name(name: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// Owner names became inline strings; trees written when they were `String`s must
+    /// decode to the same names, and new trees encode to the same bytes.
+    #[test]
+    fn owner_names_keep_the_encoding_of_strings() {
+        #[derive(Serialize)]
+        struct Owners {
+            user: Option<String>,
+            group: Option<String>,
+        }
+        let long = "a-user-name-longer-than-twenty-four-bytes".to_string();
+        let mut node = Node::empty(NodeKind::File);
+        node.name = b"f".to_vec();
+        node.user = Some("root".into());
+        node.group = Some(long.as_str().into());
+        let encoded = Tree::new(vec![node.clone()]).to_bytes();
+        let decoded = Tree::from_bytes(&encoded, "test").expect("decodes");
+        assert_eq!(decoded.nodes, vec![node]);
+        let as_strings = postcard::to_allocvec(&Owners {
+            user: Some("root".into()),
+            group: Some(long),
+        })
+        .expect("encodes");
+        let as_inline = postcard::to_allocvec(&(&decoded.nodes[0].user, &decoded.nodes[0].group))
+            .expect("encodes");
+        assert_eq!(as_strings, as_inline);
+    }
+
     #[test]
     fn unsafe_names_are_refused() {
         for bad in [&b".."[..], b".", b"", b"a/b", b"/etc", b"x\0y"] {

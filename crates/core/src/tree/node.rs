@@ -1,3 +1,4 @@
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobId;
@@ -45,8 +46,10 @@ pub struct Node {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    pub user: Option<String>,
-    pub group: Option<String>,
+    /// Owner names: inline up to 24 bytes (every name in practice), so the nodes of a large
+    /// tree cost no allocation for them, decoded or stat-ed.
+    pub user: Option<CompactString>,
+    pub group: Option<CompactString>,
     pub mtime_sec: i64,
     pub mtime_nsec: u32,
     pub ctime_sec: i64,

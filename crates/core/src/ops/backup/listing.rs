@@ -166,18 +166,33 @@ impl Lister<'_> {
         // Sized up front: grown by doubling, a large directory's listing would carry up to
         // half of itself again as slack while it waits for the walker.
         listing.entries = Vec::with_capacity(children.len());
+        // One buffer for every entry's path: each is needed only while the entry is judged.
+        let mut path = job.dir.clone();
+        // The parent tree's nodes are sorted by name too (`Tree::from_bytes` checks): one
+        // pass through them finds each entry's node, where a search per entry cost a
+        // logarithm's worth of name comparisons.
+        let parent_nodes: &[Node] = parent.as_ref().map_or(&[], |(_, t)| &t.nodes);
+        let mut cursor = 0;
         for (name, entry) in children {
-            let path = job.dir.join(&name);
-            if self
+            path.push(&name);
+            let excluded = self
                 .plan
                 .excludes
-                .matches(path.as_os_str().as_bytes(), name.as_bytes())
-            {
-                continue;
+                .matches(path.as_os_str().as_bytes(), name.as_bytes());
+            if !excluded {
+                while parent_nodes
+                    .get(cursor)
+                    .is_some_and(|n| n.name.as_slice() < name.as_bytes())
+                {
+                    cursor += 1;
+                }
+                let parent_node = parent_nodes
+                    .get(cursor)
+                    .filter(|n| n.name == name.as_bytes());
+                let listed = self.judge(&path, name, &entry, parent_node, owners);
+                listing.entries.push(listed);
             }
-            let parent_node = parent.as_ref().and_then(|(_, t)| t.find(name.as_bytes()));
-            let listed = self.judge(&path, name, &entry, parent_node, owners);
-            listing.entries.push(listed);
+            path.pop();
         }
         listing.parent = parent;
         listing

@@ -6,6 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use compact_str::CompactString;
+
 use crate::tree::{Node, NodeKind, Xattr};
 
 fn kind_of(meta: &Metadata) -> NodeKind {
@@ -30,21 +32,21 @@ fn kind_of(meta: &Metadata) -> NodeKind {
 /// Caches uid and gid lookups: a tree of 100k files has a handful of owners.
 #[derive(Default)]
 pub struct OwnerNames {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+    users: HashMap<u32, Option<CompactString>>,
+    groups: HashMap<u32, Option<CompactString>>,
 }
 
 impl OwnerNames {
-    fn user(&mut self, uid: u32) -> Option<String> {
+    fn user(&mut self, uid: u32) -> Option<CompactString> {
         self.users
             .entry(uid)
-            .or_insert_with(|| crate::host::user_name(uid))
+            .or_insert_with(|| crate::host::user_name(uid).map(CompactString::from))
             .clone()
     }
-    fn group(&mut self, gid: u32) -> Option<String> {
+    fn group(&mut self, gid: u32) -> Option<CompactString> {
         self.groups
             .entry(gid)
-            .or_insert_with(|| crate::host::group_name(gid))
+            .or_insert_with(|| crate::host::group_name(gid).map(CompactString::from))
             .clone()
     }
 }

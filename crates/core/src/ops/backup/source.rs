@@ -602,7 +602,7 @@ impl<'a> Walker<'a> {
             (NodeKind::Dir, Previous::Other { subtree }) => {
                 self.walk_dir(&path, node, subtree, listing)
             }
-            (NodeKind::File, previous) => self.walk_file(&path, node, previous, opened),
+            (NodeKind::File, previous) => self.walk_file(path, node, previous, opened),
             _ => self.send(Event::Entry {
                 path,
                 node,
@@ -772,7 +772,7 @@ impl<'a> Walker<'a> {
 
     fn walk_file(
         &self,
-        path: &Path,
+        path: PathBuf,
         mut node: Node,
         previous: Previous,
         opened: Option<(File, std::fs::Metadata)>,
@@ -780,7 +780,7 @@ impl<'a> Walker<'a> {
         let change = match previous {
             Previous::Unchanged => {
                 return self.send(Event::Entry {
-                    path: path.to_path_buf(),
+                    path,
                     node,
                     content: Content::None,
                     change: Change::Unmodified,
@@ -789,17 +789,17 @@ impl<'a> Walker<'a> {
             Previous::Changed => Change::Changed,
             Previous::New | Previous::Other { .. } => Change::New,
         };
-        node.xattrs = user_xattrs(path);
+        node.xattrs = user_xattrs(&path);
         if node.size <= INLINE_READ_MAX && !self.saver.is_aborted() {
             let opened = match opened {
                 Some(opened) => Ok(opened),
-                None => open_regular(path),
+                None => open_regular(&path),
             };
             if let Ok((_, meta)) = &opened {
                 if (meta.dev(), meta.ino()) != (node.device, node.inode) {
                     // Replaced since the stat: describe the file whose bytes are stored.
-                    node = self.node_of(&node.name, path, meta);
-                    node.xattrs = user_xattrs(path);
+                    node = self.node_of(&node.name, &path, meta);
+                    node.xattrs = user_xattrs(&path);
                 }
             }
             let result = opened.and_then(|(mut file, opened)| {
@@ -815,7 +815,7 @@ impl<'a> Walker<'a> {
                 )
             });
             return self.send(Event::Entry {
-                path: path.to_path_buf(),
+                path,
                 node,
                 content: Content::Ready(result),
                 change,
@@ -831,7 +831,7 @@ impl<'a> Walker<'a> {
             })
             .map_err(|_| Stopped)?;
         self.send(Event::Entry {
-            path: path.to_path_buf(),
+            path,
             node,
             content: Content::Pending(content),
             change,
