@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
 use crate::pack::{blob_in_frame, open_frame_into, FrameCache, PackEntry};
 use crate::snapshot::{Snapshot, SnapshotEntry};
-use crate::storage::{ObjectKind, Storage, StorageError};
+use crate::storage::{ObjectKind, Storage, StorageError, StorageResult};
 use crate::tree::Tree;
 
 /// The repository format this program creates and the newest it reads. Version 2 groups small
@@ -143,6 +143,11 @@ impl Default for InitOptions {
             shared_chunking: None,
         }
     }
+}
+
+/// Index files read at once when the index is loaded.
+fn index_readers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
 }
 
 /// Restores the frame cache's budget when dropped ([`Repository::limit_frame_cache`]).
@@ -466,28 +471,58 @@ impl Repository {
             attempt += 1;
             let mut state = start();
             let mut unreadable = Vec::new();
-            for info in self.storage.list(ObjectKind::Index)? {
-                let data = match self.storage.read(ObjectKind::Index, &info.name) {
-                    Ok(data) => data,
-                    Err(e) if e.is_not_found() && attempt < ATTEMPTS => continue 'pass,
-                    Err(e) => return Err(e.into()),
-                };
-                let object = format!("index {}", info.name);
-                match IndexFile::open(&self.keys.seal, data, &object) {
-                    Ok(file) => each(&mut state, &info.name, file),
-                    Err(
-                        error @ (Error::Integrity { .. }
-                        | Error::Format { .. }
-                        | Error::UnsupportedVersion { .. }),
-                    ) => unreadable.push(UnreadableIndexFile {
-                        name: info.name,
-                        error,
-                    }),
-                    Err(e) => return Err(e),
+            let infos = self.storage.list(ObjectKind::Index)?;
+            // Read, authenticate and decompress a few files at once (the cores are otherwise
+            // idle while an operation starts); hand them to `each` in listing order. A window
+            // at a time, so that memory holds a few decoded files, never the whole index.
+            let window = index_readers().min(infos.len()).max(1);
+            for batch in infos.chunks(window) {
+                let opened: Vec<StorageResult<Result<IndexFile>>> = std::thread::scope(|scope| {
+                    let readers: Vec<_> = batch
+                        .iter()
+                        .map(|info| scope.spawn(|| self.open_index_file(&info.name)))
+                        .collect();
+                    readers
+                        .into_iter()
+                        .map(|r| {
+                            r.join()
+                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                        })
+                        .collect()
+                });
+                for (info, file) in batch.iter().zip(opened) {
+                    let file = match file {
+                        Ok(file) => file,
+                        Err(e) if e.is_not_found() && attempt < ATTEMPTS => continue 'pass,
+                        Err(e) => return Err(e.into()),
+                    };
+                    match file {
+                        Ok(file) => each(&mut state, &info.name, file),
+                        Err(
+                            error @ (Error::Integrity { .. }
+                            | Error::Format { .. }
+                            | Error::UnsupportedVersion { .. }),
+                        ) => unreadable.push(UnreadableIndexFile {
+                            name: info.name.clone(),
+                            error,
+                        }),
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             return Ok((state, unreadable));
         }
+    }
+
+    /// An index file opened; the outer error is the storage's (not found: deleted by a
+    /// concurrent prune since it was listed).
+    fn open_index_file(&self, name: &str) -> StorageResult<Result<IndexFile>> {
+        let data = self.storage.read(ObjectKind::Index, name)?;
+        Ok(IndexFile::open(
+            &self.keys.seal,
+            data,
+            &format!("index {name}"),
+        ))
     }
 
     pub fn save_index_file(&self, file: &IndexFile) -> Result<String> {
