@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::SHARED_FRAME_BYTES;
+
 /// Frames kept by default, by total plaintext size: about one 2 MiB shared frame per restore
 /// worker, which the frame-ordered restore needs (16 MiB cost 9 MiB of restore peak RSS for a
 /// few percent of CPU). Callers that read frames in order set less
@@ -16,13 +18,10 @@ use std::sync::{Arc, Mutex};
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Buffers kept for the next frames opened (those of evicted frames, and the sealed bytes
-/// of the last ones), at most one per [`FRAME_BYTES`] of the budget. A fresh 2 MiB buffer is
-/// faulted in page by page: a restore of 118k small files spent 8% of its time in page faults
-/// on them.
+/// of the last ones), at most one per [`SHARED_FRAME_BYTES`] of the budget. A fresh 2 MiB
+/// buffer is faulted in page by page: a restore of 118k small files spent 8% of its time in
+/// page faults on them.
 const SPARE_BUFFERS: usize = 4;
-
-/// The plaintext size of a shared frame, as the backup writes them.
-const FRAME_BYTES: usize = 2 * 1024 * 1024;
 
 pub type Frame = Arc<Vec<u8>>;
 
@@ -66,7 +65,7 @@ impl FrameCache {
     }
 
     fn spare_limit(&self) -> usize {
-        (self.budget.load(Ordering::Relaxed) / FRAME_BYTES).clamp(1, SPARE_BUFFERS)
+        (self.budget.load(Ordering::Relaxed) / SHARED_FRAME_BYTES).clamp(1, SPARE_BUFFERS)
     }
 
     /// The plaintext of the frame at `offset` in `pack`: from the cache, from another thread
@@ -251,11 +250,11 @@ mod tests {
     #[test]
     fn a_smaller_budget_keeps_fewer_frames_and_buffers() {
         let cache = FrameCache::default();
-        cache.set_budget(FRAME_BYTES);
-        get(&cache, "a", 0, 1, FRAME_BYTES / 2);
-        get(&cache, "a", 100, 2, FRAME_BYTES / 2);
+        cache.set_budget(SHARED_FRAME_BYTES);
+        get(&cache, "a", 0, 1, SHARED_FRAME_BYTES / 2);
+        get(&cache, "a", 100, 2, SHARED_FRAME_BYTES / 2);
         assert_eq!(cached(&cache, "a", 0), Some(1), "two halves fit");
-        get(&cache, "a", 200, 3, FRAME_BYTES / 2);
+        get(&cache, "a", 200, 3, SHARED_FRAME_BYTES / 2);
         assert_eq!(cached(&cache, "a", 100), None, "a third does not");
         for _ in 0..SPARE_BUFFERS {
             cache.recycle_buffer(Vec::with_capacity(1024));

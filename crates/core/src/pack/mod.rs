@@ -30,6 +30,10 @@ pub const PACK_VERSION_1: u8 = 1;
 /// Packs of format version 2 repositories: frames may hold several blobs.
 pub const PACK_VERSION_2: u8 = 2;
 pub const HEADER_LEN: usize = 8;
+
+/// The plaintext size at which the backup closes a shared data frame (tree frames close
+/// much earlier, see `ops/backup/saver.rs`).
+pub const SHARED_FRAME_BYTES: usize = 2 * 1024 * 1024;
 /// A pack is closed at this many blobs even below its byte size, so that its header (about 50
 /// bytes per blob) stays far below the 64 MiB readers accept.
 pub const MAX_BLOBS_PER_PACK: usize = 100_000;

@@ -252,7 +252,8 @@ pub fn find_previous<'a>(
         .max_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)))
 }
 
-/// Decompressed frames a backup keeps: two shared frames.
+/// Decompressed frames a backup keeps. It reads the parent's trees, from tree frames of about
+/// 128 KiB each: this holds a few dozen of them (or two 2 MiB shared frames).
 const BACKUP_FRAME_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn backup(
@@ -282,7 +283,7 @@ pub fn backup(
         Some(lock) => resume::adopt_interrupted(repo, lock)?,
         None => Resumed::default(),
     };
-    // The parent's trees are read in walk order, from a frame or two at a time: the default
+    // The parent's trees are read roughly in walk order, a few frames at a time: the default
     // cache, sized for a restore's workers, was a sixth of an unchanged backup's peak memory.
     let _frames = repo.limit_frame_cache(BACKUP_FRAME_CACHE_BYTES);
     let known = known::KnownBlobs::load(repo)?;

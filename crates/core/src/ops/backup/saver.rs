@@ -41,7 +41,7 @@ use crate::pack::MAX_BLOBS_PER_PACK;
 const GROUP_BELOW: usize = 512 * 1024;
 /// A shared frame is closed once its plaintext reaches this size. Reading one blob of it
 /// decompresses the whole frame, so frames stay small next to a pack.
-const FRAME_TARGET: usize = 2 * 1024 * 1024;
+const FRAME_TARGET: usize = crate::pack::SHARED_FRAME_BYTES;
 /// Tree frames are closed much earlier. A snapshot's trees end up spread over the frames of
 /// every backup that changed a directory, so a walk of one snapshot (the next backup's parent,
 /// prune, check, restore) opens many frames for a few trees each. On a 50-snapshot rustup
