@@ -387,6 +387,16 @@ impl Repository {
         Ok(self.recover_index_where(keep)?.index)
     }
 
+    /// The stored size of every index file together: what loading the whole index reads.
+    pub fn index_bytes(&self) -> Result<u64> {
+        Ok(self
+            .storage
+            .list(ObjectKind::Index)?
+            .iter()
+            .map(|info| info.size)
+            .sum())
+    }
+
     /// The index of the tree blobs: all that listing, finding and comparing files read.
     pub fn load_tree_index(&self) -> Result<Index> {
         self.load_index_where(|e| e.kind == BlobKind::Tree)
@@ -399,10 +409,7 @@ impl Repository {
     /// the packs of a running backup included (their blobs are as good as any).
     pub fn recover_index_where(&self, keep: impl Fn(&PackEntry) -> bool) -> Result<RecoveredIndex> {
         let add = |index: &mut Index, name: &str, salt, blobs: &[PackEntry]| {
-            let kept: Vec<PackEntry> = blobs.iter().filter(|e| keep(e)).copied().collect();
-            if !kept.is_empty() {
-                index.add_pack(name, salt, &kept);
-            }
+            index.add_pack_where(name, salt, blobs, &keep);
         };
         let ((mut index, indexed), unreadable) = self.read_readable_index_files(
             || (Index::default(), std::collections::HashSet::new()),

@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use lifeboat_core::blob::BlobKind;
 use lifeboat_core::index::Index;
 use lifeboat_core::lock::{LockGuard, LockKind};
+use lifeboat_core::ops::walk::Located;
 use lifeboat_core::repository::UnreadableSnapshot;
 use lifeboat_core::snapshot::{SnapshotEntry, SnapshotFilter, SnapshotSpec};
 use lifeboat_core::Repository;
@@ -71,6 +72,8 @@ pub struct Loaded {
     /// The readable snapshots (each unreadable one was reported when loading).
     pub snapshots: Vec<SnapshotEntry>,
     pub unreadable: Vec<UnreadableSnapshot>,
+    /// Whether `index` holds every blob, not the trees alone.
+    index_is_whole: bool,
     /// A shared lock, taken before the index is read: a prune then keeps every pack this
     /// index names until the command is done (docs/format.md, "Prune").
     _lock: Option<LockGuard>,
@@ -81,9 +84,34 @@ pub struct Loaded {
 pub enum IndexScope {
     /// Every blob: restore, stats.
     All,
-    /// Tree blobs only: ls, find, diff (and dump, which adds the blobs it writes).
+    /// Tree blobs only: ls, find, diff.
     Trees,
+    /// What dump and the database restores need: the trees, and the blobs of the files they
+    /// write ([`Loaded::index_for`]). An index of at most [`WHOLE_INDEX_BYTES`] is loaded whole,
+    /// in one pass; a larger one holds the trees, and the files' blobs take a second pass.
+    TreesAndFiles,
 }
+
+/// The index [`Loaded::index_for`] gives: the loaded one, or one read for the purpose.
+pub enum ReadIndex<'a> {
+    Loaded(&'a Index),
+    Read(Index),
+}
+
+impl std::ops::Deref for ReadIndex<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        match self {
+            ReadIndex::Loaded(index) => index,
+            ReadIndex::Read(index) => index,
+        }
+    }
+}
+
+/// Below this stored size (about 200,000 blobs, 12 MiB in memory) a one-file read loads the
+/// index whole: a second pass over the index files to pick the file's blobs costs more (a
+/// third of a small `dump`) than holding the rest.
+const WHOLE_INDEX_BYTES: u64 = 8 << 20;
 
 impl Loaded {
     pub fn open(cli: &Cli, operation: &str) -> Result<Loaded> {
@@ -124,9 +152,15 @@ impl Loaded {
                 }
             }
         };
-        let recovered = match scope {
-            IndexScope::All => repo.recover_index_where(|_| true)?,
-            IndexScope::Trees => repo.recover_index_where(|e| e.kind == BlobKind::Tree)?,
+        let index_is_whole = match scope {
+            IndexScope::All => true,
+            IndexScope::Trees => false,
+            IndexScope::TreesAndFiles => repo.index_bytes()? <= WHOLE_INDEX_BYTES,
+        };
+        let recovered = if index_is_whole {
+            repo.recover_index_where(|_| true)?
+        } else {
+            repo.recover_index_where(|e| e.kind == BlobKind::Tree)?
         };
         for damaged in &recovered.unreadable {
             eprintln!(
@@ -145,6 +179,7 @@ impl Loaded {
             index,
             snapshots: listing.readable,
             unreadable: listing.unreadable,
+            index_is_whole,
             _lock: lock,
         })
     }
@@ -163,12 +198,21 @@ impl Loaded {
         }
     }
 
+    /// The index that reading `located` needs: the loaded one when it is whole, else the
+    /// trees and the blobs of the files under `located`, read in a second pass.
+    pub fn index_for(&self, located: &Located) -> Result<ReadIndex<'_>> {
+        if self.index_is_whole {
+            return Ok(ReadIndex::Loaded(&self.index));
+        }
+        Ok(ReadIndex::Read(lifeboat_core::ops::dump::index_for(
+            &self.repo,
+            &self.index,
+            located,
+        )?))
+    }
+
     /// What `path` names in the snapshot `entry`.
-    pub fn locate(
-        &self,
-        entry: &SnapshotEntry,
-        path: &str,
-    ) -> Result<lifeboat_core::ops::walk::Located> {
+    pub fn locate(&self, entry: &SnapshotEntry, path: &str) -> Result<Located> {
         Ok(lifeboat_core::ops::walk::locate(
             &self.repo,
             &self.index,
@@ -195,7 +239,7 @@ pub fn feed_stored_file(
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     let located = loaded.locate(entry, path)?;
-    let index = lifeboat_core::ops::dump::index_for(&loaded.repo, &loaded.index, &located)?;
+    let index = loaded.index_for(&located)?;
     let mut sink = lifeboat_sources::CommandSink::spawn(tool)?;
     let mut counted = CountingWriter {
         inner: &mut sink,

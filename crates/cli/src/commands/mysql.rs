@@ -54,7 +54,7 @@ pub(super) fn backup(cli: &Cli, args: &MysqlBackupArgs) -> Result<u8> {
 
 fn restore(cli: &Cli, args: &MysqlRestoreArgs) -> Result<u8> {
     check_defaults_file(args.defaults_extra_file.as_deref())?;
-    let loaded = Loaded::open_scoped(cli, "mysql restore", IndexScope::Trees)?;
+    let loaded = Loaded::open_scoped(cli, "mysql restore", IndexScope::TreesAndFiles)?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
     if entry.snapshot.source != LABEL {
         anyhow::bail!(

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use lifeboat_core::ops::backup::{BackupOptions, BackupSource, NamedStream};
-use lifeboat_core::ops::dump::{dump as dump_path, index_for};
+use lifeboat_core::ops::dump::dump as dump_path;
 use lifeboat_sources::sqlite::{copy_database, SqliteRestore};
 
 use super::{IndexScope, Loaded};
@@ -46,7 +46,7 @@ pub(super) fn backup(cli: &Cli, args: &SqliteBackupArgs) -> Result<u8> {
 }
 
 fn restore(cli: &Cli, args: &SqliteRestoreArgs) -> Result<u8> {
-    let loaded = Loaded::open_scoped(cli, "sqlite restore", IndexScope::Trees)?;
+    let loaded = Loaded::open_scoped(cli, "sqlite restore", IndexScope::TreesAndFiles)?;
     let entry = loaded.resolve(&args.snapshot, &super::filter(&args.filter))?;
     if entry.snapshot.source != LABEL {
         anyhow::bail!(
@@ -66,7 +66,7 @@ fn restore(cli: &Cli, args: &SqliteRestoreArgs) -> Result<u8> {
         },
     };
     let located = loaded.locate(entry, &path)?;
-    let index = index_for(&loaded.repo, &loaded.index, &located)?;
+    let index = loaded.index_for(&located)?;
     let mut target = SqliteRestore::create(&args.to, args.overwrite)?;
     dump_path(&loaded.repo, &index, &located, target.writer())
         .with_context(|| format!("restoring {path} of snapshot {}", entry.short_id()))?;

@@ -97,6 +97,20 @@ pub struct Index {
 
 impl Index {
     pub fn add_pack(&mut self, name: &str, salt: Salt, entries: &[PackEntry]) {
+        self.add_pack_where(name, salt, entries, |_| true);
+    }
+
+    /// Adds the entries `keep` accepts; a pack none of whose entries it accepts is not added.
+    pub fn add_pack_where(
+        &mut self,
+        name: &str,
+        salt: Salt,
+        entries: &[PackEntry],
+        keep: impl Fn(&PackEntry) -> bool,
+    ) {
+        if !entries.iter().any(&keep) {
+            return;
+        }
         let number = match self.pack_numbers.get(name) {
             Some(n) => *n,
             None => {
@@ -109,19 +123,20 @@ impl Index {
                 n
             }
         };
-        self.blobs.extend(entries.iter().map(|e| {
-            let location = Location {
-                pack: number,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-                frame_offset: e.frame_offset,
-                frame_length: e.frame_length,
-                kind: e.kind,
-                compressed: e.compressed,
-            };
-            (e.id, location)
-        }));
+        self.blobs
+            .extend(entries.iter().filter(|e| keep(e)).map(|e| {
+                let location = Location {
+                    pack: number,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                    frame_offset: e.frame_offset,
+                    frame_length: e.frame_length,
+                    kind: e.kind,
+                    compressed: e.compressed,
+                };
+                (e.id, location)
+            }));
         self.unsorted = true;
     }
 
@@ -131,8 +146,15 @@ impl Index {
         if !self.unsorted {
             return;
         }
-        self.blobs
-            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.pack.cmp(&b.1.pack)));
+        // Ids are uniform: their first eight bytes, compared as one number, order almost
+        // every pair without comparing the 32 bytes (a third of the time of a whole load).
+        let lead = |id: &BlobId| u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+        self.blobs.sort_unstable_by(|a, b| {
+            lead(&a.0)
+                .cmp(&lead(&b.0))
+                .then_with(|| a.0.cmp(&b.0))
+                .then(a.1.pack.cmp(&b.1.pack))
+        });
         self.blobs.dedup_by(|later, first| later.0 == first.0);
         self.blobs.shrink_to_fit();
         self.buckets = PrefixTable::build(self.blobs.iter().map(|(id, _)| prefix(id)));
@@ -216,5 +238,23 @@ mod tests {
         assert!(index.contains(&entry(255, 0, 0).id));
         assert!(!index.contains(&entry(7, 9, 0).id));
         assert!(!index.contains(&entry(0, 1, 0).id));
+    }
+
+    #[test]
+    fn add_pack_where_keeps_what_it_accepts_and_skips_packs_with_nothing_kept() {
+        let mut index = Index::default();
+        let wanted = |e: &PackEntry| e.id.0[31] % 2 == 0;
+        index.add_pack_where("none", [0; 32], &[entry(1, 1, 0), entry(2, 3, 0)], wanted);
+        index.add_pack_where("some", [0; 32], &[entry(1, 2, 0), entry(2, 5, 0)], wanted);
+        index.finish();
+        assert_eq!(
+            index.packs().len(),
+            1,
+            "a pack with no kept blob is not added"
+        );
+        assert_eq!(index.pack(0).name, "some");
+        assert_eq!(index.blob_count(), 1);
+        assert!(index.contains(&entry(1, 2, 0).id));
+        assert!(!index.contains(&entry(2, 5, 0).id));
     }
 }

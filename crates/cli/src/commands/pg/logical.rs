@@ -55,7 +55,7 @@ pub fn restore(cli: &Cli, args: &PgRestoreArgs) -> Result<u8> {
     };
     let into = args.into.as_deref().unwrap_or(database);
     let file = format!("/{}", dump_file(database));
-    let loaded = Loaded::open_scoped(cli, "pg restore", IndexScope::Trees)?;
+    let loaded = Loaded::open_scoped(cli, "pg restore", IndexScope::TreesAndFiles)?;
     let filter = lifeboat_core::snapshot::SnapshotFilter {
         hosts: args.hosts.clone(),
         ..Default::default()
