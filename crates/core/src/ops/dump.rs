@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -51,10 +52,12 @@ fn write_file(repo: &Repository, index: &Index, node: &Node, out: &mut dyn Write
 }
 
 /// Reads, authenticates and decompresses `ids` on every core, handing the contents to `f` in
-/// order. The blobs are read in units of one frame ([`frame_units`]); unit `k` is read by
-/// worker `k % n`, which keeps at most one finished unit waiting and gets its buffer back once
-/// `f` is done with it, so memory stays at a few frames however long the file, and no blob
-/// pays for a fresh buffer.
+/// order. The blobs are read in units of one frame ([`frame_units`]). With `n` cores, the
+/// calling thread reads every `n`-th unit itself and `n - 1` helpers read the others (unit `k`
+/// by helper `k % n - 1`): on a machine as busy as it has cores, no thread sits waiting to be
+/// woken for each hand-over, which is what a consumer that only writes would do. A helper keeps
+/// at most one finished unit waiting and gets its buffer back once `f` is done with it, so
+/// memory stays at a few frames however long the file, and no blob pays for a fresh buffer.
 pub fn for_each_blob_in_order(
     repo: &Repository,
     index: &Index,
@@ -62,29 +65,34 @@ pub fn for_each_blob_in_order(
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let units = frame_units(index, ids);
-    let workers = std::thread::available_parallelism()
+    let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .min(units.len());
-    if workers <= 1 {
-        let (mut reader, mut frame) = (UnitReader::default(), Vec::new());
+        .min(units.len())
+        .max(1);
+    let (mut reader, mut frame) = (UnitReader::default(), Vec::new());
+    let mut read_here = |unit: Range<usize>, f: &mut dyn FnMut(&[u8]) -> Result<()>| {
+        for blob in reader.read(repo, index, ids, unit, &mut frame)? {
+            f(&frame[blob])?;
+        }
+        Ok::<(), Error>(())
+    };
+    if threads == 1 {
         for unit in units {
-            for blob in reader.read(repo, index, ids, unit, &mut frame)? {
-                f(&frame[blob])?;
-            }
+            read_here(unit, &mut f)?;
         }
         return Ok(());
     }
     let units = &units;
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..workers)
-            .map(|w| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|first| {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                // Two buffers circulate per worker: one being filled, one waiting or in `f`.
+                // Two buffers circulate per helper: one being filled, one waiting or in `f`.
                 let (give_back, returned) = crossbeam_channel::bounded::<Vec<u8>>(2);
                 scope.spawn(move || {
                     let mut reader = UnitReader::default();
-                    for unit in units.iter().skip(w).step_by(workers) {
+                    for unit in units.iter().skip(first).step_by(threads) {
                         let mut frame = returned.try_recv().unwrap_or_default();
                         let read = reader
                             .read(repo, index, ids, unit.clone(), &mut frame)
@@ -99,8 +107,11 @@ pub fn for_each_blob_in_order(
                 (rx, give_back)
             })
             .collect();
-        for k in 0..units.len() {
-            let (read, give_back) = &workers[k % workers.len()];
+        for (k, unit) in units.iter().enumerate() {
+            let Some((read, give_back)) = (k % threads).checked_sub(1).map(|h| &helpers[h]) else {
+                read_here(unit.clone(), &mut f)?;
+                continue;
+            };
             let (frame, blobs) = read
                 .recv()
                 .map_err(|_| Error::InvalidInput("blob reader stopped".into()))??;
