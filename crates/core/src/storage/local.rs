@@ -29,24 +29,29 @@ fn read_at_most(file: &File, offset: u64, length: u64, buf: &mut Vec<u8>) -> io:
     // Grown step by step as bytes arrive: `length` alone (from an index) must not decide an
     // allocation.
     const STEP: u64 = 16 * 1024 * 1024;
-    buf.clear();
-    while (buf.len() as u64) < length {
-        let have = buf.len();
+    // What the buffer already holds (the previous read) is read over, not zeroed again: only
+    // the space it grows by is (zeroing every read's buffer was 37 MB of memset in a 100 MiB
+    // dump).
+    let mut have = 0usize;
+    while (have as u64) < length {
         let want = (length - have as u64).min(STEP) as usize;
-        // Exactly: a reused buffer grown by doubling would keep twice the largest blob.
-        buf.reserve_exact(want);
-        buf.resize(have + want, 0);
+        if buf.len() < have + want {
+            // Exactly: a reused buffer grown by doubling would keep twice the largest blob.
+            buf.reserve_exact(have + want - buf.len());
+            buf.resize(have + want, 0);
+        }
         let n = loop {
-            match file.read_at(&mut buf[have..], offset + have as u64) {
+            match file.read_at(&mut buf[have..have + want], offset + have as u64) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other?,
             }
         };
-        buf.truncate(have + n);
+        have += n;
         if n == 0 {
             break;
         }
     }
+    buf.truncate(have);
     Ok(())
 }
 
@@ -442,6 +447,26 @@ impl Storage for LocalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranged_reads_into_a_reused_buffer_hold_exactly_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object");
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = Vec::new();
+        read_at_most(&file, 100, 5000, &mut buf).unwrap();
+        assert_eq!(buf, bytes[100..5100]);
+        // Shorter than what the buffer held: nothing of the previous read is left over.
+        read_at_most(&file, 7, 30, &mut buf).unwrap();
+        assert_eq!(buf, bytes[7..37]);
+        // Longer than what it held, and past the end of the file: what is there.
+        read_at_most(&file, 9000, 4000, &mut buf).unwrap();
+        assert_eq!(buf, bytes[9000..]);
+        read_at_most(&file, 20_000, 10, &mut buf).unwrap();
+        assert!(buf.is_empty(), "nothing at an offset past the end");
+    }
 
     #[test]
     fn writes_recreate_a_missing_namespace_directory() {
