@@ -1,10 +1,12 @@
 //! Writing one file's content, or a directory as a tar stream, to any writer.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::content::{frame_units, UnitReader};
 use super::walk::{Located, TreeWalker};
@@ -52,12 +54,12 @@ fn write_file(repo: &Repository, index: &Index, node: &Node, out: &mut dyn Write
 }
 
 /// Reads, authenticates and decompresses `ids` on every core, handing the contents to `f` in
-/// order. The blobs are read in units of one frame ([`frame_units`]). With `n` cores, the
-/// calling thread reads every `n`-th unit itself and `n - 1` helpers read the others (unit `k`
-/// by helper `k % n - 1`): on a machine as busy as it has cores, no thread sits waiting to be
-/// woken for each hand-over, which is what a consumer that only writes would do. A helper keeps
-/// at most one finished unit waiting and gets its buffer back once `f` is done with it, so
-/// memory stays at a few frames however long the file, and no blob pays for a fresh buffer.
+/// order. The blobs are read in units of one frame ([`frame_units`]) by one reader per core,
+/// each taking the next unit from a shared counter when it is free: frames differ in size
+/// (chunks of 0.5 to 8 MiB), and readers given units in turn waited for each other at every
+/// pair. The calling thread only writes, in order. A reader takes a buffer before it takes a
+/// unit and has at most [`READER_BUFFERS`], given back once `f` is done with them, so memory
+/// stays at a few frames however long the file, and no blob pays for a fresh buffer.
 pub fn for_each_blob_in_order(
     repo: &Repository,
     index: &Index,
@@ -65,64 +67,91 @@ pub fn for_each_blob_in_order(
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let units = frame_units(index, ids);
-    let threads = std::thread::available_parallelism()
+    let readers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .min(units.len())
         .max(1);
-    let (mut reader, mut frame) = (UnitReader::default(), Vec::new());
-    let mut read_here = |unit: Range<usize>, f: &mut dyn FnMut(&[u8]) -> Result<()>| {
-        for blob in reader.read(repo, index, ids, unit, &mut frame)? {
-            f(&frame[blob])?;
-        }
-        Ok::<(), Error>(())
-    };
-    if threads == 1 {
+    if readers == 1 {
+        let (mut reader, mut frame) = (UnitReader::default(), Vec::new());
         for unit in units {
-            read_here(unit, &mut f)?;
+            for blob in reader.read(repo, index, ids, unit, &mut frame)? {
+                f(&frame[blob])?;
+            }
         }
         return Ok(());
     }
     let units = &units;
+    let next_unit = &AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads)
-            .map(|first| {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                // Two buffers circulate per helper: one being filled, one waiting or in `f`.
-                let (give_back, returned) = crossbeam_channel::bounded::<Vec<u8>>(2);
+        let (done_tx, done) = crossbeam_channel::bounded::<ReadUnit>(READER_BUFFERS * readers);
+        let give_backs: Vec<_> = (0..readers)
+            .map(|reader_number| {
+                let (give_back, returned) = crossbeam_channel::bounded::<Vec<u8>>(READER_BUFFERS);
+                let done_tx = done_tx.clone();
                 scope.spawn(move || {
                     let mut reader = UnitReader::default();
-                    for unit in units.iter().skip(first).step_by(threads) {
-                        let mut frame = returned.try_recv().unwrap_or_default();
+                    let mut new_buffers = READER_BUFFERS;
+                    loop {
+                        let mut frame = match returned.try_recv() {
+                            Ok(frame) => frame,
+                            Err(_) if new_buffers > 0 => {
+                                new_buffers -= 1;
+                                Vec::new()
+                            }
+                            // Every buffer is waiting to be written; a closed channel means
+                            // the writer stopped.
+                            Err(_) => match returned.recv() {
+                                Ok(frame) => frame,
+                                Err(_) => return,
+                            },
+                        };
+                        let k = next_unit.fetch_add(1, Ordering::Relaxed);
+                        let Some(unit) = units.get(k) else { return };
                         let read = reader
                             .read(repo, index, ids, unit.clone(), &mut frame)
                             .map(|blobs| (frame, blobs));
                         let failed = read.is_err();
-                        // A closed channel means the consumer stopped: stop too.
-                        if tx.send(read).is_err() || failed {
+                        if done_tx.send((k, reader_number, read)).is_err() || failed {
                             return;
                         }
                     }
                 });
-                (rx, give_back)
+                give_back
             })
             .collect();
-        for (k, unit) in units.iter().enumerate() {
-            let Some((read, give_back)) = (k % threads).checked_sub(1).map(|h| &helpers[h]) else {
-                read_here(unit.clone(), &mut f)?;
-                continue;
+        drop(done_tx);
+        // Units read ahead of the one to write next.
+        let mut ahead: BTreeMap<usize, (usize, Result<ReadFrame>)> = BTreeMap::new();
+        for write_next in 0..units.len() {
+            let (reader_number, read) = loop {
+                if let Some(read) = ahead.remove(&write_next) {
+                    break read;
+                }
+                let (k, reader_number, read) = done
+                    .recv()
+                    .map_err(|_| Error::InvalidInput("blob reader stopped".into()))?;
+                ahead.insert(k, (reader_number, read));
             };
-            let (frame, blobs) = read
-                .recv()
-                .map_err(|_| Error::InvalidInput("blob reader stopped".into()))??;
+            let (buffer, blobs) = read?;
             for blob in blobs {
-                f(&frame[blob])?;
+                f(&buffer[blob])?;
             }
-            let _ = give_back.try_send(frame);
+            // The reader may have run out of units and ended.
+            let _ = give_backs[reader_number].try_send(buffer);
         }
         Ok(())
     })
 }
+
+/// Buffers each reader of [`for_each_blob_in_order`] may fill before the first is written.
+const READER_BUFFERS: usize = 2;
+
+/// A unit's frame, and where each of its blobs lies in it.
+type ReadFrame = (Vec<u8>, Vec<Range<usize>>);
+
+/// A unit's number, the reader that read it, and its frame and blobs.
+type ReadUnit = (usize, usize, Result<ReadFrame>);
 
 fn tar_header(node: &Node, entry_type: tar::EntryType, size: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
@@ -265,6 +294,105 @@ mod tests {
     use crate::ops::walk::locate;
     use crate::repository::InitOptions;
     use crate::storage::LocalStorage;
+
+    /// A repository with one backup of `files` (name, bytes) under `src`.
+    fn backed_up(
+        dir: &Path,
+        files: &[(&str, Vec<u8>)],
+    ) -> (Repository, crate::blob::BlobId, std::path::PathBuf) {
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        for (name, bytes) in files {
+            std::fs::write(src.join(name), bytes).expect("write");
+        }
+        let options = InitOptions {
+            kdf: KdfParams::generated_key(),
+            ..InitOptions::default()
+        };
+        let storage = Arc::new(LocalStorage::new(dir.join("repo")));
+        let repo = Repository::init(storage, &[b'a'; 64], options).expect("init");
+        let done = backup(
+            &repo,
+            BackupOptions::new(BackupSource::Paths(vec![src.clone()])),
+            &BackupProgress::default(),
+        )
+        .expect("backup");
+        (repo, done.snapshot.tree, src)
+    }
+
+    /// Bytes no compressor shrinks, in chunks of every size the chunker makes.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_of_many_frames_comes_out_whole_and_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = noise(40 << 20);
+        let (repo, tree, src) = backed_up(dir.path(), &[("big", bytes.clone())]);
+        let index = repo.load_index().expect("index");
+        let located = locate(
+            &repo,
+            &index,
+            tree,
+            src.join("big").as_os_str().as_bytes(),
+            "s",
+        )
+        .expect("located");
+        let Located::Node { node, .. } = &located else {
+            panic!("a file")
+        };
+        assert!(
+            frame_units(&index, &node.content).len() >= 20,
+            "enough units for every thread to take several"
+        );
+        let mut out = Vec::new();
+        dump(&repo, &index, &located, &mut out).expect("dump");
+        assert!(out == bytes, "the file's bytes, in order");
+    }
+
+    #[test]
+    fn a_damaged_frame_in_the_middle_fails_the_dump_and_stops_every_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (repo, tree, src) = backed_up(dir.path(), &[("big", noise(40 << 20))]);
+        let index = repo.load_index().expect("index");
+        let located = locate(
+            &repo,
+            &index,
+            tree,
+            src.join("big").as_os_str().as_bytes(),
+            "s",
+        )
+        .expect("located");
+        let Located::Node { node, .. } = &located else {
+            panic!("a file")
+        };
+        let damaged = node.content[node.content.len() / 2];
+        let loc = index.get(&damaged).expect("indexed");
+        let name = &index.pack(loc.pack).name;
+        let pack = dir.path().join("repo/data").join(&name[..2]).join(name);
+        let mut stored = std::fs::read(&pack).expect("pack");
+        stored[loc.offset as usize + loc.length as usize / 2] ^= 0x5a;
+        std::fs::write(&pack, stored).expect("damage");
+        let mut out = Vec::new();
+        let err = dump(&repo, &index, &located, &mut out).expect_err("a damaged frame");
+        assert!(
+            matches!(err, Error::Integrity { .. }),
+            "an integrity error, not {err:?}"
+        );
+        assert!(
+            out.len() < 40 << 20,
+            "the file is not written past the damage"
+        );
+    }
 
     #[test]
     fn a_dump_loads_the_index_of_what_it_writes_only() {
