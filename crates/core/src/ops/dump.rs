@@ -333,11 +333,11 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_file_of_many_frames_comes_out_whole_and_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A backup of one 40 MiB file of noise: the repository, its whole index, the file found
+    /// in the snapshot, and the file's bytes.
+    fn one_big_file(dir: &Path) -> (Repository, Index, Located, Vec<u8>) {
         let bytes = noise(40 << 20);
-        let (repo, tree, src) = backed_up(dir.path(), &[("big", bytes.clone())]);
+        let (repo, tree, src) = backed_up(dir, &[("big", bytes.clone())]);
         let index = repo.load_index().expect("index");
         let located = locate(
             &repo,
@@ -347,6 +347,13 @@ mod tests {
             "s",
         )
         .expect("located");
+        (repo, index, located, bytes)
+    }
+
+    #[test]
+    fn a_file_of_many_frames_comes_out_whole_and_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (repo, index, located, bytes) = one_big_file(dir.path());
         let Located::Node { node, .. } = &located else {
             panic!("a file")
         };
@@ -362,16 +369,7 @@ mod tests {
     #[test]
     fn a_damaged_frame_in_the_middle_fails_the_dump_and_stops_every_reader() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (repo, tree, src) = backed_up(dir.path(), &[("big", noise(40 << 20))]);
-        let index = repo.load_index().expect("index");
-        let located = locate(
-            &repo,
-            &index,
-            tree,
-            src.join("big").as_os_str().as_bytes(),
-            "s",
-        )
-        .expect("located");
+        let (repo, index, located, _) = one_big_file(dir.path());
         let Located::Node { node, .. } = &located else {
             panic!("a file")
         };
