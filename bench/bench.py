@@ -886,6 +886,7 @@ class Bench:
             "versions": versions,
             "runs": self.args.runs,
             "scratch": self.scratch,
+            "damon_pageout": damon_pageout(),
         }
 
     def warm(self, data):
@@ -1398,10 +1399,45 @@ def report_dataset(res, tools=None):
     return "\n".join(lines)
 
 
+def damon_pageout():
+    """The kernel's DAMON daemons that page out memory not accessed for a while, as
+    "kdamond N: pages idle >= S s", or [] when there are none. With one on, the page cache
+    is only warm for what was read within that time, whatever the harness reads first."""
+    found = []
+    base = "/sys/kernel/mm/damon/admin/kdamonds"
+    for k in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        kd = os.path.join(base, k)
+
+        def read(rel):
+            try:
+                with open(os.path.join(kd, rel)) as f:
+                    return f.read().strip()
+            except OSError:
+                return ""
+        if read("state") != "on":
+            continue
+        aggr_us = read("contexts/0/monitoring_attrs/intervals/aggr_us")
+        schemes = os.path.join(kd, "contexts/0/schemes")
+        for sch in sorted(os.listdir(schemes)) if os.path.isdir(schemes) else []:
+            rel = "contexts/0/schemes/%s/" % sch
+            if read(rel + "action") != "pageout":
+                continue
+            age = read(rel + "access_pattern/age/min")
+            if age.isdigit() and aggr_us.isdigit():
+                found.append("kdamond %s: pages idle >= %.0f s" % (k, int(age) * int(aggr_us) / 1e6))
+            else:
+                found.append("kdamond %s: pageout" % k)
+    return found
+
+
 def report_header(h):
     lines = ["## lifeboat benchmark, %s" % h["date"], ""]
     lines.append("- machine: %d cores (%s), %.1f GiB RAM, Linux %s"
                  % (h["nproc"], h["cpu"], h["mem_gib"], h["versions"].get("kernel", "?")))
+    if h.get("damon_pageout"):
+        lines.append("- **page cache is not kept warm**: DAMON pages out memory left alone "
+                     "(%s); a dataset not read within that time is read from disk"
+                     % "; ".join(h["damon_pageout"]))
     lines.append("- lifeboat commit: %s" % h["commit"])
     lines.append("- runs per measurement: %d (median wall time; peak RSS = max over runs; "
                  "fresh repository each run)" % h["runs"])
@@ -1490,6 +1526,9 @@ def main():
     try:
         os.makedirs(args.results_dir, exist_ok=True)
         h = bench.header()
+        for d in h["damon_pageout"]:
+            log("WARNING: DAMON pages out what is not accessed (%s): the page cache is only "
+                "warm for what was read just before, and large datasets are read from disk" % d)
         print(report_header(h), flush=True)
         for name, path in datasets:
             t0 = time.monotonic()
