@@ -1399,6 +1399,15 @@ def report_dataset(res, tools=None):
     return "\n".join(lines)
 
 
+def read_sysfs(path):
+    """A small kernel file's text, stripped; "" when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def damon_pageout():
     """The kernel's DAMON daemons that page out memory not accessed for a while, as
     "kdamond N: pages idle >= S s", or [] when there are none. With one on, the page cache
@@ -1406,23 +1415,16 @@ def damon_pageout():
     found = []
     base = "/sys/kernel/mm/damon/admin/kdamonds"
     for k in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-        kd = os.path.join(base, k)
-
-        def read(rel):
-            try:
-                with open(os.path.join(kd, rel)) as f:
-                    return f.read().strip()
-            except OSError:
-                return ""
-        if read("state") != "on":
+        ctx = os.path.join(base, k, "contexts", "0")
+        if read_sysfs(os.path.join(base, k, "state")) != "on":
             continue
-        aggr_us = read("contexts/0/monitoring_attrs/intervals/aggr_us")
-        schemes = os.path.join(kd, "contexts/0/schemes")
+        aggr_us = read_sysfs(os.path.join(ctx, "monitoring_attrs/intervals/aggr_us"))
+        schemes = os.path.join(ctx, "schemes")
         for sch in sorted(os.listdir(schemes)) if os.path.isdir(schemes) else []:
-            rel = "contexts/0/schemes/%s/" % sch
-            if read(rel + "action") != "pageout":
+            scheme = os.path.join(schemes, sch)
+            if read_sysfs(os.path.join(scheme, "action")) != "pageout":
                 continue
-            age = read(rel + "access_pattern/age/min")
+            age = read_sysfs(os.path.join(scheme, "access_pattern/age/min"))
             if age.isdigit() and aggr_us.isdigit():
                 found.append("kdamond %s: pages idle >= %.0f s" % (k, int(age) * int(aggr_us) / 1e6))
             else:
