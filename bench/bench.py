@@ -1053,7 +1053,8 @@ class Bench:
         log("scanned %d files in %.1fs" % (src_stats[0], time.monotonic() - t0))
         ds = {"name": dsname, "kind": dsname if dsname in PROFILES else "generated",
               "label": label, "path": data, "files": src_stats[0], "file_bytes": src_stats[1],
-              "du_bytes": du_bytes(data), "largest_file": largest, "stamp": st}
+              "du_bytes": du_bytes(data), "largest_file": largest, "stamp": st,
+              "filesystem": capture(["stat", "-f", "-c", "%T", data]).strip()}
         if "file" in phases:
             ds["pick"] = pick_file(data, files)
             if ds["pick"]:
@@ -1265,8 +1266,10 @@ def report_dataset(res, tools=None):
     lines.append("### Dataset `%s`" % ds["label"])
     lines.append("")
     zs = ds.get("tar_zstd3_bytes")
-    lines.append("`%s`: %d regular files, %.0f MiB of file data (du -sb %.0f MiB)%s."
-                 % (ds["path"], ds["files"], ds["file_bytes"] / MiB, (ds["du_bytes"] or 0) / MiB,
+    fs = ds.get("filesystem")
+    lines.append("`%s`%s: %d regular files, %.0f MiB of file data (du -sb %.0f MiB)%s."
+                 % (ds["path"], " (%s)" % fs if fs else "", ds["files"], ds["file_bytes"] / MiB,
+                    (ds["du_bytes"] or 0) / MiB,
                     ", `tar | zstd -3` = %.0f MiB" % (zs / MiB) if zs else ""))
     lines.append("")
     extra = []
@@ -1530,7 +1533,9 @@ def main():
         h = bench.header()
         for d in h["damon_pageout"]:
             log("WARNING: DAMON pages out what is not accessed (%s): the page cache is only "
-                "warm for what was read just before, and large datasets are read from disk" % d)
+                "warm for what was read just before, and large datasets are read from disk; "
+                "without swap, datasets on tmpfs stay in memory "
+                "(BENCH_DATA_DIR=/dev/shm/lifeboat-bench-data)" % d)
         print(report_header(h), flush=True)
         for name, path in datasets:
             t0 = time.monotonic()

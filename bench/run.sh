@@ -45,7 +45,9 @@
 #   BENCH_MILLION_FILES files of the million dataset (default 1000000; 500 per directory)
 #   BENCH_BIGFILE_MIB   size of the bigfile dataset in MiB (default 4096)
 #   BENCH_DATA_DIR      where the datasets (and the copy of the rustup dir) are kept
-#                       between runs (default /tmp/lifeboat-bench-data)
+#                       between runs (default /tmp/lifeboat-bench-data); on a machine
+#                       that pages out idle page cache (DAMON) and has no swap, a tmpfs
+#                       (/dev/shm/lifeboat-bench-data) keeps million warm
 #   BENCH_RUSTUP_DIR    source of the rustup dataset (default ${RUSTUP_HOME:-~/.rustup}),
 #                       only ever read: it is copied once to $BENCH_DATA_DIR/rustup-copy
 #   BENCH_SCRATCH       scratch dir for repositories and restores (default /tmp/lifeboat-bench)
